@@ -1,0 +1,726 @@
+"""The usage event: its schema, validation, and the mapping of provider usage shapes.
+
+Everything here is pure: a JSON value goes in, `UsageEvent` objects or an
+`EventError` listing every problem come out. The HTTP layer and the in-process
+`Recorder` both go through `parse_events`, so one set of rules holds everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+TOKEN_FIELDS: tuple[str, ...] = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "audio_input_tokens",
+    "audio_output_tokens",
+)
+
+ATTRIBUTION_FIELDS: tuple[str, ...] = (
+    "tenant",
+    "user",
+    "session_id",
+    "query_id",
+    "workflow_id",
+    "agent",
+    "task",
+    "tool",
+    "node",
+    "step",
+)
+
+LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")
+STATUSES: tuple[str, ...] = ("ok", "error")
+
+# Aliases in the OpenAI Chat Completions spelling, accepted as flat fields.
+TOKEN_ALIASES: dict[str, str] = {
+    "prompt_tokens": "input_tokens",
+    "completion_tokens": "output_tokens",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one request or event may carry; see the README's security section."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_events_per_request: int = 10_000
+    max_label_length: int = 256
+    max_string_length: int = 1024
+    max_metadata_bytes: int = 16 * 1024
+    max_text_bytes: int = 64 * 1024
+    max_tokens: int = 100_000_000
+    max_duration_ms: float = 24 * 3600 * 1000.0
+    max_cost_usd: float = 1_000_000.0
+    max_age_seconds: float = 400 * 24 * 3600.0
+    max_future_seconds: float = 3600.0
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    """One LLM call, normalised: input includes cached and cache-write tokens, output
+    includes reasoning tokens; every sub-kind is a subset of its parent."""
+
+    provider: str
+    model: str
+    operation: str = "chat"
+    service: str = "default"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    duration_ms: float | None = None
+    ttft_ms: float | None = None
+    status: str = "ok"
+    error_type: str | None = None
+    level: str = "info"
+    tenant: str | None = None
+    user: str | None = None
+    session_id: str | None = None
+    query_id: str | None = None
+    workflow_id: str | None = None
+    agent: str | None = None
+    task: str | None = None
+    tool: str | None = None
+    node: str | None = None
+    step: str | None = None
+    idempotency_key: str | None = None
+    timestamp: float = 0.0
+    cost_usd: float | None = None
+    metadata: dict[str, Any] | None = None
+    prompt_text: str | None = None
+    response_text: str | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def timestamp_rfc3339(self) -> str:
+        return format_timestamp(self.timestamp)
+
+
+def format_timestamp(ts: float) -> str:
+    return (
+        datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    index: int
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+@dataclass(slots=True)
+class EventError(Exception):
+    """Raised with every problem found in a request; nothing from it may be recorded."""
+
+    details: list[FieldError] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        n = len(self.details)
+        first = self.details[0] if self.details else None
+        if first is None:
+            return "invalid usage event"
+        head = f"event {first.index}: {first.field}: {first.message}"
+        return head if n == 1 else f"{head} (and {n - 1} more problems)"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _Invalid(Exception):
+    """One bad field; collected into EventError by the caller."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ---------------------------------------------------------------- primitives
+
+
+def _describe(value: object) -> str:
+    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() if _jsonable(value) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _jsonable(value: object) -> bool:
+    try:
+        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return False
+    return True
+
+
+def _int(name: str, value: object, limits: Limits) -> int:
+    # bool is an int subclass; `true` as a token count is a client bug, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            raise _Invalid(name, f"must be a whole number without a decimal point, got {_describe(value)}")
+        raise _Invalid(name, f"must be a non-negative integer, got {_describe(value)}")
+    if value < 0:
+        raise _Invalid(name, f"must be >= 0, got {value}")
+    if value > limits.max_tokens:
+        raise _Invalid(name, f"must be <= {limits.max_tokens}, got {value}")
+    return value
+
+
+def _number(name: str, value: object, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(name, f"must be a number, got {_describe(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _Invalid(name, f"must be finite, got {value}")
+    if number < 0:
+        raise _Invalid(name, f"must be >= 0, got {value}")
+    if number > maximum:
+        raise _Invalid(name, f"must be <= {maximum:g}, got {value}")
+    return number
+
+
+def _string(name: str, value: object, max_length: int, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(name, f"must be a string, got {_describe(value)}")
+    if not value and not allow_empty:
+        raise _Invalid(name, "must not be empty")
+    if len(value) > max_length:
+        raise _Invalid(name, f"is {len(value)} characters long; the limit is {max_length}")
+    if not value.isprintable() and not _printable_enough(value):
+        raise _Invalid(name, f"must not contain control characters, got {_describe(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(name, "is not valid UTF-8 (it holds a lone surrogate)") from None
+    return value
+
+
+def _printable_enough(value: str) -> bool:
+    # isprintable() also rejects spaces other than ' ' and some format characters
+    # (e.g. zero-width joiners in emoji); only C0/C1 controls and DEL are refused.
+    return not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value)
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise _Invalid(name, f"must be one of {', '.join(allowed)}; got {_describe(value)}")
+    return value
+
+
+def parse_timestamp(name: str, value: object, *, assume_utc: bool = False) -> float:
+    """RFC 3339 text or seconds since the epoch, as epoch seconds."""
+    if isinstance(value, bool):
+        raise _Invalid(name, f"must be an RFC 3339 timestamp, got {_describe(value)}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise _Invalid(name, f"must be finite, got {value}")
+        return float(value)
+    if not isinstance(value, str) or len(value) > 64:
+        raise _Invalid(name, f"must be an RFC 3339 timestamp, got {_describe(value)}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Invalid(
+            name, f"must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z, got {_describe(value)}"
+        ) from None
+    if parsed.tzinfo is None:
+        if not assume_utc:
+            raise _Invalid(name, f"needs a UTC offset (e.g. a trailing Z), got {_describe(value)}")
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+# ---------------------------------------------------------------- provider shapes
+
+
+def _sub(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = usage.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _count(where: str, mapping: Mapping[str, Any], key: str, limits: Limits) -> int:
+    value = mapping.get(key)
+    if value is None:
+        return 0
+    return _int(f"{where}.{key}", value, limits)
+
+
+def _modality_count(where: str, details: object, modality: str, limits: Limits) -> int:
+    if not isinstance(details, list):
+        return 0
+    total = 0
+    for i, item in enumerate(details):
+        if isinstance(item, Mapping) and str(item.get("modality", "")).upper() == modality:
+            total += _count(f"{where}[{i}]", item, "tokenCount", limits)
+    return total
+
+
+def usage_shape(usage: Mapping[str, Any]) -> str:
+    """Name the provider shape of a usage object by its keys."""
+    if "promptTokenCount" in usage or "candidatesTokenCount" in usage or "totalTokenCount" in usage:
+        return "gemini"
+    if "inputTokens" in usage or "outputTokens" in usage:
+        return "bedrock"
+    if "prompt_eval_count" in usage or "eval_count" in usage:
+        return "ollama"
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        return "openai_chat"
+    if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+        return "anthropic"
+    if "input_tokens" in usage or "output_tokens" in usage:
+        return "openai_responses"
+    return "unknown"
+
+
+def normalise_usage(
+    usage: Mapping[str, Any], where: str = "usage", limits: Limits = DEFAULT_LIMITS
+) -> dict[str, int]:
+    """Map a provider's own usage object to our seven token counts.
+
+    Anthropic and Bedrock report input without the cache counts, so they are added
+    back; Gemini reports thoughts beside the candidates, so they are added to output.
+    Keys a provider adds that carry no tokens (timings, service tier) are ignored.
+    """
+    shape = usage_shape(usage)
+    c = lambda m, k, w=where: _count(w, m, k, limits)  # noqa: E731
+    out = dict.fromkeys(TOKEN_FIELDS, 0)
+    if shape == "openai_chat":
+        prompt = _sub(usage, "prompt_tokens_details")
+        completion = _sub(usage, "completion_tokens_details")
+        pw, cw = f"{where}.prompt_tokens_details", f"{where}.completion_tokens_details"
+        out["input_tokens"] = c(usage, "prompt_tokens")
+        out["output_tokens"] = c(usage, "completion_tokens")
+        cached = c(prompt, "cached_tokens", pw)
+        if not cached:
+            # DeepSeek reports its cache hits beside the OpenAI fields.
+            cached = c(usage, "prompt_cache_hit_tokens")
+        out["cached_input_tokens"] = cached
+        out["audio_input_tokens"] = c(prompt, "audio_tokens", pw)
+        out["reasoning_tokens"] = c(completion, "reasoning_tokens", cw)
+        out["audio_output_tokens"] = c(completion, "audio_tokens", cw)
+    elif shape == "openai_responses":
+        inp = _sub(usage, "input_tokens_details")
+        outp = _sub(usage, "output_tokens_details")
+        out["input_tokens"] = c(usage, "input_tokens")
+        out["output_tokens"] = c(usage, "output_tokens")
+        out["cached_input_tokens"] = c(inp, "cached_tokens", f"{where}.input_tokens_details")
+        out["audio_input_tokens"] = c(inp, "audio_tokens", f"{where}.input_tokens_details")
+        out["reasoning_tokens"] = c(outp, "reasoning_tokens", f"{where}.output_tokens_details")
+        out["audio_output_tokens"] = c(outp, "audio_tokens", f"{where}.output_tokens_details")
+    elif shape == "anthropic":
+        read = c(usage, "cache_read_input_tokens")
+        write = c(usage, "cache_creation_input_tokens")
+        out["input_tokens"] = c(usage, "input_tokens") + read + write
+        out["output_tokens"] = c(usage, "output_tokens")
+        out["cached_input_tokens"] = read
+        out["cache_write_tokens"] = write
+    elif shape == "gemini":
+        thoughts = c(usage, "thoughtsTokenCount")
+        # Tool-use prompt tokens are billed as input but counted apart from the prompt.
+        out["input_tokens"] = c(usage, "promptTokenCount") + c(usage, "toolUsePromptTokenCount")
+        out["output_tokens"] = c(usage, "candidatesTokenCount") + thoughts
+        out["cached_input_tokens"] = c(usage, "cachedContentTokenCount")
+        out["reasoning_tokens"] = thoughts
+        out["audio_input_tokens"] = _modality_count(
+            f"{where}.promptTokensDetails", usage.get("promptTokensDetails"), "AUDIO", limits
+        )
+        out["audio_output_tokens"] = _modality_count(
+            f"{where}.candidatesTokensDetails", usage.get("candidatesTokensDetails"), "AUDIO", limits
+        )
+    elif shape == "bedrock":
+        read = c(usage, "cacheReadInputTokens")
+        write = c(usage, "cacheWriteInputTokens")
+        out["input_tokens"] = c(usage, "inputTokens") + read + write
+        out["output_tokens"] = c(usage, "outputTokens")
+        out["cached_input_tokens"] = read
+        out["cache_write_tokens"] = write
+    elif shape == "ollama":
+        out["input_tokens"] = c(usage, "prompt_eval_count")
+        out["output_tokens"] = c(usage, "eval_count")
+    else:
+        keys = ", ".join(sorted(str(k) for k in usage)[:10]) or "none"
+        raise _Invalid(
+            where,
+            "has no token counts in a known provider shape (OpenAI, Anthropic, Gemini, "
+            f"Bedrock, Ollama); its keys: {keys}",
+        )
+    return out
+
+
+def _usage_from_response(response: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """Find the usage object inside a provider's whole response body."""
+    for key in ("usage", "usageMetadata", "usage_metadata"):
+        inner = response.get(key)
+        if isinstance(inner, Mapping):
+            return inner, f"response.{key}"
+    if "prompt_eval_count" in response or "eval_count" in response:
+        return response, "response"
+    raise _Invalid("response", "holds no usage object (usage, usageMetadata or Ollama counts)")
+
+
+# ---------------------------------------------------------------- one event
+
+_LABEL_FIELDS = ("provider", "model", "operation", "service")
+_SCALAR_FIELDS = frozenset(
+    (
+        *_LABEL_FIELDS,
+        *TOKEN_FIELDS,
+        *TOKEN_ALIASES,
+        *ATTRIBUTION_FIELDS,
+        "total_tokens",
+        "duration_ms",
+        "ttft_ms",
+        "status",
+        "error_type",
+        "level",
+        "idempotency_key",
+        "timestamp",
+        "cost_usd",
+        "metadata",
+        "prompt_text",
+        "response_text",
+    )
+)
+EVENT_FIELDS = frozenset((*_SCALAR_FIELDS, "usage", "usageMetadata", "response"))
+
+SUMMARY_FIELDS = frozenset(
+    (
+        *(EVENT_FIELDS - {"usage", "usageMetadata", "response"}),
+        "event",
+        "whatsapp",
+        "inferences",
+        "total_prompt_tokens",
+        "total_completion_tokens",
+    )
+)
+INFERENCE_FIELDS = frozenset(
+    (*(EVENT_FIELDS - {"metadata"}), "node_name", "inference_type")
+)
+
+
+def _unknown(obj: Mapping[str, Any], allowed: frozenset[str]) -> list[str]:
+    return [k for k in obj if k not in allowed]
+
+
+def _build(
+    obj: Mapping[str, Any],
+    limits: Limits,
+    now: float,
+    errors: list[_Invalid],
+    *,
+    assume_utc: bool = False,
+) -> UsageEvent | None:
+    """Validate one flat event object; append problems to `errors`."""
+
+    def check(name: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except _Invalid as exc:
+            errors.append(exc)
+            return None
+
+    n_before = len(errors)
+    provider = check("provider", lambda: _required_label(obj, "provider", limits))
+    model = obj.get("model")
+    response = obj.get("response")
+    if model is None and isinstance(response, Mapping) and isinstance(response.get("model"), str):
+        model = response["model"]
+    model = check("model", lambda: _required_value("model", model, limits))
+
+    kw: dict[str, Any] = {}
+    for name in ("operation", "service"):
+        if name in obj:
+            kw[name] = check(name, lambda n=name: _string(n, obj[n], limits.max_label_length))
+
+    tokens = _tokens(obj, limits, errors)
+
+    for name in ("duration_ms", "ttft_ms"):
+        if obj.get(name) is not None:
+            kw[name] = check(name, lambda n=name: _number(n, obj[n], limits.max_duration_ms))
+    if "duration_ms" not in kw and tokens is not None and tokens[1] is not None:
+        kw["duration_ms"] = tokens[1]
+
+    status = "ok"
+    if "status" in obj:
+        status = check("status", lambda: _choice("status", obj["status"], STATUSES)) or "ok"
+    kw["status"] = status
+    if "level" in obj:
+        kw["level"] = check("level", lambda: _choice("level", obj["level"], LEVELS))
+    else:
+        kw["level"] = "error" if status == "error" else "info"
+    if obj.get("error_type") is not None:
+        kw["error_type"] = check(
+            "error_type", lambda: _string("error_type", obj["error_type"], limits.max_label_length)
+        )
+
+    for name in ATTRIBUTION_FIELDS:
+        value = obj.get(name)
+        if value is None:
+            continue
+        if name == "step" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        kw[name] = check(name, lambda n=name, v=value: _string(n, v, limits.max_string_length))
+    if obj.get("idempotency_key") is not None:
+        kw["idempotency_key"] = check(
+            "idempotency_key",
+            lambda: _string("idempotency_key", obj["idempotency_key"], limits.max_label_length),
+        )
+
+    if obj.get("timestamp") is not None:
+        kw["timestamp"] = check(
+            "timestamp", lambda: _timestamp_in_window(obj["timestamp"], now, limits, assume_utc)
+        )
+    else:
+        kw["timestamp"] = now
+    if obj.get("cost_usd") is not None:
+        kw["cost_usd"] = check("cost_usd", lambda: _number("cost_usd", obj["cost_usd"], limits.max_cost_usd))
+    if obj.get("metadata") is not None:
+        kw["metadata"] = check("metadata", lambda: _metadata(obj["metadata"], limits))
+    for name in ("prompt_text", "response_text"):
+        if obj.get(name) is not None:
+            kw[name] = check(name, lambda n=name: _text(n, obj[n], limits))
+
+    if len(errors) > n_before or tokens is None or tokens[0] is None:
+        return None
+    return UsageEvent(provider=provider, model=model, **tokens[0], **kw)
+
+
+def _required_label(obj: Mapping[str, Any], name: str, limits: Limits) -> str:
+    return _required_value(name, obj.get(name), limits)
+
+
+def _required_value(name: str, value: object, limits: Limits) -> str:
+    if value is None:
+        raise _Invalid(name, "is required")
+    return _string(name, value, limits.max_label_length)
+
+
+def _timestamp_in_window(value: object, now: float, limits: Limits, assume_utc: bool) -> float:
+    ts = parse_timestamp("timestamp", value, assume_utc=assume_utc)
+    if ts < now - limits.max_age_seconds:
+        raise _Invalid(
+            "timestamp",
+            f"{_describe(value)} is more than {limits.max_age_seconds / 86400:g} days in the past",
+        )
+    if ts > now + limits.max_future_seconds:
+        raise _Invalid(
+            "timestamp",
+            f"{_describe(value)} is more than {limits.max_future_seconds:g} s in the future",
+        )
+    return ts
+
+
+def _metadata(value: object, limits: Limits) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid("metadata", f"must be a JSON object, got {_describe(value)}")
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError as exc:  # non-string keys from in-process callers, or unserialisable values
+        raise _Invalid("metadata", f"must be plain JSON: {exc}") from None
+    if size > limits.max_metadata_bytes:
+        raise _Invalid("metadata", f"is {size} bytes as JSON; the limit is {limits.max_metadata_bytes}")
+    return value
+
+
+def _text(name: str, value: object, limits: Limits) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(name, f"must be a string, got {_describe(value)}")
+    return value
+
+
+def _tokens(
+    obj: Mapping[str, Any], limits: Limits, errors: list[_Invalid]
+) -> tuple[dict[str, int] | None, float | None] | None:
+    """The seven counts from flat fields, `usage`, `usageMetadata` or `response`; and an
+    Ollama duration when the response carries one."""
+    sources = [k for k in ("usage", "usageMetadata", "response") if obj.get(k) is not None]
+    flat = [k for k in (*TOKEN_FIELDS, *TOKEN_ALIASES) if obj.get(k) is not None]
+    duration: float | None = None
+    try:
+        if len(sources) > 1:
+            raise _Invalid(sources[1], f"give one of usage, usageMetadata or response, not {' and '.join(sources)}")
+        if sources and flat:
+            raise _Invalid(
+                flat[0], f"give token counts either as flat fields or inside {sources[0]}, not both"
+            )
+        if sources:
+            key = sources[0]
+            container = obj[key]
+            if not isinstance(container, Mapping):
+                raise _Invalid(key, f"must be a JSON object, got {_describe(container)}")
+            if key == "response":
+                usage, where = _usage_from_response(container)
+                total_ns = container.get("total_duration")
+                if isinstance(total_ns, int) and not isinstance(total_ns, bool) and total_ns >= 0:
+                    duration = total_ns / 1e6
+            else:
+                usage, where = container, key
+            counts = normalise_usage(usage, where, limits)
+        else:
+            counts = dict.fromkeys(TOKEN_FIELDS, 0)
+            for alias, canonical in TOKEN_ALIASES.items():
+                if obj.get(alias) is not None and obj.get(canonical) is not None:
+                    raise _Invalid(alias, f"is an alias of {canonical}; give one of them, not both")
+            for name in flat:
+                counts[TOKEN_ALIASES.get(name, name)] = _int(name, obj[name], limits)
+            total = obj.get("total_tokens")
+            if total is not None:
+                _int("total_tokens", total, limits)
+                if total and not counts["input_tokens"] and not counts["output_tokens"]:
+                    raise _Invalid(
+                        "total_tokens",
+                        "cannot be split into input and output; send input_tokens and output_tokens",
+                    )
+        _check_subsets(counts)
+    except _Invalid as exc:
+        errors.append(exc)
+        return None
+    return counts, duration
+
+
+def _check_subsets(c: dict[str, int]) -> None:
+    if c["cached_input_tokens"] + c["cache_write_tokens"] > c["input_tokens"]:
+        raise _Invalid(
+            "cached_input_tokens",
+            f"cached_input_tokens ({c['cached_input_tokens']}) + cache_write_tokens "
+            f"({c['cache_write_tokens']}) exceed input_tokens ({c['input_tokens']}); input_tokens "
+            "must include them (send the provider's own usage object as `usage` to have it mapped)",
+        )
+    if c["audio_input_tokens"] > c["input_tokens"]:
+        raise _Invalid("audio_input_tokens", "exceeds input_tokens, which must include it")
+    if c["reasoning_tokens"] + c["audio_output_tokens"] > c["output_tokens"]:
+        raise _Invalid(
+            "reasoning_tokens",
+            f"reasoning_tokens ({c['reasoning_tokens']}) + audio_output_tokens "
+            f"({c['audio_output_tokens']}) exceed output_tokens ({c['output_tokens']}), "
+            "which must include them",
+        )
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _summary_events(
+    obj: Mapping[str, Any], limits: Limits, now: float, errors: list[_Invalid]
+) -> list[UsageEvent]:
+    """A `token_usage_summary` record becomes one event per inference."""
+    inferences = obj.get("inferences")
+    if not isinstance(inferences, list) or not inferences:
+        errors.append(_Invalid("inferences", "must be a non-empty array of inference objects"))
+        return []
+    shared: dict[str, Any] = {
+        k: v
+        for k, v in obj.items()
+        if k not in ("event", "inferences", "whatsapp", "total_prompt_tokens", "total_completion_tokens")
+        and k not in (*TOKEN_FIELDS, *TOKEN_ALIASES, "total_tokens")
+    }
+    if obj.get("whatsapp") is not None and obj.get("user") is None:
+        shared["user"] = obj["whatsapp"] if not isinstance(obj["whatsapp"], int | float) or isinstance(obj["whatsapp"], bool) else str(obj["whatsapp"])
+    base_key = shared.pop("idempotency_key", None)
+    events: list[UsageEvent] = []
+    for i, inf in enumerate(inferences):
+        where = f"inferences[{i}]"
+        if not isinstance(inf, Mapping):
+            errors.append(_Invalid(where, f"must be an object, got {_describe(inf)}"))
+            continue
+        bad = _unknown(inf, INFERENCE_FIELDS)
+        if bad:
+            errors.append(_Invalid(f"{where}.{bad[0]}", f"unknown field(s): {', '.join(bad)}"))
+            continue
+        merged = dict(shared)
+        for k, v in inf.items():
+            if k == "node_name":
+                merged.setdefault("node", v)
+            elif k == "inference_type":
+                merged["operation"] = v
+            else:
+                merged[k] = v
+        if "node" in inf:
+            merged["node"] = inf["node"]
+        if base_key is not None and "idempotency_key" not in inf:
+            if isinstance(base_key, str):
+                merged["idempotency_key"] = f"{base_key}#{i}"
+            else:
+                merged["idempotency_key"] = base_key
+        sub: list[_Invalid] = []
+        event = _build(merged, limits, now, sub, assume_utc=True)
+        for exc in sub:
+            errors.append(_Invalid(f"{where}.{exc.field}", exc.message))
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def parse_event(
+    obj: object, limits: Limits = DEFAULT_LIMITS, now: float | None = None
+) -> list[UsageEvent]:
+    """Validate one JSON value (an event or a query summary); raise EventError."""
+    return parse_events([obj], limits, now)
+
+
+def parse_events(
+    items: list[Any], limits: Limits = DEFAULT_LIMITS, now: float | None = None
+) -> list[UsageEvent]:
+    """Validate a request's events all-or-nothing: every problem is reported, none recorded."""
+    if now is None:
+        now = time.time()
+    if len(items) > limits.max_events_per_request:
+        raise EventError(
+            [
+                FieldError(
+                    -1,
+                    "events",
+                    f"{len(items)} events in one request; the limit is {limits.max_events_per_request}",
+                )
+            ]
+        )
+    out: list[UsageEvent] = []
+    details: list[FieldError] = []
+    for index, obj in enumerate(items):
+        errors: list[_Invalid] = []
+        if not isinstance(obj, Mapping):
+            errors.append(_Invalid("", f"an event must be a JSON object, got {_describe(obj)}"))
+        elif obj.get("event") == "token_usage_summary":
+            bad = _unknown(obj, SUMMARY_FIELDS)
+            if bad:
+                errors.append(_Invalid(bad[0], f"unknown field(s): {', '.join(bad)}"))
+            else:
+                out.extend(_summary_events(obj, limits, now, errors))
+        else:
+            bad = _unknown(obj, EVENT_FIELDS)
+            if bad:
+                errors.append(
+                    _Invalid(bad[0], f"unknown field(s): {', '.join(map(str, bad))}; see the event table in the README")
+                )
+            else:
+                event = _build(obj, limits, now, errors)
+                if event is not None:
+                    out.append(event)
+        for exc in errors:
+            if len(details) < 100:
+                details.append(FieldError(index, exc.field, exc.message))
+    if details:
+        raise EventError(details)
+    return out
