@@ -1,0 +1,874 @@
+"""The price book: what one `UsageEvent` cost, split into input and output.
+
+Precedence, first match wins:
+
+1. the event's own ``cost_usd`` (source ``event``);
+2. an override from the prices file or the ``prices:`` section of the config
+   (source ``override``), matched on the deployment name first, then through an alias;
+3. a self-hosted provider (``ollama``, ``vllm``, ``llamacpp``, ``lmstudio``, ``local``
+   by default) costs 0 (source ``self-hosted``);
+4. the price data bundled with genai-prices (source ``genai-prices``), looked up with the
+   same rules as ``genai_prices.calc_price`` and at the event's timestamp;
+5. otherwise 0, with source ``unpriced`` and one warning per (provider, model).
+
+Overrides format (USD per 1M tokens; every key but ``input`` and ``output`` optional,
+defaulting to the input or output rate)::
+
+    self_hosted: [ollama, vllm, my-gpu-box]   # replaces the default list
+    providers:
+      openai:
+        models:
+          ft:gpt-4o-mini:acme:*:               # a model name or an fnmatch glob
+            input: 0.30
+            output: 1.20
+            cached_input: 0.15
+            cache_write: 0.30
+            reasoning: 1.20
+            audio_input: 3.00
+            audio_output: 6.00
+      azure:
+        aliases:
+          prod-gpt4o-*: gpt-4o                 # priced as azure's gpt-4o
+          eu-mini-*: {provider: openai, model: gpt-4o-mini}
+
+A whole config file whose only key is ``prices`` is accepted too. Errors (unknown key,
+negative or non-numeric price, an alias to an unknown model) raise `PriceConfigError`
+naming the file and line. See docs/pricing.md.
+
+The hot path resolves a model's rates once per (provider, model, price period) and
+keeps them in a plain dict; after warm-up `PriceBook.price` is a dict lookup and a few
+multiplications. genai-prices' own rules are reproduced for the token kinds an event
+carries: tiers switch every rate to the tier's once total input tokens exceed the tier
+start, and conditional prices (start dates, DeepSeek's off-peak hours) are chosen by
+the event's timestamp, each time period getting its own cache entry.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from typing import Any
+
+import genai_prices
+import yaml
+from genai_prices import data_snapshot
+from genai_prices import types as gp
+
+from ai_usage_exporter.events import UsageEvent
+
+__all__ = (
+    "DEFAULT_SELF_HOSTED",
+    "Cost",
+    "LineLoader",
+    "PriceBook",
+    "PriceConfigError",
+    "Rates",
+    "describe_rates",
+    "genai_prices_version",
+    "genai_usage",
+)
+
+logger = logging.getLogger("ai_usage_exporter.pricing")
+
+genai_prices_version: str = genai_prices.__version__
+
+DEFAULT_SELF_HOSTED: tuple[str, ...] = ("ollama", "vllm", "llamacpp", "lmstudio", "local")
+
+# Our provider names that genai-prices does not already recognise by id or by its own
+# provider_match rules (which cover bedrock/amazon -> aws, vertex/gemini -> google, xai).
+PROVIDER_IDS: dict[str, str] = {
+    "azure_openai": "azure",
+    "azure-openai": "azure",
+    "azure_ai": "azure",
+    "bedrock": "aws",
+    "vertex": "google",
+    "vertex_ai": "google",
+    "gemini": "google",
+    "google_genai": "google",
+    "xai": "x-ai",
+    "grok": "x-ai",
+    "fireworks_ai": "fireworks",
+    "fireworks-ai": "fireworks",
+    "together_ai": "together",
+    "mistralai": "mistral",
+    "moonshot": "moonshotai",
+}
+
+RATE_KEYS: tuple[str, ...] = (
+    "input",
+    "output",
+    "cached_input",
+    "cache_write",
+    "reasoning",
+    "audio_input",
+    "audio_output",
+)
+_PROVIDER_KEYS = ("models", "aliases")
+_TOP_KEYS = ("self_hosted", "providers")
+_ALIAS_KEYS = ("model", "provider")
+
+_MAX_CACHED_MODELS = 10_000
+_MAX_PERIODS_PER_MODEL = 8
+_MAX_WARNED = 10_000
+_DAY = 86_400.0
+_INF = math.inf
+
+
+class PriceConfigError(ValueError):
+    """A prices file or `prices:` section is wrong; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one event cost in USD, and where the price came from."""
+
+    input: float
+    output: float
+    total: float
+    source: str  # "event" | "override" | "genai-prices" | "self-hosted" | "unpriced"
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Resolved USD prices per 1M tokens for one model in one price period.
+
+    Every rate is the one that applies: a kind the price list does not distinguish
+    carries its parent's rate (cached input at the input rate, reasoning at the output
+    rate). `tiers` holds (start, rates) pairs, ascending: when an event's input tokens
+    exceed `start`, that tier's rates apply to all of its tokens.
+    """
+
+    input: float
+    output: float
+    cached_input: float
+    cache_write: float
+    reasoning: float
+    audio_input: float
+    audio_output: float
+    per_request: float = 0.0  # USD per request, counted as input
+    tiers: tuple[tuple[int, Rates], ...] = ()
+    kind: str = "genai-prices"  # the Cost.source it produces
+    source: str = ""  # where it came from, for people: file and line, alias, version
+
+
+def _zero(kind: str) -> Rates:
+    return Rates(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, kind=kind, source=kind)
+
+
+_UNPRICED = _zero("unpriced")
+_SELF_HOSTED = _zero("self-hosted")
+_PRICED_KINDS = frozenset(("override", "genai-prices"))
+
+
+def genai_usage(event: UsageEvent) -> genai_prices.Usage:
+    """The event's counts as genai-prices' `Usage`, for comparing with `calc_price`.
+
+    Both count cache reads and writes inside input tokens, and audio inside input or
+    output, so the fields map one to one.
+    """
+    return genai_prices.Usage(
+        input_tokens=event.input_tokens,
+        cache_read_tokens=event.cached_input_tokens,
+        cache_write_tokens=event.cache_write_tokens,
+        input_audio_tokens=event.audio_input_tokens,
+        output_tokens=event.output_tokens,
+        output_reasoning_tokens=event.reasoning_tokens,
+        output_audio_tokens=event.audio_output_tokens,
+    )
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+class _LineDict(dict[Any, Any]):
+    """A mapping loaded from YAML that remembers its own line and each key's line."""
+
+    line: int | None = None
+    key_lines: dict[Any, int]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_lines = {}
+
+
+class LineLoader(yaml.SafeLoader):
+    """A SafeLoader whose mappings remember line numbers and reject duplicate keys.
+
+    Load a config with it and pass its `prices:` mapping to `PriceBook` to get
+    line-numbered errors: ``yaml.load(f, Loader=LineLoader)``.
+    """
+
+
+def _construct_mapping(loader: LineLoader, node: yaml.MappingNode) -> _LineDict:
+    loader.flatten_mapping(node)
+    result = _LineDict()
+    result.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, got {key!r}", key_node.start_mark
+            ) from None
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {result.key_lines[key]})",
+                key_node.start_mark,
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _load_yaml(path: str | os.PathLike[str]) -> Any:
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as f:
+            return yaml.load(f, Loader=LineLoader)  # noqa: S506 - LineLoader is a SafeLoader
+    except OSError as exc:
+        raise PriceConfigError(f"{name}: cannot read the prices file: {exc.strerror}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        raise PriceConfigError(f"{where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise PriceConfigError(f"{name}: {exc}") from None
+
+
+# ---------------------------------------------------------------- overrides
+
+
+@dataclass(frozen=True, slots=True)
+class _Override:
+    pattern: str  # lower case
+    rates: Rates
+
+
+@dataclass(frozen=True, slots=True)
+class _Alias:
+    pattern: str  # lower case
+    provider: str | None  # None: the event's provider
+    model: str
+    where: str
+
+
+@dataclass(slots=True)
+class _Section:
+    provider: str  # lower case, may be a glob
+    overrides: list[_Override] = field(default_factory=list)
+    aliases: list[_Alias] = field(default_factory=list)
+
+
+class _Parser:
+    """Validates an overrides mapping into sections, naming the source and line of each problem."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def where(self, parent: Mapping[Any, Any], key: object = None) -> str:
+        line: int | None = None
+        if isinstance(parent, _LineDict):
+            line = parent.key_lines.get(key, parent.line) if key is not None else parent.line
+        return f"{self.source}:{line}" if line is not None else self.source
+
+    def fail(
+        self, parent: Mapping[Any, Any], key: object, path: str, message: str
+    ) -> PriceConfigError:
+        return PriceConfigError(f"{self.where(parent, key)}: {path}: {message}")
+
+    def mapping(self, parent: Mapping[Any, Any], key: object, path: str) -> Mapping[Any, Any]:
+        value = parent[key]
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(parent, key, path, f"must be a mapping, got {_kind(value)}")
+        return value
+
+    def keys(self, obj: Mapping[Any, Any], allowed: Sequence[str], path: str) -> None:
+        for key in obj:
+            if key not in allowed:
+                raise self.fail(
+                    obj,
+                    key,
+                    f"{path}.{key}" if path else str(key),
+                    f"unknown key {key!r}; expected one of {', '.join(allowed)}",
+                )
+
+    def name(self, parent: Mapping[Any, Any], key: object, path: str) -> str:
+        if not isinstance(key, str) or not key.strip():
+            raise self.fail(parent, key, path, f"a name must be non-empty text, got {key!r}")
+        return key.strip()
+
+    def parse(self, obj: Mapping[Any, Any]) -> tuple[list[_Section], list[str] | None]:
+        if set(obj) == {"prices"} and isinstance(obj["prices"], Mapping):
+            obj = obj["prices"]
+        self.keys(obj, _TOP_KEYS, "")
+        self_hosted: list[str] | None = None
+        if "self_hosted" in obj:
+            items = obj["self_hosted"]
+            if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+                raise self.fail(
+                    obj,
+                    "self_hosted",
+                    "self_hosted",
+                    f"must be a list of provider names, got {_kind(items)}",
+                )
+            self_hosted = [i.strip().lower() for i in items]
+        sections: list[_Section] = []
+        providers = self.mapping(obj, "providers", "providers") if "providers" in obj else {}
+        for provider_key in providers:
+            path = f"providers.{provider_key}"
+            provider = self.name(providers, provider_key, path)
+            body = self.mapping(providers, provider_key, path)
+            self.keys(body, _PROVIDER_KEYS, path)
+            section = _Section(provider.lower())
+            models = self.mapping(body, "models", f"{path}.models") if "models" in body else {}
+            for model_key in models:
+                mpath = f"{path}.models.{model_key}"
+                pattern = self.name(models, model_key, mpath)
+                section.overrides.append(
+                    _Override(pattern.lower(), self.rates(models, model_key, mpath, pattern))
+                )
+            aliases = self.mapping(body, "aliases", f"{path}.aliases") if "aliases" in body else {}
+            for alias_key in aliases:
+                section.aliases.append(
+                    self.alias(aliases, alias_key, f"{path}.aliases.{alias_key}")
+                )
+            sections.append(section)
+        return sections, self_hosted
+
+    def rates(self, parent: Mapping[Any, Any], key: object, path: str, pattern: str) -> Rates:
+        body = self.mapping(parent, key, path)
+        self.keys(body, RATE_KEYS, path)
+        values: dict[str, float] = {}
+        for name in RATE_KEYS:
+            if name not in body:
+                continue
+            value = body[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                hint = (
+                    " (YAML reads 1e-3 as text; write 0.001 or 1.0e-3)"
+                    if isinstance(value, str)
+                    else ""
+                )
+                raise self.fail(
+                    body,
+                    name,
+                    f"{path}.{name}",
+                    f"must be a number of USD per 1M tokens, got {_kind(value)} {value!r}{hint}",
+                )
+            if not math.isfinite(value) or value < 0:
+                raise self.fail(
+                    body, name, f"{path}.{name}", f"must be a finite price >= 0, got {value}"
+                )
+            values[name] = float(value)
+        for required in ("input", "output"):
+            if required not in values:
+                raise self.fail(parent, key, path, f"needs an {required} price (USD per 1M tokens)")
+        return Rates(
+            input=values["input"],
+            output=values["output"],
+            cached_input=values.get("cached_input", values["input"]),
+            cache_write=values.get("cache_write", values["input"]),
+            reasoning=values.get("reasoning", values["output"]),
+            audio_input=values.get("audio_input", values["input"]),
+            audio_output=values.get("audio_output", values["output"]),
+            kind="override",
+            source=f"override {self.where(parent, key)} ({pattern})",
+        )
+
+    def alias(self, parent: Mapping[Any, Any], key: object, path: str) -> _Alias:
+        pattern = self.name(parent, key, path)
+        target = parent[key]
+        provider: str | None = None
+        if isinstance(target, Mapping):
+            self.keys(target, _ALIAS_KEYS, path)
+            model = target.get("model")
+            if "provider" in target:
+                provider = target["provider"]
+                if not isinstance(provider, str) or not provider.strip():
+                    raise self.fail(
+                        target, "provider", f"{path}.provider", "must be a provider name"
+                    )
+                provider = provider.strip()
+        else:
+            model = target
+        if not isinstance(model, str) or not model.strip():
+            raise self.fail(
+                parent,
+                key,
+                path,
+                "must name a model, as `model-name` or {provider: p, model: m}; "
+                f"got {_kind(model)}",
+            )
+        return _Alias(pattern.lower(), provider, model.strip(), self.where(parent, key))
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+# ---------------------------------------------------------------- genai-prices
+
+
+def _provider_id(provider: str) -> str:
+    lowered = provider.lower()
+    return PROVIDER_IDS.get(lowered, lowered)
+
+
+def _genai_lookup(provider: str, model: str) -> tuple[gp.Provider, gp.ModelInfo] | None:
+    """The provider and model `calc_price(provider_id=...)` would use, or None."""
+    try:
+        return data_snapshot.get_snapshot().find_provider_model(
+            model, None, _provider_id(provider), None
+        )
+    except LookupError:
+        return None
+
+
+def _seconds_of_day(value: dtime) -> float:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    utc = datetime.combine(date(1970, 1, 1), aware).astimezone(UTC)
+    return (utc.hour * 3600 + utc.minute * 60 + utc.second + utc.microsecond / 1e6) % _DAY
+
+
+def _period(model: gp.ModelInfo, ts: float) -> tuple[float, float]:
+    """The interval around `ts` in which the model's conditional prices do not change."""
+    if isinstance(model.prices, gp.ModelPrice):
+        return -_INF, _INF
+    bounds: list[float] = []
+    day = math.floor(ts / _DAY) * _DAY
+    for conditional in model.prices:
+        constraint = conditional.constraint
+        if constraint is None:
+            continue
+        if isinstance(constraint, gp.StartDateConstraint):
+            begins = constraint.start_date
+            bounds.append(datetime(begins.year, begins.month, begins.day, tzinfo=UTC).timestamp())
+        elif isinstance(constraint, gp.TimeOfDateConstraint):
+            for edge in (constraint.start_time, constraint.end_time):
+                offset = _seconds_of_day(edge)
+                bounds.extend(day + d * _DAY + offset for d in (-1, 0, 1))
+        else:  # a constraint this version does not know: cache one second at a time
+            return math.floor(ts), math.floor(ts) + 1.0
+    start = max((b for b in bounds if b <= ts), default=-_INF)
+    end = min((b for b in bounds if b > ts), default=_INF)
+    return start, end
+
+
+_PRICE_KEYS: dict[str, str] = {
+    "input": "input_mtok",
+    "output": "output_mtok",
+    "cached_input": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+    "reasoning": "output_reasoning_mtok",
+    "audio_input": "input_audio_mtok",
+    "audio_output": "output_audio_mtok",
+}
+_PARENT = {
+    "cached_input": "input",
+    "cache_write": "input",
+    "audio_input": "input",
+    "reasoning": "output",
+    "audio_output": "output",
+}
+
+
+def _price_at(value: object, input_tokens: int) -> float | None:
+    """genai-prices' `calc_unit_price` rule: the highest tier whose start input exceeds."""
+    if value is None:
+        return None
+    if isinstance(value, gp.TieredPrices):
+        price = value.base
+        for tier in reversed(value.tiers):
+            if input_tokens > tier.start:
+                price = tier.price
+                break
+        return float(price)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _compile(price: gp.ModelPrice, source: str) -> Rates:
+    raw = {name: getattr(price, key, None) for name, key in _PRICE_KEYS.items()}
+    raw["per_request"] = getattr(price, "requests_kcount", None)
+    starts = sorted(
+        {t.start for v in raw.values() if isinstance(v, gp.TieredPrices) for t in v.tiers}
+    )
+
+    def at(input_tokens: int) -> Rates:
+        values = {name: _price_at(v, input_tokens) for name, v in raw.items()}
+        base = {name: values[name] or 0.0 for name in ("input", "output")}
+        for name, parent in _PARENT.items():
+            own = values[name]
+            base[name] = base[parent] if own is None else own
+        return Rates(
+            input=base["input"],
+            output=base["output"],
+            cached_input=base["cached_input"],
+            cache_write=base["cache_write"],
+            reasoning=base["reasoning"],
+            audio_input=base["audio_input"],
+            audio_output=base["audio_output"],
+            per_request=(values["per_request"] or 0.0) / 1000,
+            source=source,
+        )
+
+    rates = at(0)
+    if starts:
+        tiers = tuple((start, at(start + 1)) for start in starts)
+        rates = replace(rates, tiers=tiers, source=f"{source} (+tiers)")
+    return rates
+
+
+# ---------------------------------------------------------------- the book
+
+
+_Period = tuple[float, float, Rates]
+
+
+class PriceBook:
+    """Prices usage events: the event's cost, then overrides, self-hosted, genai-prices."""
+
+    genai_prices_version: str = genai_prices_version
+
+    def __init__(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        source: str = "<config>",
+        self_hosted: Iterable[str] | None = None,
+    ) -> None:
+        self.source = source
+        sections, file_self_hosted = _Parser(source).parse(overrides or {})
+        self._sections = sections
+        if self_hosted is not None:
+            hosted = [p.strip().lower() for p in self_hosted]
+        elif file_self_hosted is not None:
+            hosted = file_self_hosted
+        else:
+            hosted = list(DEFAULT_SELF_HOSTED)
+        self.self_hosted: frozenset[str] = frozenset(hosted)
+        self._cache: dict[tuple[str, str], tuple[_Period, ...]] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self._check_aliases()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> PriceBook:
+        """Read a YAML prices file; errors name the file and line."""
+        data = _load_yaml(path)
+        name = os.fspath(path)
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise PriceConfigError(
+                f"{name}:1: the prices file must be a mapping, got {_kind(data)}"
+            )
+        return cls(data, source=name)
+
+    # -- hot path
+
+    def price(self, event: UsageEvent) -> Cost:
+        """What the event cost; thread-safe, and after warm-up a dict lookup and arithmetic."""
+        ts = event.timestamp
+        key = (event.provider, event.model)
+        rates = None
+        periods = self._cache.get(key)
+        if periods is not None:
+            for start, end, found in periods:
+                if start <= ts < end:
+                    rates = found
+                    break
+        if rates is None:
+            rates = self._resolve_cached(key, ts)
+        if rates.tiers:
+            n = event.input_tokens
+            for start, tier in reversed(rates.tiers):
+                if n > start:
+                    rates = tier
+                    break
+
+        cached = event.cached_input_tokens
+        write = event.cache_write_tokens
+        audio_in = event.audio_input_tokens
+        plain_in = event.input_tokens - cached - write - audio_in
+        if plain_in < 0:
+            plain_in = 0
+        reasoning = event.reasoning_tokens
+        audio_out = event.audio_output_tokens
+        plain_out = event.output_tokens - reasoning - audio_out
+        if plain_out < 0:
+            plain_out = 0
+        cost_in = (
+            plain_in * rates.input
+            + cached * rates.cached_input
+            + write * rates.cache_write
+            + audio_in * rates.audio_input
+        ) / 1e6 + rates.per_request
+        cost_out = (
+            plain_out * rates.output + reasoning * rates.reasoning + audio_out * rates.audio_output
+        ) / 1e6
+
+        given = event.cost_usd
+        if given is not None:
+            total = cost_in + cost_out
+            if total > 0 and rates.kind in _PRICED_KINDS:
+                share = given * (cost_in / total)
+                return Cost(share, given - share, given, "event")
+            return Cost(given, 0.0, given, "event")
+        if rates.kind == "unpriced" and key not in self._warned:
+            self._warn_unpriced(key)
+        return Cost(cost_in, cost_out, cost_in + cost_out, rates.kind)
+
+    # -- slow path
+
+    def rates(self, provider: str, model: str, timestamp: float | None = None) -> Rates | None:
+        """The rates `price` uses for this model at this time (now if None); None if unpriced."""
+        ts = time.time() if timestamp is None else timestamp
+        key = (provider, model)
+        for start, end, cached in self._cache.get(key, ()):
+            if start <= ts < end:
+                return None if cached.kind == "unpriced" else cached
+        rates = self._resolve_cached(key, ts)
+        return None if rates.kind == "unpriced" else rates
+
+    def _resolve_cached(self, key: tuple[str, str], ts: float) -> Rates:
+        with self._lock:
+            periods = self._cache.get(key, ())
+            for start, end, cached in periods:
+                if start <= ts < end:
+                    return cached
+            rates, start, end = self._resolve(key[0], key[1], ts)
+            if key not in self._cache and len(self._cache) >= _MAX_CACHED_MODELS:
+                self._cache.clear()  # unbounded model names must not grow memory forever
+            # Copy-on-write: readers iterate the old tuple without a lock.
+            self._cache[key] = ((start, end, rates), *periods[: _MAX_PERIODS_PER_MODEL - 1])
+            return rates
+
+    def _resolve(self, provider: str, model: str, ts: float) -> tuple[Rates, float, float]:
+        found = self._override(provider, model)
+        if found is not None:
+            return found, -_INF, _INF
+        alias = self._alias(provider, model)
+        if alias is not None:
+            target_provider = alias.provider or provider
+            rates, start, end = self._resolve_direct(target_provider, alias.model, ts)
+            if rates.kind != "unpriced":
+                source = (
+                    f"alias {alias.where} ({alias.pattern} -> {target_provider}/{alias.model}); "
+                )
+                return replace(rates, source=source + rates.source), start, end
+            return rates, start, end
+        return self._resolve_direct(provider, model, ts)
+
+    def _resolve_direct(self, provider: str, model: str, ts: float) -> tuple[Rates, float, float]:
+        found = self._override(provider, model)
+        if found is not None:
+            return found, -_INF, _INF
+        if provider.lower() in self.self_hosted:
+            return _SELF_HOSTED, -_INF, _INF
+        hit = _genai_lookup(provider, model)
+        if hit is None:
+            return _UNPRICED, -_INF, _INF
+        gp_provider, gp_model = hit
+        start, end = _period(gp_model, ts)
+        prices = gp_model.get_prices(datetime.fromtimestamp(ts, UTC))
+        source = f"genai-prices {genai_prices_version} ({gp_provider.id}/{gp_model.id})"
+        if not isinstance(gp_model.prices, gp.ModelPrice):
+            source += f" at {datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M}Z"
+        return _compile(prices, source), start, end
+
+    def _sections_for(self, provider: str) -> Iterable[_Section]:
+        lowered = provider.lower()
+        yield from (s for s in self._sections if s.provider == lowered)
+        yield from (
+            s
+            for s in self._sections
+            if s.provider != lowered and fnmatch.fnmatchcase(lowered, s.provider)
+        )
+
+    def _override(self, provider: str, model: str) -> Rates | None:
+        lowered = model.lower()
+        sections = list(self._sections_for(provider))
+        for section in sections:  # an exact name beats any glob
+            for entry in section.overrides:
+                if entry.pattern == lowered:
+                    return entry.rates
+        for section in sections:
+            for entry in section.overrides:
+                if fnmatch.fnmatchcase(lowered, entry.pattern):
+                    return entry.rates
+        return None
+
+    def _alias(self, provider: str, model: str) -> _Alias | None:
+        lowered = model.lower()
+        sections = list(self._sections_for(provider))
+        for section in sections:
+            for alias in section.aliases:
+                if alias.pattern == lowered:
+                    return alias
+        for section in sections:
+            for alias in section.aliases:
+                if fnmatch.fnmatchcase(lowered, alias.pattern):
+                    return alias
+        return None
+
+    def _check_aliases(self) -> None:
+        now = time.time()
+        for section in self._sections:
+            for alias in section.aliases:
+                provider = alias.provider or section.provider
+                if alias.provider is None and _is_glob(section.provider):
+                    continue  # the target's provider is only known per event
+                rates, _, _ = self._resolve_direct(provider, alias.model, now)
+                if rates.kind == "unpriced":
+                    raise PriceConfigError(
+                        f"{alias.where}: providers.{section.provider}.aliases.{alias.pattern}: "
+                        f"the target {alias.model!r} is not a known model of provider {provider!r} "
+                        f"in the overrides or in genai-prices {genai_prices_version}; "
+                        "check the name with `ai-usage-exporter prices`"
+                    )
+
+    def _warn_unpriced(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            if key in self._warned or len(self._warned) > _MAX_WARNED:
+                return
+            self._warned.add(key)
+            if len(self._warned) > _MAX_WARNED:
+                logger.warning("more than %d unpriced models; no further warnings", _MAX_WARNED)
+                return
+        logger.warning(
+            "no price for provider %r model %r; recording cost 0 with source 'unpriced'. "
+            "Add an override to the prices file, or upgrade genai-prices",
+            key[0],
+            key[1],
+        )
+
+    # -- for describe_rates
+
+    def _override_patterns(self, provider: str | None) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for section in self._sections:
+            if provider is None or fnmatch.fnmatchcase(provider.lower(), section.provider):
+                out.extend((section.provider, o.pattern) for o in section.overrides)
+                out.extend((section.provider, a.pattern) for a in section.aliases)
+        return out
+
+
+# ---------------------------------------------------------------- describe
+
+
+_COLUMNS = (
+    "provider",
+    "model",
+    "input",
+    "cached_in",
+    "cache_wr",
+    "output",
+    "reasoning",
+    "audio_in",
+    "audio_out",
+    "source",
+)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _rows(provider: str, model: str, rates: Rates | None) -> list[list[str]]:
+    if rates is None:
+        return [[provider, model, *(["-"] * 7), "unpriced"]]
+    values = [
+        rates.input,
+        rates.cached_input,
+        rates.cache_write,
+        rates.output,
+        rates.reasoning,
+        rates.audio_input,
+        rates.audio_output,
+    ]
+    source = rates.source
+    if rates.per_request:
+        source += f"; +${rates.per_request:g}/request"
+    rows = [[provider, model, *map(_fmt, values), source]]
+    for start, tier in rates.tiers:
+        tier_values = [
+            tier.input,
+            tier.cached_input,
+            tier.cache_write,
+            tier.output,
+            tier.reasoning,
+            tier.audio_input,
+            tier.audio_output,
+        ]
+        rows.append(["", f"  > {start} input tokens", *map(_fmt, tier_values), "tier"])
+    return rows
+
+
+def describe_rates(book: PriceBook, provider: str | None, models: Sequence[str]) -> str:
+    """A table of resolved USD-per-1M-token rates and where each came from."""
+    pairs: list[tuple[str, str]] = []
+    if models:
+        for model in models:
+            if provider is not None:
+                pairs.append((provider, model))
+                continue
+            try:  # genai-prices' own rule for a model given without a provider
+                found = data_snapshot.get_snapshot().find_provider(model.lower(), None, None)
+            except LookupError:
+                pairs.append(("?", model))
+            else:
+                pairs.append((found.id, model))
+    elif provider is not None:
+        pairs.extend(book._override_patterns(provider))
+        hit = None
+        try:
+            hit = data_snapshot.get_snapshot().find_provider(None, _provider_id(provider), None)
+        except LookupError:
+            pass
+        if hit is not None:
+            pairs.extend((provider, m.id) for m in hit.models)
+    else:
+        pairs.extend(book._override_patterns(None))
+
+    rows = [list(_COLUMNS)]
+    for p, m in pairs:
+        rates = book.rates(p, m) if p != "?" else None
+        rows.extend(_rows(p, m, rates))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    ]
+    header = (
+        f"USD per 1M tokens; genai-prices {genai_prices_version}; "
+        f"self-hosted: {', '.join(sorted(book.self_hosted)) or 'none'}"
+    )
+    if not pairs:
+        lines.append("(no overrides; give --provider P or model names to list genai-prices rates)")
+    return "\n".join([header, *lines]) + "\n"
