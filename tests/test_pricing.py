@@ -1,0 +1,559 @@
+from __future__ import annotations
+
+import logging
+import textwrap
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from genai_prices import calc_price
+from genai_prices import types as gp
+from genai_prices.data_snapshot import get_snapshot
+
+from ai_usage_exporter.events import UsageEvent, parse_event
+from ai_usage_exporter.pricing import (
+    Cost,
+    PriceBook,
+    PriceConfigError,
+    describe_rates,
+    genai_prices_version,
+    genai_usage,
+)
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp()
+
+
+def event(provider: str, model: str, ts: float = NOW, **tokens: Any) -> UsageEvent:
+    return UsageEvent(provider=provider, model=model, timestamp=ts, **tokens)
+
+
+def reference(e: UsageEvent) -> gp.PriceCalculation:
+    return calc_price(
+        genai_usage(e),
+        e.model,
+        provider_id=e.provider,
+        genai_request_timestamp=datetime.fromtimestamp(e.timestamp, UTC),
+    )
+
+
+def assert_matches(cost: Cost, e: UsageEvent) -> None:
+    ref = reference(e)
+    assert cost.source == "genai-prices"
+    assert cost.input == pytest.approx(float(ref.input_price), abs=1e-9)
+    assert cost.output == pytest.approx(float(ref.output_price), abs=1e-9)
+    assert cost.total == pytest.approx(float(ref.total_price), abs=1e-9)
+    assert cost.total == cost.input + cost.output
+
+
+ANTHROPIC = parse_event(
+    {
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-5",
+        "timestamp": NOW,
+        "usage": {
+            "input_tokens": 1200,
+            "cache_read_input_tokens": 30_000,
+            "cache_creation_input_tokens": 4000,
+            "output_tokens": 800,
+        },
+    },
+    now=NOW,
+)[0]
+
+PRICED = [
+    event("openai", "gpt-4o", input_tokens=12_000, cached_input_tokens=8000, output_tokens=900),
+    ANTHROPIC,
+    event("openai", "o3-mini", input_tokens=3000, output_tokens=5000, reasoning_tokens=4200),
+    event("groq", "llama-3.3-70b-versatile", input_tokens=5000, output_tokens=700),
+    event(
+        "deepseek", "deepseek-chat", input_tokens=9000, cached_input_tokens=6000, output_tokens=300
+    ),
+    event(
+        "gemini", "gemini-2.5-flash", input_tokens=4000, audio_input_tokens=1500, output_tokens=99
+    ),
+    event(
+        "vertex",
+        "gemini-2.5-pro",
+        input_tokens=250_000,
+        cached_input_tokens=100_000,
+        output_tokens=2000,
+    ),
+    event(
+        "bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", input_tokens=100, output_tokens=10
+    ),
+    event("mistral", "mistral-large-latest", input_tokens=777, output_tokens=333),
+    event(
+        "openai",
+        "gpt-4o-audio-preview",
+        input_tokens=900,
+        audio_input_tokens=600,
+        output_tokens=800,
+        audio_output_tokens=500,
+    ),
+]
+
+
+@pytest.mark.parametrize("e", PRICED, ids=lambda e: f"{e.provider}/{e.model}")
+def test_matches_calc_price(e: UsageEvent) -> None:
+    assert_matches(PriceBook().price(e), e)
+
+
+def test_anthropic_usage_shape_adds_cache_counts_to_input() -> None:
+    assert ANTHROPIC.input_tokens == 35_200
+    cost = PriceBook().price(ANTHROPIC)
+    # 1200 x 3 + 30000 x 0.30 + 4000 x 3.75 per 1M, and 800 x 15 per 1M.
+    assert cost.input == pytest.approx((1200 * 3 + 30_000 * 0.3 + 4000 * 3.75) / 1e6, abs=1e-12)
+    assert cost.output == pytest.approx(800 * 15 / 1e6, abs=1e-12)
+
+
+def test_gpt_4o_mini_exact() -> None:
+    cost = PriceBook().price(event("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=500))
+    assert cost.input == pytest.approx(0.00015, abs=1e-12)
+    assert cost.output == pytest.approx(0.0003, abs=1e-12)
+    assert cost.total == pytest.approx(0.00045, abs=1e-12)
+    assert cost.source == "genai-prices"
+
+
+def test_azure_deployment_alias() -> None:
+    book = PriceBook({"providers": {"azure": {"aliases": {"prod-gpt4o-*": "gpt-4o"}}}})
+    e = event(
+        "azure", "prod-gpt4o-eastus", input_tokens=5000, cached_input_tokens=1024, output_tokens=400
+    )
+    cost = book.price(e)
+    ref = calc_price(genai_usage(e), "gpt-4o", provider_id="azure")
+    assert cost.total == pytest.approx(float(ref.total_price), abs=1e-9)
+    assert cost.input == pytest.approx(float(ref.input_price), abs=1e-9)
+    assert cost.source == "genai-prices"
+    rates = book.rates("azure", "prod-gpt4o-eastus")
+    assert rates is not None
+    assert rates.source.startswith("alias <config> (prod-gpt4o-* -> azure/gpt-4o); genai-prices")
+
+
+def test_alias_to_other_provider() -> None:
+    book = PriceBook(
+        {
+            "providers": {
+                "azure": {"aliases": {"eu-mini": {"provider": "openai", "model": "gpt-4o-mini"}}}
+            }
+        }
+    )
+    cost = book.price(event("azure", "eu-mini", input_tokens=1000, output_tokens=500))
+    assert cost.total == pytest.approx(0.00045, abs=1e-12)
+
+
+def test_self_hosted_costs_nothing() -> None:
+    book = PriceBook()
+    cost = book.price(event("ollama", "llama3.1:8b", input_tokens=5000, output_tokens=500))
+    assert cost == Cost(0.0, 0.0, 0.0, "self-hosted")
+    rates = book.rates("vllm", "anything")
+    assert rates is not None and rates.source == "self-hosted"
+    custom = PriceBook(self_hosted=["gpu-box"])
+    assert custom.price(event("gpu-box", "m", input_tokens=1)).source == "self-hosted"
+    assert custom.price(event("ollama", "m", input_tokens=1)).source == "unpriced"
+
+
+def test_self_hosted_from_file_section() -> None:
+    book = PriceBook({"self_hosted": ["tgi"]})
+    assert book.price(event("tgi", "m", input_tokens=1)).source == "self-hosted"
+    assert book.price(event("ollama", "m", input_tokens=1)).source == "unpriced"
+
+
+def test_unknown_model_is_unpriced_and_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    book = PriceBook()
+    e = event("openai", "no-such-model-xyz", input_tokens=100, output_tokens=5)
+    with pytest.raises(LookupError):
+        reference(e)
+    with caplog.at_level(logging.WARNING, logger="ai_usage_exporter.pricing"):
+        for _ in range(3):
+            assert book.price(e) == Cost(0.0, 0.0, 0.0, "unpriced")
+        book.price(event("acme", "no-such-model-xyz", input_tokens=1))
+        book.price(event("acme", "no-such-model-xyz", input_tokens=1))
+    messages = [r.getMessage() for r in caplog.records if r.name == "ai_usage_exporter.pricing"]
+    assert len(messages) == 2
+    assert "'openai' model 'no-such-model-xyz'" in messages[0]
+    assert "'acme' model 'no-such-model-xyz'" in messages[1]
+    assert book.rates("openai", "no-such-model-xyz") is None
+
+
+def test_no_warning_when_event_brings_its_cost(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ai_usage_exporter.pricing"):
+        cost = PriceBook().price(event("acme", "m", input_tokens=10, cost_usd=0.5))
+    assert cost == Cost(0.5, 0.0, 0.5, "event")
+    assert caplog.records == []
+
+
+# ---------------------------------------------------------------- tiers and time
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "threshold"),
+    [("anthropic", "claude-sonnet-4-5", 200_000), ("google", "gemini-2.5-pro", 200_000)],
+)
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+def test_tier_threshold(provider: str, model: str, threshold: int, delta: int) -> None:
+    e = event(
+        provider,
+        model,
+        input_tokens=threshold + delta,
+        cached_input_tokens=50_000,
+        output_tokens=1000,
+    )
+    cost = PriceBook().price(e)
+    assert_matches(cost, e)
+    base = PriceBook().rates(provider, model)
+    assert base is not None and base.tiers[0][0] == threshold
+    expected_output_rate = base.tiers[0][1].output if delta > 0 else base.output
+    assert cost.output == pytest.approx(1000 * expected_output_rate / 1e6, abs=1e-12)
+
+
+def test_start_date_price_change() -> None:
+    # genai-prices lowered o3's price from 2025-06-10 (UTC date).
+    change = datetime(2025, 6, 10, tzinfo=UTC).timestamp()
+    book = PriceBook()
+    before = event("openai", "o3", ts=change - 1, input_tokens=10_000, output_tokens=1000)
+    after = event("openai", "o3", ts=change, input_tokens=10_000, output_tokens=1000)
+    cost_after, cost_before = book.price(after), book.price(before)
+    assert_matches(cost_before, before)
+    assert_matches(cost_after, after)
+    assert cost_before.total > cost_after.total
+    # Each period has its own cache entry; neither evicts the other.
+    assert len(book._cache[("openai", "o3")]) == 2
+    assert book.price(before) == cost_before
+
+
+def test_time_of_day_price() -> None:
+    # DeepSeek's deepseek-chat is cheaper outside 00:30-16:30 UTC.
+    day = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
+    book = PriceBook()
+    costs = []
+    for seconds in (30 * 60 - 1, 30 * 60, 16.5 * 3600 - 1, 16.5 * 3600, 86_400 + 30 * 60 - 1):
+        e = event(
+            "deepseek",
+            "deepseek-chat",
+            ts=day + seconds,
+            input_tokens=10_000,
+            cached_input_tokens=4000,
+            output_tokens=1000,
+        )
+        cost = book.price(e)
+        assert_matches(cost, e)
+        costs.append(cost.total)
+    assert costs[0] < costs[1] == costs[2] > costs[3] == costs[4]
+
+
+def test_every_genai_prices_model_matches_calc_price() -> None:
+    """Our fixed formula equals genai-prices' unit decomposition for every model it lists."""
+    book = PriceBook(self_hosted=[])
+    checked = 0
+    for provider in get_snapshot().providers:
+        for model in provider.models:
+            prices = model.get_prices(datetime.fromtimestamp(NOW, UTC))
+            # With cached and audio input both reported, genai-prices needs an explicit
+            # cached-audio count, which events do not carry.
+            audio = 0 if getattr(prices, "cache_audio_read_mtok", None) is not None else 300
+            for n in (10_000, 300_000):
+                e = event(
+                    provider.id,
+                    model.id,
+                    input_tokens=n,
+                    cached_input_tokens=2000,
+                    cache_write_tokens=1000,
+                    audio_input_tokens=audio,
+                    output_tokens=900,
+                    reasoning_tokens=400,
+                    audio_output_tokens=100,
+                )
+                try:
+                    ref = calc_price(
+                        genai_usage(e),
+                        model.id,
+                        provider_id=provider.id,
+                        genai_request_timestamp=datetime.fromtimestamp(NOW, UTC),
+                    )
+                except LookupError:  # an id its own match rule does not accept
+                    assert book.price(e).source == "unpriced"
+                    continue
+                if ref.model is not model:  # a later model in the list matches this id
+                    continue
+                cost = book.price(e)
+                assert cost.total == pytest.approx(float(ref.total_price), abs=1e-9), model.id
+                assert cost.output == pytest.approx(float(ref.output_price), abs=1e-9), model.id
+                checked += 1
+    assert checked > 2000
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "prices.yaml"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def test_override_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        providers:
+          openai:
+            models:
+              ft:gpt-4o-mini:acme:*:
+                input: 0.30
+                output: 1.20
+                cached_input: 0.15
+              gpt-4o-mini:
+                input: 1
+                output: 2
+        """,
+    )
+    book = PriceBook.from_file(path)
+    cost = book.price(
+        event(
+            "openai",
+            "ft:gpt-4o-mini:acme:abc123",
+            input_tokens=3000,
+            cached_input_tokens=1000,
+            output_tokens=1000,
+            reasoning_tokens=500,
+        )
+    )
+    assert cost.source == "override"
+    assert cost.input == pytest.approx((2000 * 0.30 + 1000 * 0.15) / 1e6, abs=1e-12)
+    assert cost.output == pytest.approx(1000 * 1.20 / 1e6, abs=1e-12)
+    rates = book.rates("openai", "ft:gpt-4o-mini:acme:abc123")
+    assert rates is not None
+    assert rates.source == f"override {path}:4 (ft:gpt-4o-mini:acme:*)"
+    assert book.price(event("openai", "gpt-4o-mini", input_tokens=10**6)).total == 1.0
+
+
+def test_whole_config_file_with_prices_section(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        prices:
+          providers:
+            ollama:
+              models:
+                "*": {input: 0.01, output: 0.02}
+        """,
+    )
+    cost = PriceBook.from_file(path).price(event("ollama", "llama3", input_tokens=10**6))
+    assert cost == Cost(0.01, 0.0, 0.01, "override")
+
+
+def test_precedence_event_then_override_then_genai_prices() -> None:
+    overrides = {"providers": {"openai": {"models": {"gpt-4o-mini": {"input": 1.5, "output": 6}}}}}
+    book, plain = PriceBook(overrides), PriceBook()
+    e = event("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=500)
+    assert plain.price(e) == Cost(0.00015, 0.0003, 0.00045, "genai-prices")
+    overridden = book.price(e)
+    assert (overridden.input, overridden.output, overridden.source) == (0.0015, 0.003, "override")
+    assert overridden.total == pytest.approx(0.0045, abs=1e-15)
+    e.cost_usd = 0.009
+    cost = book.price(e)
+    # The given total, split as the price book would split it: 1/3 input, 2/3 output.
+    assert cost.source == "event"
+    assert cost.total == 0.009
+    assert cost.input == pytest.approx(0.003, abs=1e-15)
+    assert cost.input + cost.output == 0.009
+
+
+def test_event_cost_with_unpriced_model_is_all_input() -> None:
+    cost = PriceBook().price(event("ollama", "x", input_tokens=10, output_tokens=10, cost_usd=0.2))
+    assert cost == Cost(0.2, 0.0, 0.2, "event")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (
+            """
+            providers:
+              openai:
+                models:
+                  gpt-4o:
+                    input: 1
+                    ouput: 2
+            """,
+            6,
+            "providers.openai.models.gpt-4o.ouput: unknown key 'ouput'",
+        ),
+        (
+            """
+            providers:
+              openai:
+                models:
+                  gpt-4o:
+                    input: 1
+                    output: -2
+            """,
+            6,
+            "must be a finite price >= 0, got -2",
+        ),
+        (
+            """
+            providers:
+              openai:
+                models:
+                  gpt-4o:
+                    input: 1e-3
+                    output: 2
+            """,
+            5,
+            "must be a number of USD per 1M tokens, got str '1e-3'",
+        ),
+        (
+            """
+            providers:
+              openai:
+                models:
+                  gpt-4o:
+                    input: true
+                    output: 2
+            """,
+            5,
+            "got bool True",
+        ),
+        (
+            """
+            providers:
+              azure:
+                modles: {}
+            """,
+            3,
+            "unknown key 'modles'; expected one of models, aliases",
+        ),
+        (
+            """
+            self_hosted: [ollama]
+            provider: {}
+            """,
+            2,
+            "unknown key 'provider'",
+        ),
+        (
+            """
+            providers:
+              azure:
+                aliases:
+                  prod-*: gpt-4oo
+            """,
+            4,
+            "the target 'gpt-4oo' is not a known model of provider 'azure'",
+        ),
+        (
+            """
+            providers:
+              openai:
+                models:
+                  gpt-4o:
+                    input: 1
+            """,
+            4,
+            "needs an output price",
+        ),
+        (
+            """
+            providers:
+              openai:
+                models:
+                  gpt-4o: {input: 1, output: 2}
+                  gpt-4o: {input: 1, output: 3}
+            """,
+            5,
+            "duplicate key 'gpt-4o' (first on line 4)",
+        ),
+        (
+            """
+            providers:
+              openai: [gpt-4o]
+            """,
+            2,
+            "providers.openai: must be a mapping, got a list",
+        ),
+        (
+            """
+            providers:
+              openai:
+                models:
+                  gpt-4o: {input: 1, output: 2
+            """,
+            5,
+            "expected ',' or '}'",
+        ),
+    ],
+)
+def test_override_errors_name_file_and_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PriceConfigError) as info:
+        PriceBook.from_file(path)
+    assert str(info.value).startswith(f"{path}:{line}: ")
+    assert message in str(info.value)
+
+
+def test_errors_in_plain_mapping_name_the_source() -> None:
+    with pytest.raises(PriceConfigError, match=r"^config.yaml: providers.openai.models.x.input: "):
+        PriceBook(
+            {"providers": {"openai": {"models": {"x": {"input": -1, "output": 1}}}}},
+            source="config.yaml",
+        )
+
+
+def test_missing_file() -> None:
+    with pytest.raises(PriceConfigError, match="nope.yaml: cannot read the prices file"):
+        PriceBook.from_file("nope.yaml")
+
+
+# ---------------------------------------------------------------- describe
+
+
+def test_describe_rates() -> None:
+    book = PriceBook({"providers": {"azure": {"aliases": {"prod-gpt4o-*": "gpt-4o"}}}})
+    text = describe_rates(book, "openai", ["gpt-4o-mini", "nope"])
+    lines = text.splitlines()
+    assert lines[0].startswith(f"USD per 1M tokens; genai-prices {genai_prices_version}")
+    assert lines[1].split() == [
+        "provider",
+        "model",
+        "input",
+        "cached_in",
+        "cache_wr",
+        "output",
+        "reasoning",
+        "audio_in",
+        "audio_out",
+        "source",
+    ]
+    assert lines[2].split()[:9] == [
+        "openai",
+        "gpt-4o-mini",
+        "0.15",
+        "0.075",
+        "0.15",
+        "0.6",
+        "0.6",
+        "0.15",
+        "0.6",
+    ]
+    assert lines[2].endswith(f"genai-prices {genai_prices_version} (openai/gpt-4o-mini)")
+    assert lines[3].split() == ["openai", "nope", *["-"] * 7, "unpriced"]
+    listed = describe_rates(book, "azure", [])
+    assert "prod-gpt4o-*" in listed and "alias <config>" in listed
+    assert "\nazure     o1 " in listed
+    tiered = describe_rates(book, None, ["gemini-2.5-pro"]).splitlines()
+    assert tiered[2].split()[:3] == ["google", "gemini-2.5-pro", "1.25"]
+    assert tiered[3].split()[:5] == [">", "200000", "input", "tokens", "2.5"]
+
+
+def test_per_request_fee_counts_as_input() -> None:
+    e = event("perplexity", "sonar", input_tokens=1000, output_tokens=100)
+    cost = PriceBook().price(e)
+    ref = reference(e)
+    assert cost.total == pytest.approx(float(ref.total_price), abs=1e-12)
+    assert cost.input == pytest.approx(float(ref.input_price) + 0.012, abs=1e-12)
+    assert ref.total_price - ref.input_price - ref.output_price == Decimal("0.012")
