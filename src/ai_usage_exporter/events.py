@@ -116,9 +116,7 @@ class UsageEvent:
 
 
 def format_timestamp(ts: float) -> str:
-    return (
-        datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    )
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +161,11 @@ class _Invalid(Exception):
 
 
 def _describe(value: object) -> str:
-    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() if _jsonable(value) else repr(value)
+    text = (
+        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        if _jsonable(value)
+        else repr(value)
+    )
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -179,7 +181,9 @@ def _int(name: str, value: object, limits: Limits) -> int:
     # bool is an int subclass; `true` as a token count is a client bug, not 1.
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            raise _Invalid(name, f"must be a whole number without a decimal point, got {_describe(value)}")
+            raise _Invalid(
+                name, f"must be a whole number without a decimal point, got {_describe(value)}"
+            )
         raise _Invalid(name, f"must be a non-negative integer, got {_describe(value)}")
     if value < 0:
         raise _Invalid(name, f"must be >= 0, got {value}")
@@ -243,7 +247,8 @@ def parse_timestamp(name: str, value: object, *, assume_utc: bool = False) -> fl
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise _Invalid(
-            name, f"must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z, got {_describe(value)}"
+            name,
+            f"must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z, got {_describe(value)}",
         ) from None
     if parsed.tzinfo is None:
         if not assume_utc:
@@ -304,7 +309,10 @@ def normalise_usage(
     Keys a provider adds that carry no tokens (timings, service tier) are ignored.
     """
     shape = usage_shape(usage)
-    c = lambda m, k, w=where: _count(w, m, k, limits)  # noqa: E731
+
+    def c(m: Mapping[str, Any], k: str, w: str = where) -> int:
+        return _count(w, m, k, limits)
+
     out = dict.fromkeys(TOKEN_FIELDS, 0)
     if shape == "openai_chat":
         prompt = _sub(usage, "prompt_tokens_details")
@@ -347,7 +355,10 @@ def normalise_usage(
             f"{where}.promptTokensDetails", usage.get("promptTokensDetails"), "AUDIO", limits
         )
         out["audio_output_tokens"] = _modality_count(
-            f"{where}.candidatesTokensDetails", usage.get("candidatesTokensDetails"), "AUDIO", limits
+            f"{where}.candidatesTokensDetails",
+            usage.get("candidatesTokensDetails"),
+            "AUDIO",
+            limits,
         )
     elif shape == "bedrock":
         read = c(usage, "cacheReadInputTokens")
@@ -415,9 +426,7 @@ SUMMARY_FIELDS = frozenset(
         "total_completion_tokens",
     )
 )
-INFERENCE_FIELDS = frozenset(
-    (*(EVENT_FIELDS - {"metadata"}), "node_name", "inference_type")
-)
+INFERENCE_FIELDS = frozenset((*(EVENT_FIELDS - {"metadata"}), "node_name", "inference_type"))
 
 
 def _unknown(obj: Mapping[str, Any], allowed: frozenset[str]) -> list[str]:
@@ -433,88 +442,84 @@ def _build(
     assume_utc: bool = False,
 ) -> UsageEvent | None:
     """Validate one flat event object; append problems to `errors`."""
-
-    def check(name: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except _Invalid as exc:
-            errors.append(exc)
-            return None
-
     n_before = len(errors)
-    provider = check("provider", lambda: _required_label(obj, "provider", limits))
-    model = obj.get("model")
-    response = obj.get("response")
+    get = obj.get
+    label_max = limits.max_label_length
+    provider = _try(errors, _required_value, "provider", get("provider"), label_max)
+    model = get("model")
+    response = get("response")
     if model is None and isinstance(response, Mapping) and isinstance(response.get("model"), str):
         model = response["model"]
-    model = check("model", lambda: _required_value("model", model, limits))
+    model = _try(errors, _required_value, "model", model, label_max)
 
     kw: dict[str, Any] = {}
     for name in ("operation", "service"):
         if name in obj:
-            kw[name] = check(name, lambda n=name: _string(n, obj[n], limits.max_label_length))
+            kw[name] = _try(errors, _string, name, obj[name], label_max)
 
     tokens = _tokens(obj, limits, errors)
 
     for name in ("duration_ms", "ttft_ms"):
-        if obj.get(name) is not None:
-            kw[name] = check(name, lambda n=name: _number(n, obj[n], limits.max_duration_ms))
+        if get(name) is not None:
+            kw[name] = _try(errors, _number, name, obj[name], limits.max_duration_ms)
     if "duration_ms" not in kw and tokens is not None and tokens[1] is not None:
         kw["duration_ms"] = tokens[1]
 
     status = "ok"
     if "status" in obj:
-        status = check("status", lambda: _choice("status", obj["status"], STATUSES)) or "ok"
+        status = _try(errors, _choice, "status", obj["status"], STATUSES) or "ok"
     kw["status"] = status
     if "level" in obj:
-        kw["level"] = check("level", lambda: _choice("level", obj["level"], LEVELS))
+        kw["level"] = _try(errors, _choice, "level", obj["level"], LEVELS)
     else:
         kw["level"] = "error" if status == "error" else "info"
-    if obj.get("error_type") is not None:
-        kw["error_type"] = check(
-            "error_type", lambda: _string("error_type", obj["error_type"], limits.max_label_length)
-        )
+    if get("error_type") is not None:
+        kw["error_type"] = _try(errors, _string, "error_type", obj["error_type"], label_max)
 
     for name in ATTRIBUTION_FIELDS:
-        value = obj.get(name)
+        value = get(name)
         if value is None:
             continue
         if name == "step" and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        kw[name] = check(name, lambda n=name, v=value: _string(n, v, limits.max_string_length))
-    if obj.get("idempotency_key") is not None:
-        kw["idempotency_key"] = check(
-            "idempotency_key",
-            lambda: _string("idempotency_key", obj["idempotency_key"], limits.max_label_length),
+        kw[name] = _try(errors, _string, name, value, limits.max_string_length)
+    if get("idempotency_key") is not None:
+        kw["idempotency_key"] = _try(
+            errors, _string, "idempotency_key", obj["idempotency_key"], label_max
         )
 
-    if obj.get("timestamp") is not None:
-        kw["timestamp"] = check(
-            "timestamp", lambda: _timestamp_in_window(obj["timestamp"], now, limits, assume_utc)
+    if get("timestamp") is not None:
+        kw["timestamp"] = _try(
+            errors, _timestamp_in_window, obj["timestamp"], now, limits, assume_utc
         )
     else:
         kw["timestamp"] = now
-    if obj.get("cost_usd") is not None:
-        kw["cost_usd"] = check("cost_usd", lambda: _number("cost_usd", obj["cost_usd"], limits.max_cost_usd))
-    if obj.get("metadata") is not None:
-        kw["metadata"] = check("metadata", lambda: _metadata(obj["metadata"], limits))
+    if get("cost_usd") is not None:
+        kw["cost_usd"] = _try(errors, _number, "cost_usd", obj["cost_usd"], limits.max_cost_usd)
+    if get("metadata") is not None:
+        kw["metadata"] = _try(errors, _metadata, obj["metadata"], limits)
     for name in ("prompt_text", "response_text"):
-        if obj.get(name) is not None:
-            kw[name] = check(name, lambda n=name: _text(n, obj[n], limits))
+        if get(name) is not None:
+            kw[name] = _try(errors, _text, name, obj[name], limits)
 
-    if len(errors) > n_before or tokens is None or tokens[0] is None:
+    if len(errors) > n_before or tokens is None:
         return None
-    return UsageEvent(provider=provider, model=model, **tokens[0], **kw)
+    kw.update(tokens[0])
+    return UsageEvent(provider=provider, model=model, **kw)
 
 
-def _required_label(obj: Mapping[str, Any], name: str, limits: Limits) -> str:
-    return _required_value(name, obj.get(name), limits)
+def _try(errors: list[_Invalid], fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except _Invalid as exc:
+        errors.append(exc)
+        return None
 
 
-def _required_value(name: str, value: object, limits: Limits) -> str:
+def _required_value(name: str, value: object, max_length: int) -> str:
     if value is None:
         raise _Invalid(name, "is required")
-    return _string(name, value, limits.max_label_length)
+    return _string(name, value, max_length)
 
 
 def _timestamp_in_window(value: object, now: float, limits: Limits, assume_utc: bool) -> float:
@@ -540,7 +545,9 @@ def _metadata(value: object, limits: Limits) -> dict[str, Any]:
     except TypeError as exc:  # non-string keys from in-process callers, or unserialisable values
         raise _Invalid("metadata", f"must be plain JSON: {exc}") from None
     if size > limits.max_metadata_bytes:
-        raise _Invalid("metadata", f"is {size} bytes as JSON; the limit is {limits.max_metadata_bytes}")
+        raise _Invalid(
+            "metadata", f"is {size} bytes as JSON; the limit is {limits.max_metadata_bytes}"
+        )
     return value
 
 
@@ -552,7 +559,7 @@ def _text(name: str, value: object, limits: Limits) -> str:
 
 def _tokens(
     obj: Mapping[str, Any], limits: Limits, errors: list[_Invalid]
-) -> tuple[dict[str, int] | None, float | None] | None:
+) -> tuple[dict[str, int], float | None] | None:
     """The seven counts from flat fields, `usage`, `usageMetadata` or `response`; and an
     Ollama duration when the response carries one."""
     sources = [k for k in ("usage", "usageMetadata", "response") if obj.get(k) is not None]
@@ -560,7 +567,10 @@ def _tokens(
     duration: float | None = None
     try:
         if len(sources) > 1:
-            raise _Invalid(sources[1], f"give one of usage, usageMetadata or response, not {' and '.join(sources)}")
+            raise _Invalid(
+                sources[1],
+                f"give one of usage, usageMetadata or response, not {' and '.join(sources)}",
+            )
         if sources and flat:
             raise _Invalid(
                 flat[0], f"give token counts either as flat fields or inside {sources[0]}, not both"
@@ -633,11 +643,16 @@ def _summary_events(
     shared: dict[str, Any] = {
         k: v
         for k, v in obj.items()
-        if k not in ("event", "inferences", "whatsapp", "total_prompt_tokens", "total_completion_tokens")
+        if k
+        not in ("event", "inferences", "whatsapp", "total_prompt_tokens", "total_completion_tokens")
         and k not in (*TOKEN_FIELDS, *TOKEN_ALIASES, "total_tokens")
     }
     if obj.get("whatsapp") is not None and obj.get("user") is None:
-        shared["user"] = obj["whatsapp"] if not isinstance(obj["whatsapp"], int | float) or isinstance(obj["whatsapp"], bool) else str(obj["whatsapp"])
+        shared["user"] = (
+            obj["whatsapp"]
+            if not isinstance(obj["whatsapp"], int | float) or isinstance(obj["whatsapp"], bool)
+            else str(obj["whatsapp"])
+        )
     base_key = shared.pop("idempotency_key", None)
     events: list[UsageEvent] = []
     for i, inf in enumerate(inferences):
@@ -712,7 +727,10 @@ def parse_events(
             bad = _unknown(obj, EVENT_FIELDS)
             if bad:
                 errors.append(
-                    _Invalid(bad[0], f"unknown field(s): {', '.join(map(str, bad))}; see the event table in the README")
+                    _Invalid(
+                        bad[0],
+                        f"unknown field(s): {', '.join(map(str, bad))}; see the event table in the README",
+                    )
                 )
             else:
                 event = _build(obj, limits, now, errors)

@@ -1,0 +1,237 @@
+"""Starlette routes: parse the request, hand it to the recorder, answer. No formatting here."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .auth import BearerAuthMiddleware
+from .events import EventError
+from .ledger import LedgerError
+from .openapi import openapi_document
+from .recorder import Recorder, RecorderBusyError, RecorderClosedError
+
+log = logging.getLogger("ai_usage_exporter.http")
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TEXT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+JSON_TYPES = ("application/json", "text/json")
+NDJSON_TYPES = (
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/jsonlines",
+    "application/x-jsonlines",
+)
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(
+    status: int,
+    message: str,
+    details: Sequence[dict[str, Any]] | None = None,
+    *,
+    retry_after: int | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"message": message}
+    if details is not None:
+        body["details"] = list(details)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json_body(body: bytes, media_type: str) -> list[Any]:
+    """The request's events as JSON values; raises ValueError naming where parsing failed."""
+    if media_type in NDJSON_TYPES:
+        items: list[Any] = []
+        for lineno, line in enumerate(body.split(b"\n"), start=1):
+            if line.strip():
+                try:
+                    items.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"line {lineno}: {exc}") from None
+        return items
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+    return value if isinstance(value, list) else [value]
+
+
+def create_app(
+    recorder: Recorder,
+    *,
+    write_tokens: Sequence[str] = (),
+    read_tokens: Sequence[str] = (),
+    close_recorder: bool = False,
+) -> Starlette:
+    """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it."""
+    limits = recorder.limits
+
+    async def post_usage(request: Request) -> Response:
+        media_type = (
+            request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        )
+        if media_type not in JSON_TYPES and media_type not in NDJSON_TYPES:
+            recorder.count_rejected("unsupported_media_type")
+            return error_response(
+                415,
+                f"unsupported content type {media_type!r}; send application/json (an event or an "
+                "array of events) or application/x-ndjson (one event per line)",
+            )
+        try:
+            body = await _read_body(request, limits.max_body_bytes)
+        except _BodyTooLarge:
+            recorder.count_rejected("too_large")
+            return error_response(413, f"request body exceeds {limits.max_body_bytes} bytes")
+        try:
+            items = _parse_json_body(body, media_type)
+        except ValueError as exc:
+            recorder.count_rejected("malformed")
+            return error_response(400, f"malformed JSON: {exc}")
+        if not items:
+            return error_response(
+                422, "no events in the request", [{"index": -1, "field": "", "message": "empty"}]
+            )
+        try:
+            events = recorder.parse(items)
+        except EventError as exc:
+            recorder.count_rejected("invalid", len(items))
+            return error_response(422, exc.message, [d.as_dict() for d in exc.details])
+        try:
+            result = await recorder.submit(events)
+        except RecorderBusyError as exc:
+            recorder.count_rejected("backlog", len(items))
+            return error_response(503, str(exc), retry_after=1)
+        except RecorderClosedError:
+            recorder.count_rejected("shutting_down", len(items))
+            return error_response(503, "the exporter is shutting down; retry", retry_after=1)
+        except LedgerError as exc:
+            recorder.count_rejected("ledger_unavailable", len(items))
+            return error_response(
+                503,
+                f"events not stored: {exc}; nothing was recorded, retry",
+                retry_after=5,
+            )
+        return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
+
+    async def exposition(request: Request) -> Response:
+        accept = request.headers.get("accept", "")
+        if "application/openmetrics-text" in accept:
+            body, media_type = await run_in_threadpool(recorder.openmetrics), OPENMETRICS_TEXT
+        else:
+            body, media_type = await run_in_threadpool(recorder.exposition), PROMETHEUS_TEXT
+        if "gzip" in request.headers.get("accept-encoding", "") and len(body) > 1024:
+            return Response(
+                gzip.compress(body, compresslevel=1),
+                media_type=media_type,
+                headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+            )
+        return Response(body, media_type=media_type)
+
+    async def api_metrics(request: Request) -> Response:
+        fmt = request.query_params.get("format", "json")
+        if fmt == "prometheus":
+            return await exposition(request)
+        if fmt != "json":
+            return error_response(400, f"unknown format {fmt!r}; use json or prometheus")
+        raw_limit = request.query_params.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+            return error_response(
+                400, f"limit must be an integer from 1 to 10000, got {raw_limit!r}"
+            )
+        try:
+            view = await run_in_threadpool(recorder.view, int(raw_limit))
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return JSONResponse(view)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await run_in_threadpool(recorder.check_ready)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        if recorder.writer_error is not None:
+            return error_response(503, recorder.writer_error)
+        return JSONResponse({"status": "ready"})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(limits))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if close_recorder:
+            # In-flight requests have finished (uvicorn waits for them); commit the rest.
+            await run_in_threadpool(recorder.close)
+
+    routes = [
+        Route("/api/usage", post_usage, methods=["POST"]),
+        Route("/api/metrics", api_metrics, methods=["GET"]),
+        Route("/metrics", exposition, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(
+            BearerAuthMiddleware,
+            write_tokens=list(write_tokens),
+            read_tokens=list(read_tokens),
+            on_reject=lambda: recorder.count_rejected("unauthorized"),
+        )
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            404: _not_found,
+            405: _method_not_allowed,
+        },
+    )
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(404, f"no route {request.url.path}; see /openapi.json")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(405, f"method {request.method} not allowed on {request.url.path}")

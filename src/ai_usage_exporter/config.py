@@ -1,0 +1,227 @@
+"""Settings from flags, environment (AI_USAGE_EXPORTER_*) and a YAML file, in that precedence."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import yaml
+
+from .events import Limits
+from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
+from .pricing import LineLoader
+
+DEFAULT_PORT = 9478
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_DB = "ai-usage.db"
+ENV_PREFIX = "AI_USAGE_EXPORTER_"
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the setting, its source and the value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    db: str = DEFAULT_DB
+    config: str | None = None
+    prices_file: str | None = None
+    prices: Mapping[str, Any] | None = None  # the config file's `prices:` section
+    write_tokens: tuple[str, ...] = ()
+    read_tokens: tuple[str, ...] = ()
+    allow_unauthenticated: bool = False
+    extra_labels: tuple[str, ...] = ()
+    label_caps: Mapping[str, int] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    store_text: bool = False
+    synchronous: str = "full"
+    log_level: str = "info"
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+
+
+# Keys of the YAML file; nested sections are handled by name below.
+_FILE_KEYS = {
+    "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
+    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated",
+}  # fmt: skip
+_LIMIT_KEYS = {f.name for f in fields(Limits)}
+
+
+def _where(source: str, mapping: Any, key: str) -> str:
+    line = getattr(mapping, "key_lines", {}).get(key)
+    return f"{source}:{line}" if line else source
+
+
+def _tokens(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
+        raise ConfigError(f"{where}: tokens must be a non-empty string or a list of them")
+    return tuple(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
+def _int(value: Any, where: str, minimum: int = 0) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{where}: must be >= {minimum}, got {number}")
+    return number
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read the YAML config into Settings fields; errors name the file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.load(f, Loader=LineLoader)  # noqa: S506 - LineLoader is a SafeLoader
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: {exc.problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of settings")
+    out: dict[str, Any] = {"config": path}
+    for key, value in data.items():
+        where = _where(path, data, key)
+        if key not in _FILE_KEYS:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}; known: {', '.join(sorted(_FILE_KEYS))}"
+            )
+        if key in ("host", "db", "prices_file", "log_level", "synchronous"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+            out[key] = value
+        elif key == "port":
+            out["port"] = _int(value, where, 0)
+        elif key in ("store_text", "allow_unauthenticated"):
+            out[key] = _bool(value, where)
+        elif key == "prices":
+            out["prices"] = value
+        elif key == "auth":
+            for k, v in _section(value, where, {"write_tokens", "read_tokens"}).items():
+                out[k] = _tokens(v, _where(path, value, k))
+        elif key == "tls":
+            for k, v in _section(value, where, {"keyfile", "certfile"}).items():
+                out[f"ssl_{k}"] = str(v)
+        elif key == "labels":
+            sec = _section(value, where, {"extra", "caps"})
+            if "extra" in sec:
+                out["extra_labels"] = _extra_labels(sec["extra"], _where(path, value, "extra"))
+            if "caps" in sec:
+                caps = _section(sec["caps"], _where(path, value, "caps"), set(DEFAULT_LABEL_CAPS))
+                out["label_caps"] = {
+                    k: _int(v, _where(path, sec["caps"], k), 1) for k, v in caps.items()
+                }
+        elif key == "limits":
+            sec = _section(value, where, _LIMIT_KEYS)
+            out["limits"] = {k: v for k, v in sec.items()}
+    return out
+
+
+def _section(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    for k in value:
+        if k not in allowed:
+            raise ConfigError(
+                f"{_where(where.split(':')[0], value, k)}: unknown key {k!r}; known: {', '.join(sorted(allowed))}"
+            )
+    return value
+
+
+def _extra_labels(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of label names, got {value!r}")
+    for name in value:
+        if name not in OPTIONAL_LABELS:
+            raise ConfigError(
+                f"{where}: {name!r} cannot be a Prometheus label; choose from {', '.join(OPTIONAL_LABELS)}"
+            )
+    return tuple(value)
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def get(name: str) -> str | None:
+        return environ.get(ENV_PREFIX + name)
+
+    for name in ("HOST", "DB", "CONFIG", "LOG_LEVEL", "SYNCHRONOUS"):
+        if get(name):
+            out[name.lower()] = get(name)
+    if get("PRICES"):
+        out["prices_file"] = get("PRICES")
+    if get("PORT"):
+        out["port"] = _int(get("PORT"), f"{ENV_PREFIX}PORT")
+    for name, key in (("WRITE_TOKEN", "write_tokens"), ("READ_TOKEN", "read_tokens")):
+        if get(name):
+            out[key] = tuple(t.strip() for t in str(get(name)).split(",") if t.strip())
+    for name in ("ALLOW_UNAUTHENTICATED", "STORE_TEXT"):
+        if get(name):
+            out[name.lower()] = _bool(get(name), ENV_PREFIX + name)
+    if get("EXTRA_LABELS"):
+        out["extra_labels"] = _extra_labels(get("EXTRA_LABELS"), f"{ENV_PREFIX}EXTRA_LABELS")
+    if get("SSL_KEYFILE"):
+        out["ssl_keyfile"] = get("SSL_KEYFILE")
+    if get("SSL_CERTFILE"):
+        out["ssl_certfile"] = get("SSL_CERTFILE")
+    return out
+
+
+def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Flags beat environment, which beats the config file, which beats defaults."""
+    env = from_env(os.environ if environ is None else environ)
+    config_path = flags.get("config") or env.get("config")
+    merged: dict[str, Any] = {}
+    if config_path:
+        merged.update(load_file(config_path))
+    merged.update(env)
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    limits = merged.pop("limits", None)
+    settings = Settings(**merged)
+    if isinstance(limits, dict):
+        try:
+            settings = replace(settings, limits=Limits(**limits))
+        except TypeError as exc:
+            raise ConfigError(f"{config_path}: limits: {exc}") from None
+    elif isinstance(limits, Limits):
+        settings = replace(settings, limits=limits)
+    if settings.synchronous not in ("full", "normal"):
+        raise ConfigError(f"synchronous must be full or normal, got {settings.synchronous!r}")
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"port must be 0..65535, got {settings.port}")
+    return settings
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

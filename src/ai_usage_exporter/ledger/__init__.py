@@ -1,0 +1,24 @@
+"""Durable event stores: SQLite (the default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from .base import EVENT_COLUMNS, Ledger, LedgerError, WriteResult
+from .sqlite import SQLiteLedger
+
+
+def open_ledger(url: str, *, synchronous: str = "full", store_text: bool = False) -> Ledger:
+    """A path (or sqlite:///path) opens SQLite; postgresql://... opens PostgreSQL."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresLedger
+
+        return PostgresLedger(url, store_text=store_text)
+    if url.startswith("sqlite:///"):
+        url = url[len("sqlite:///") :]
+    elif "://" in url:
+        raise LedgerError(
+            f"unsupported ledger URL {url!r}: give a file path or a postgresql:// URL"
+        )
+    return SQLiteLedger(url, synchronous=synchronous, store_text=store_text)
+
+
+__all__ = ["EVENT_COLUMNS", "Ledger", "LedgerError", "SQLiteLedger", "WriteResult", "open_ledger"]

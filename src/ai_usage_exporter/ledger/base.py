@@ -1,0 +1,391 @@
+"""The durable event store, shared by the SQLite and PostgreSQL dialects.
+
+One write is one transaction: drop events whose idempotency_key is already stored
+(or repeated earlier in the batch), insert the rest, and add their rollup deltas to
+the rollup table. The caller updates counters only after that commit returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from ..events import ATTRIBUTION_FIELDS, TOKEN_FIELDS, UsageEvent
+from ..pricing import Cost
+from ..rollup import FLOAT_COLUMNS, KEY_FIELDS, VALUE_COLUMNS, Delta, RollupKey, aggregate
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "idempotency_key",
+    "ts",
+    "received_at",
+    "provider",
+    "model",
+    "operation",
+    "service",
+    "status",
+    "level",
+    "error_type",
+    "duration_ms",
+    "ttft_ms",
+    *TOKEN_FIELDS,
+    "cost_input",
+    "cost_output",
+    "cost_total",
+    "cost_source",
+    *ATTRIBUTION_FIELDS,
+    "metadata",
+    "prompt_text",
+    "response_text",
+)
+
+_TEXT_COLUMNS = frozenset(
+    (
+        "idempotency_key",
+        "provider",
+        "model",
+        "operation",
+        "service",
+        "status",
+        "level",
+        "error_type",
+        "cost_source",
+        *ATTRIBUTION_FIELDS,
+        "metadata",
+        "prompt_text",
+        "response_text",
+    )
+)
+_REAL_COLUMNS = frozenset(
+    ("ts", "received_at", "duration_ms", "ttft_ms", "cost_input", "cost_output", "cost_total")
+)
+
+Priced = tuple[UsageEvent, Cost]
+
+# Breakdowns of the JSON view: name -> the rollup columns grouped by.
+BREAKDOWNS: dict[str, tuple[str, ...]] = {
+    "by_service": ("service",),
+    "by_model": ("provider", "model"),
+    "by_agent": ("agent",),
+    "by_tool": ("tool",),
+    "by_tenant": ("tenant",),
+}
+
+
+class LedgerError(Exception):
+    """The ledger could not commit; nothing of the write was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    inserted: list[bool]  # per event of the write, False for a duplicate
+    deltas: dict[RollupKey, Delta]
+
+
+class Ledger(Protocol):
+    url: str
+
+    def write(self, priced: Sequence[Priced], received_at: float) -> WriteResult: ...
+    def load_rollup(self) -> Iterator[tuple[RollupKey, Delta]]: ...
+    def summary(self, limit: int = 100) -> dict[str, Any]: ...
+    def check_writable(self) -> None: ...
+    def count_events(self) -> int: ...
+    def events(self) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
+def q(name: str) -> str:
+    # "user" is reserved in PostgreSQL; quoting every identifier keeps one SQL text for both.
+    return f'"{name}"'
+
+
+def event_row(e: UsageEvent, cost: Cost, received_at: float, store_text: bool) -> tuple[Any, ...]:
+    return (
+        e.idempotency_key,
+        e.timestamp,
+        received_at,
+        e.provider,
+        e.model,
+        e.operation,
+        e.service,
+        e.status,
+        e.level,
+        e.error_type,
+        e.duration_ms,
+        e.ttft_ms,
+        e.input_tokens,
+        e.output_tokens,
+        e.cached_input_tokens,
+        e.cache_write_tokens,
+        e.reasoning_tokens,
+        e.audio_input_tokens,
+        e.audio_output_tokens,
+        cost.input,
+        cost.output,
+        cost.total,
+        cost.source,
+        e.tenant,
+        e.user,
+        e.session_id,
+        e.query_id,
+        e.workflow_id,
+        e.agent,
+        e.task,
+        e.tool,
+        e.node,
+        e.step,
+        orjson.dumps(e.metadata).decode() if e.metadata is not None else None,
+        e.prompt_text if store_text else None,
+        e.response_text if store_text else None,
+    )
+
+
+class SQLLedger:
+    """Dialect-neutral ledger; subclasses supply connections and a few SQL words."""
+
+    url: str
+    placeholder = "?"
+    int_type = "INTEGER"
+    real_type = "REAL"
+    id_column = "id INTEGER PRIMARY KEY"
+    store_text: bool = False
+
+    def __init__(self) -> None:
+        self._read_lock = threading.Lock()
+        ph = self.placeholder
+        cols = ", ".join(q(c) for c in EVENT_COLUMNS)
+        self._insert_sql = (
+            f"INSERT INTO events ({cols}) VALUES ({', '.join([ph] * len(EVENT_COLUMNS))})"
+        )
+        all_cols = (*KEY_FIELDS, *VALUE_COLUMNS)
+        updates = ", ".join(f"{q(c)} = rollup.{q(c)} + excluded.{q(c)}" for c in VALUE_COLUMNS)
+        self._upsert_sql = (
+            f"INSERT INTO rollup ({', '.join(q(c) for c in all_cols)}) "
+            f"VALUES ({', '.join([ph] * len(all_cols))}) "
+            f"ON CONFLICT ({', '.join(q(c) for c in KEY_FIELDS)}) DO UPDATE SET {updates}"
+        )
+
+    # ---------------------------------------------------------------- schema
+
+    def schema(self) -> list[str]:
+        def coltype(c: str) -> str:
+            if c in _TEXT_COLUMNS:
+                return "TEXT"
+            if c in _REAL_COLUMNS:
+                return self.real_type
+            return self.int_type
+
+        event_cols = ",\n  ".join(
+            f"{q(c)} {coltype(c)}{' NOT NULL' if c not in _NULLABLE else ''}" for c in EVENT_COLUMNS
+        )
+        key_cols = ",\n  ".join(f"{q(c)} TEXT NOT NULL" for c in KEY_FIELDS)
+        value_cols = ",\n  ".join(
+            f"{q(c)} {self.real_type if c in FLOAT_COLUMNS else self.int_type} NOT NULL DEFAULT 0"
+            for c in VALUE_COLUMNS
+        )
+        return [
+            f"CREATE TABLE IF NOT EXISTS events (\n  {self.id_column},\n  {event_cols}\n)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events (idempotency_key)",
+            "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
+            f"CREATE TABLE IF NOT EXISTS rollup (\n  {key_cols},\n  {value_cols},\n"
+            f"  PRIMARY KEY ({', '.join(q(c) for c in KEY_FIELDS)})\n)",
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ]
+
+    # ---------------------------------------------------------------- hooks
+
+    def _write_conn(self) -> Any:
+        raise NotImplementedError
+
+    def _read_conn(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, cur: Any) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- writing
+
+    def _existing_keys(self, cur: Any, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ", ".join([self.placeholder] * len(chunk))
+            cur.execute(
+                f"SELECT idempotency_key FROM events WHERE idempotency_key IN ({marks})", chunk
+            )
+            found.update(r[0] for r in cur.fetchall())
+        return found
+
+    def write(self, priced: Sequence[Priced], received_at: float) -> WriteResult:
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            self._begin(cur)
+            keys = [e.idempotency_key for e, _ in priced if e.idempotency_key is not None]
+            seen = self._existing_keys(cur, keys) if keys else set()
+            inserted: list[bool] = []
+            fresh: list[Priced] = []
+            for p in priced:
+                key = p[0].idempotency_key
+                if key is not None:
+                    if key in seen:
+                        inserted.append(False)
+                        continue
+                    seen.add(key)
+                inserted.append(True)
+                fresh.append(p)
+            deltas = aggregate(fresh)
+            if fresh:
+                store_text = self.store_text
+                cur.executemany(
+                    self._insert_sql, [event_row(e, c, received_at, store_text) for e, c in fresh]
+                )
+                cur.executemany(self._upsert_sql, [(*k, *v) for k, v in deltas.items()])
+            conn.commit()
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection may be gone; the write failed either way
+                pass
+            raise LedgerError(
+                f"ledger {self.url}: could not commit {len(priced)} events: {exc}"
+            ) from exc
+        return WriteResult(inserted, deltas)
+
+    def check_writable(self) -> None:
+        """Write and roll back a row, so a read-only or full database shows up."""
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            self._begin(cur)
+            ph = self.placeholder
+            cur.execute(
+                f"INSERT INTO meta (key, value) VALUES ({ph}, {ph})",
+                (f"readyz-{time.time_ns()}", "probe"),
+            )
+            conn.rollback()
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001
+                pass
+            raise LedgerError(f"ledger {self.url} is not writable: {exc}") from exc
+
+    # ---------------------------------------------------------------- reading
+
+    def load_rollup(self) -> Iterator[tuple[RollupKey, Delta]]:
+        nk = len(KEY_FIELDS)
+        cols = ", ".join(q(c) for c in (*KEY_FIELDS, *VALUE_COLUMNS))
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(f"SELECT {cols} FROM rollup")
+            rows = cur.fetchall()
+            self._end_read()
+        for row in rows:
+            yield tuple(row[:nk]), list(row[nk:])
+
+    def _end_read(self) -> None:
+        conn = self._read_conn()
+        conn.commit()
+
+    def count_events(self) -> int:
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute("SELECT count(*) FROM events")
+            (n,) = cur.fetchone()
+            self._end_read()
+        return int(n)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every stored event as a dict, oldest first; for tests and exports."""
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(f"SELECT {', '.join(q(c) for c in EVENT_COLUMNS)} FROM events ORDER BY id")
+            rows = cur.fetchall()
+            self._end_read()
+        return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+
+    def summary(self, limit: int = 100) -> dict[str, Any]:
+        """Totals and breakdowns from the rollup table, with real (unfolded) label values."""
+        sums = (
+            "sum(requests), sum(CASE WHEN status = 'error' THEN requests ELSE 0 END), "
+            + ", ".join(f"sum({q(c)})" for c in TOKEN_FIELDS)
+            + ", sum(cost_input), sum(cost_output), sum(cost_total), sum(unpriced), "
+            "sum(duration_count), sum(duration_sum_ms)"
+        )
+        out: dict[str, Any] = {}
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(f"SELECT {sums} FROM rollup")
+            out["totals"] = _sum_row(cur.fetchone())
+            cur.execute("SELECT level, sum(requests) FROM rollup GROUP BY level ORDER BY level")
+            out["by_level"] = {r[0]: int(r[1]) for r in cur.fetchall()}
+            for name, dims in BREAKDOWNS.items():
+                group = ", ".join(q(d) for d in dims)
+                cur.execute(
+                    f"SELECT {group}, {sums} FROM rollup GROUP BY {group} "
+                    f"ORDER BY sum(requests) DESC, {group} LIMIT {int(limit) + 1}"
+                )
+                rows = cur.fetchall()
+                items = []
+                for r in rows[:limit]:
+                    entry = dict(zip(dims, r[: len(dims)], strict=True))
+                    entry.update(_sum_row(r[len(dims) :]))
+                    items.append(entry)
+                out[name] = items
+                if len(rows) > limit:
+                    cur.execute(
+                        f"SELECT count(*) FROM (SELECT 1 FROM rollup GROUP BY {group}) AS g"
+                    )
+                    out[f"{name}_truncated"] = int(cur.fetchone()[0]) - limit
+            cur.execute(
+                "SELECT provider, model, sum(unpriced) FROM rollup WHERE unpriced > 0 "
+                "GROUP BY provider, model ORDER BY sum(unpriced) DESC, provider, model "
+                f"LIMIT {int(limit)}"
+            )
+            out["unpriced_models"] = [
+                {"provider": r[0], "model": r[1], "requests": int(r[2])} for r in cur.fetchall()
+            ]
+            self._end_read()
+        return out
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+_NULLABLE = frozenset(
+    (
+        "idempotency_key",
+        "error_type",
+        "duration_ms",
+        "ttft_ms",
+        *ATTRIBUTION_FIELDS,
+        "metadata",
+        "prompt_text",
+        "response_text",
+    )
+)
+
+
+def _sum_row(r: Sequence[Any]) -> dict[str, Any]:
+    requests = int(r[0] or 0)
+    errors = int(r[1] or 0)
+    tokens = {f: int(v or 0) for f, v in zip(TOKEN_FIELDS, r[2:9], strict=True)}
+    cost_in, cost_out, cost_total = (float(v or 0.0) for v in r[9:12])
+    unpriced = int(r[12] or 0)
+    dur_count = int(r[13] or 0)
+    dur_sum = float(r[14] or 0.0)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_rate": errors / requests if requests else 0.0,
+        "tokens": {**tokens, "total_tokens": tokens["input_tokens"] + tokens["output_tokens"]},
+        "cost_usd": {"input": cost_in, "output": cost_out, "total": cost_total},
+        "unpriced_requests": unpriced,
+        "average_duration_ms": dur_sum / dur_count if dur_count else None,
+        "average_cost_usd": cost_total / requests if requests else 0.0,
+    }

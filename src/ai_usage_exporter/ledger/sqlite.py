@@ -1,0 +1,73 @@
+"""SQLite ledger: one file in WAL mode, the embedded default."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from .base import LedgerError, SQLLedger
+
+SYNCHRONOUS = ("full", "normal")
+
+
+class SQLiteLedger(SQLLedger):
+    """Writes go through one connection owned by the writer thread; reads use another.
+
+    `synchronous=full` (the default) fsyncs the WAL at every commit, so an acknowledged
+    event survives power loss, not only a crash of the process; commits are grouped,
+    so the fsync is paid once per group.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "full", store_text: bool = False
+    ) -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        self.path = Path(path)
+        self.url = str(self.path)
+        self.store_text = store_text
+        super().__init__()
+        if self.path.parent and not self.path.parent.exists():
+            raise LedgerError(
+                f"cannot open ledger {self.url}: directory {self.path.parent} does not exist"
+            )
+        try:
+            self._w = self._connect()
+            self._w.execute("PRAGMA journal_mode=WAL")
+            self._w.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            with self._w:
+                for stmt in self.schema():
+                    self._w.execute(stmt)
+            self._r = self._connect()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE, which
+        # takes the write lock up front so the duplicate check and the insert cannot race.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _write_conn(self) -> sqlite3.Connection:
+        return self._w
+
+    def _read_conn(self) -> sqlite3.Connection:
+        return self._r
+
+    def _begin(self, cur: Any) -> None:
+        cur.execute("BEGIN IMMEDIATE")
+
+    def _end_read(self) -> None:
+        pass
+
+    def close(self) -> None:
+        for conn in (getattr(self, "_w", None), getattr(self, "_r", None)):
+            if conn is not None:
+                conn.close()

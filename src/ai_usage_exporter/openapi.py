@@ -1,0 +1,217 @@
+"""The OpenAPI 3.0 document served at /openapi.json (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .events import ATTRIBUTION_FIELDS, LEVELS, STATUSES, TOKEN_ALIASES, TOKEN_FIELDS, Limits
+
+
+def _event_schema(limits: Limits) -> dict[str, Any]:
+    label = {"type": "string", "minLength": 1, "maxLength": limits.max_label_length}
+    text = {"type": "string", "minLength": 1, "maxLength": limits.max_string_length}
+    count = {"type": "integer", "minimum": 0, "maximum": limits.max_tokens}
+    ms = {"type": "number", "minimum": 0, "maximum": limits.max_duration_ms}
+    props: dict[str, Any] = {
+        "provider": {
+            **label,
+            "description": "openai, anthropic, azure, bedrock, google, groq, deepseek, ollama, ...",
+        },
+        "model": label,
+        "operation": {**label, "default": "chat"},
+        "service": {**label, "default": "default"},
+        **{name: count for name in (*TOKEN_FIELDS, *TOKEN_ALIASES, "total_tokens")},
+        "duration_ms": ms,
+        "ttft_ms": ms,
+        "status": {"type": "string", "enum": list(STATUSES), "default": "ok"},
+        "error_type": label,
+        "level": {"type": "string", "enum": list(LEVELS)},
+        **{name: text for name in ATTRIBUTION_FIELDS},
+        "idempotency_key": label,
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339; default now",
+        },
+        "cost_usd": {"type": "number", "minimum": 0, "maximum": limits.max_cost_usd},
+        "metadata": {
+            "type": "object",
+            "description": f"at most {limits.max_metadata_bytes} bytes as JSON",
+        },
+        "prompt_text": {
+            "type": "string",
+            "description": "stored only when the operator enables it",
+        },
+        "response_text": {
+            "type": "string",
+            "description": "stored only when the operator enables it",
+        },
+        "usage": {
+            "type": "object",
+            "description": "a provider's own usage object (OpenAI, Anthropic, Gemini, Bedrock, Ollama)",
+        },
+        "usageMetadata": {"type": "object", "description": "Gemini's usageMetadata"},
+        "response": {
+            "type": "object",
+            "description": "a provider's whole response body holding its usage",
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["provider", "model"],
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def _error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "details": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["index", "field", "message"],
+                            "properties": {
+                                "index": {"type": "integer"},
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def openapi_document(limits: Limits) -> dict[str, Any]:
+    event_ref = {"$ref": "#/components/schemas/UsageEvent"}
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}, {}]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ai-usage-exporter", "version": __version__},
+        "paths": {
+            "/api/usage": {
+                "post": {
+                    "summary": "Record usage events; answers once they are committed to the ledger.",
+                    "security": bearer,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        event_ref,
+                                        {
+                                            "type": "array",
+                                            "items": event_ref,
+                                            "minItems": 1,
+                                            "maxItems": limits.max_events_per_request,
+                                        },
+                                    ]
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "committed",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["accepted", "duplicates"],
+                                        "properties": {
+                                            "accepted": {"type": "integer", "minimum": 0},
+                                            "duplicates": {"type": "integer", "minimum": 0},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error("malformed JSON"),
+                        "401": _error("missing or wrong bearer token"),
+                        "413": _error("body too large"),
+                        "415": _error("unsupported content type"),
+                        "422": _error("an invalid event; nothing was recorded"),
+                        "503": _error("the ledger cannot commit now; nothing was recorded"),
+                    },
+                }
+            },
+            "/api/metrics": {
+                "get": {
+                    "summary": "Totals and breakdowns as JSON, or the exposition with format=prometheus.",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["json", "prometheus"]},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the view",
+                            "content": {
+                                "application/json": {"schema": {"type": "object"}},
+                                "text/plain": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "400": _error("bad query parameter"),
+                        "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus text exposition (OpenMetrics when the Accept header asks).",
+                    "security": bearer,
+                    "responses": {
+                        "200": {
+                            "description": "exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": _error("missing or wrong bearer token"),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive.",
+                    "responses": {"200": {"description": "alive"}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "The ledger takes writes.",
+                    "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
+                }
+            },
+        },
+        "components": {
+            "schemas": {"UsageEvent": _event_schema(limits), "Error": _error_schema()},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,356 @@
+"""Recorder: price -> ledger -> counters, in one process, thread-safe.
+
+Every event goes through one writer thread that commits whatever is queued as one
+transaction (a group commit), then adds the committed rollup deltas to the
+counters. So the counters always equal what the ledger holds, under any number of
+concurrent callers, and a restart rebuilds them from the rollup table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
+
+from . import __version__
+from .events import DEFAULT_LIMITS, Limits, UsageEvent, parse_events
+from .ledger import Ledger, LedgerError, open_ledger
+from .metrics import MetricsState, UsageCollector
+from .pricing import Cost, PriceBook
+from .redact import redact_event
+from .views import json_view
+
+log = logging.getLogger("ai_usage_exporter")
+
+Priced = tuple[UsageEvent, Cost]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    accepted: int
+    duplicates: int
+
+
+class RecorderBusyError(Exception):
+    """More events are waiting for the ledger than the backlog limit allows."""
+
+
+class RecorderClosedError(Exception):
+    """The recorder is closed (or closing) and takes no more events."""
+
+
+class _Submission:
+    __slots__ = ("priced", "callback", "result", "error", "retry")
+
+    def __init__(
+        self,
+        priced: list[Priced],
+        callback: Callable[[_Submission], None] | None,
+        retry: bool,
+    ) -> None:
+        self.priced = priced
+        self.callback = callback
+        self.result: RecordResult | None = None
+        self.error: BaseException | None = None
+        # Fire-and-forget submissions have no one to tell of a failure, so they are
+        # kept and retried rather than dropped.
+        self.retry = retry
+
+
+class Recorder:
+    """Records usage events durably and keeps the counters Prometheus scrapes.
+
+    `db` is a SQLite path, a ``postgresql://`` URL or an open `Ledger`. `registry`
+    is the prometheus_client registry to register in; a new one is made when None
+    (never the global one).
+    """
+
+    def __init__(
+        self,
+        db: str | Ledger = "ai-usage.db",
+        registry: CollectorRegistry | None = None,
+        *,
+        prices: PriceBook | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        label_caps: Mapping[str, int] | None = None,
+        extra_labels: Sequence[str] = (),
+        store_text: bool = False,
+        synchronous: str = "full",
+        max_batch_events: int = 20_000,
+        max_pending_events: int = 200_000,
+    ) -> None:
+        self.limits = limits
+        self.prices = prices if prices is not None else PriceBook()
+        self.ledger: Ledger = (
+            open_ledger(db, synchronous=synchronous, store_text=store_text)
+            if isinstance(db, str)
+            else db
+        )
+        self.store_text = store_text
+        self.state = MetricsState(
+            label_caps=label_caps,
+            extra_labels=extra_labels,
+            build_info={
+                "version": __version__,
+                "genai_prices_version": self.prices.genai_prices_version,
+            },
+        )
+        t0 = time.perf_counter()
+        self.state.apply(self.ledger.load_rollup())
+        self.rebuild_seconds = time.perf_counter() - t0
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.collector = UsageCollector(self.state)
+        self.registry.register(self.collector)
+        self.started_at = time.time()
+        self.max_batch_events = max_batch_events
+        self.max_pending_events = max_pending_events
+        self._queue: deque[_Submission] = deque()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._closed = False
+        self._writer_failing: str | None = None
+        self._thread = threading.Thread(
+            target=self._run, name="ai-usage-ledger-writer", daemon=True
+        )
+        self._thread.start()
+
+    # ---------------------------------------------------------------- recording
+
+    def _prepare(self, events: Iterable[UsageEvent]) -> list[Priced]:
+        price = self.prices.price
+        out: list[Priced] = []
+        for e in events:
+            redact_event(e)
+            out.append((e, price(e)))
+        return out
+
+    def parse(self, items: Sequence[Any]) -> list[UsageEvent]:
+        return parse_events(list(items), self.limits)
+
+    def record(self, event: UsageEvent | Mapping[str, Any] | None = None, /, **fields: Any) -> None:
+        """Queue one event (a UsageEvent, a mapping, or keyword fields) without waiting.
+
+        It is validated and priced now, raising `EventError` when invalid; it is durable
+        once `flush()` returns. A failed commit is retried, never dropped.
+        """
+        if event is None:
+            events = parse_events([fields], self.limits)
+        elif isinstance(event, UsageEvent):
+            if fields:
+                raise TypeError("give either a UsageEvent or keyword fields, not both")
+            events = [event]
+        else:
+            events = parse_events([{**event, **fields}], self.limits)
+        self._enqueue(_Submission(self._prepare(events), None, retry=True))
+
+    def record_many(
+        self, events: Iterable[UsageEvent | Mapping[str, Any]], *, timeout: float | None = None
+    ) -> RecordResult:
+        """Record several events and wait until they are committed."""
+        items = list(events)
+        parsed = [e for e in items if isinstance(e, UsageEvent)]
+        raw = [e for e in items if not isinstance(e, UsageEvent)]
+        if raw:
+            parsed.extend(parse_events(raw, self.limits))
+        done = threading.Event()
+        sub = _Submission(self._prepare(parsed), lambda _s: done.set(), retry=False)
+        self._enqueue(sub)
+        if not done.wait(timeout):
+            raise TimeoutError(f"events not committed within {timeout} s")
+        if sub.error is not None:
+            raise sub.error
+        assert sub.result is not None
+        return sub.result
+
+    async def submit(self, events: list[UsageEvent]) -> RecordResult:
+        """Record parsed events; returns once the ledger has committed them."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_Submission] = loop.create_future()
+
+        def done(sub: _Submission) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, sub)
+
+        sub = _Submission(self._prepare(events), done, retry=False)
+        self._enqueue(sub)
+        await asyncio.shield(fut)
+        if sub.error is not None:
+            raise sub.error
+        assert sub.result is not None
+        return sub.result
+
+    def _enqueue(self, sub: _Submission) -> None:
+        n = len(sub.priced)
+        with self._cond:
+            if self._closing:
+                raise RecorderClosedError("the recorder is closed")
+            if self._pending and self._pending + n > self.max_pending_events:
+                raise RecorderBusyError(
+                    f"{self._pending} events are waiting for the ledger (limit {self.max_pending_events}); retry later"
+                )
+            self._queue.append(sub)
+            self._pending += n
+            self._cond.notify()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued so far is committed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{self._pending} events still waiting for the ledger")
+                self._cond.wait(remaining if remaining is not None else 1.0)
+
+    # ---------------------------------------------------------------- writer
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                group: list[_Submission] = []
+                n = 0
+                while self._queue and (
+                    not group or n + len(self._queue[0].priced) <= self.max_batch_events
+                ):
+                    sub = self._queue.popleft()
+                    group.append(sub)
+                    n += len(sub.priced)
+            if self._commit(group):
+                backoff = 0.05
+            else:
+                retry = [s for s in group if s.retry]
+                with self._cond:
+                    self._queue.extendleft(reversed(retry))
+                    self._pending -= n - sum(len(s.priced) for s in retry)
+                    self._cond.notify_all()
+                if retry:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+    def _commit(self, group: list[_Submission]) -> bool:
+        priced = [p for s in group for p in s.priced]
+        try:
+            result = self.ledger.write(priced, time.time())
+        except LedgerError as exc:
+            if self._writer_failing is None:
+                log.error("%s", exc)
+            self._writer_failing = str(exc)
+            for s in group:
+                if not s.retry:
+                    s.error = exc
+                    if s.callback is not None:
+                        s.callback(s)
+            return False
+        except BaseException as exc:  # a bug must not kill the writer and strand every waiter
+            log.exception("ledger writer failed")
+            for s in group:
+                s.error = exc
+                if s.callback is not None:
+                    s.callback(s)
+            with self._cond:
+                self._pending -= len(priced)
+                self._cond.notify_all()
+            return True
+        if self._writer_failing is not None:
+            log.warning("ledger %s is writable again", self.ledger.url)
+            self._writer_failing = None
+        self.state.apply(result.deltas.items())
+        accepted = sum(result.inserted)
+        self.state.count_exporter(accepted=accepted, duplicate=len(priced) - accepted)
+        i = 0
+        for s in group:
+            k = len(s.priced)
+            ok = sum(result.inserted[i : i + k])
+            i += k
+            s.result = RecordResult(ok, k - ok)
+            if s.callback is not None:
+                s.callback(s)
+        with self._cond:
+            self._pending -= len(priced)
+            self._cond.notify_all()
+        return True
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def writer_error(self) -> str | None:
+        """The last commit error while the ledger keeps failing, else None."""
+        return self._writer_failing
+
+    def count_rejected(self, reason: str, n: int = 1) -> None:
+        self.state.count_rejected(reason, n)
+
+    def view(self, limit: int = 100) -> dict[str, Any]:
+        """The JSON view: totals and breakdowns from the ledger's rollup."""
+        return json_view(
+            summary=self.ledger.summary(limit),
+            exporter=self.state.exporter,
+            started_at=self.started_at,
+            now=time.time(),
+            version=__version__,
+            genai_prices_version=self.prices.genai_prices_version,
+        )
+
+    def exposition(self) -> bytes:
+        """Prometheus text format 0.0.4: our families, then anything else in the registry."""
+        with self.collector.skipping():
+            others = _generate_latest(self.registry)
+        return self.state.render_text().encode() + others
+
+    def openmetrics(self) -> bytes:
+        return bytes(_generate_openmetrics(self.registry))
+
+    def check_ready(self) -> None:
+        """Raise LedgerError unless the ledger takes writes now."""
+        self.ledger.check_writable()
+
+    def app(self, **kwargs: Any) -> Any:
+        """A Starlette app serving this recorder (see `app.create_app`)."""
+        from .app import create_app
+
+        return create_app(self, **kwargs)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Commit what is queued, stop the writer and close the ledger."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error(
+                "ledger writer did not finish within %s s; %d events uncommitted",
+                timeout,
+                self._pending,
+            )
+        self.registry.unregister(self.collector)
+        self.ledger.close()
+        self._closed = True
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _resolve(fut: asyncio.Future[_Submission], sub: _Submission) -> None:
+    if not fut.done():
+        fut.set_result(sub)

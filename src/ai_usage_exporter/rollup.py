@@ -1,0 +1,121 @@
+"""Rollup deltas: an event batch summed per attribution key (pure).
+
+The ledger adds these deltas to its rollup table in the same transaction that stores
+the events, and the metric state adds the same deltas to its counters; at start the
+state is rebuilt from the rollup rows instead of a scan of every event.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+
+from .events import TOKEN_FIELDS, UsageEvent
+from .pricing import Cost
+
+# Attribution columns of a rollup row; missing values are stored as ''.
+KEY_FIELDS: tuple[str, ...] = (
+    "service",
+    "provider",
+    "model",
+    "operation",
+    "status",
+    "level",
+    "tenant",
+    "agent",
+    "tool",
+    "task",
+    "node",
+)
+
+BUCKETS_SECONDS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 600.0,
+)  # fmt: skip
+_BUCKETS_MS = tuple(b * 1000.0 for b in BUCKETS_SECONDS)
+_NB = len(BUCKETS_SECONDS) + 1  # with +Inf
+
+VALUE_COLUMNS: tuple[str, ...] = (
+    "requests",
+    *TOKEN_FIELDS,
+    "cost_input",
+    "cost_output",
+    "cost_total",
+    "unpriced",
+    "duration_count",
+    "duration_sum_ms",
+    "ttft_count",
+    "ttft_sum_ms",
+    *(f"duration_b{i}" for i in range(_NB)),
+    *(f"ttft_b{i}" for i in range(_NB)),
+)
+_IDX = {name: i for i, name in enumerate(VALUE_COLUMNS)}
+REQUESTS = _IDX["requests"]
+TOKEN_COLUMNS: tuple[int, ...] = tuple(_IDX[f] for f in TOKEN_FIELDS)
+COST_INPUT = _IDX["cost_input"]
+COST_OUTPUT = _IDX["cost_output"]
+COST_TOTAL = _IDX["cost_total"]
+UNPRICED = _IDX["unpriced"]
+DUR_COUNT = _IDX["duration_count"]
+DUR_SUM_MS = _IDX["duration_sum_ms"]
+TTFT_COUNT = _IDX["ttft_count"]
+TTFT_SUM_MS = _IDX["ttft_sum_ms"]
+DUR_BUCKETS: tuple[int, ...] = tuple(_IDX[f"duration_b{i}"] for i in range(_NB))
+TTFT_BUCKETS: tuple[int, ...] = tuple(_IDX[f"ttft_b{i}"] for i in range(_NB))
+# Which columns hold money or milliseconds (floats); the rest are integer counts.
+FLOAT_COLUMNS = frozenset(
+    ("cost_input", "cost_output", "cost_total", "duration_sum_ms", "ttft_sum_ms")
+)
+
+RollupKey = tuple[str, ...]
+Delta = list[float]
+
+
+def rollup_key(e: UsageEvent) -> RollupKey:
+    return (
+        e.service,
+        e.provider,
+        e.model,
+        e.operation,
+        e.status,
+        e.level,
+        e.tenant or "",
+        e.agent or "",
+        e.tool or "",
+        e.task or "",
+        e.node or "",
+    )
+
+
+def aggregate(priced: Iterable[tuple[UsageEvent, Cost]]) -> dict[RollupKey, Delta]:
+    """Sum events per rollup key; buckets are per-bucket (not cumulative) counts."""
+    out: dict[RollupKey, Delta] = {}
+    width = len(VALUE_COLUMNS)
+    for e, cost in priced:
+        key = rollup_key(e)
+        v = out.get(key)
+        if v is None:
+            v = out[key] = [0.0] * width
+        v[0] += 1
+        v[1] += e.input_tokens
+        v[2] += e.output_tokens
+        v[3] += e.cached_input_tokens
+        v[4] += e.cache_write_tokens
+        v[5] += e.reasoning_tokens
+        v[6] += e.audio_input_tokens
+        v[7] += e.audio_output_tokens
+        v[COST_INPUT] += cost.input
+        v[COST_OUTPUT] += cost.output
+        v[COST_TOTAL] += cost.total
+        if cost.source == "unpriced":
+            v[UNPRICED] += 1
+        d = e.duration_ms
+        if d is not None:
+            v[DUR_COUNT] += 1
+            v[DUR_SUM_MS] += d
+            v[DUR_BUCKETS[bisect_left(_BUCKETS_MS, d)]] += 1
+        t = e.ttft_ms
+        if t is not None:
+            v[TTFT_COUNT] += 1
+            v[TTFT_SUM_MS] += t
+            v[TTFT_BUCKETS[bisect_left(_BUCKETS_MS, t)]] += 1
+    return out
