@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -557,3 +559,28 @@ def test_per_request_fee_counts_as_input() -> None:
     assert cost.total == pytest.approx(float(ref.total_price), abs=1e-12)
     assert cost.input == pytest.approx(float(ref.input_price) + 0.012, abs=1e-12)
     assert ref.total_price - ref.input_price - ref.output_price == Decimal("0.012")
+
+
+def test_costs_are_ordinary_frozen_dataclasses() -> None:
+    cost = PriceBook().price(event("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=500))
+    assert cost == Cost(cost.input, cost.output, cost.total, "genai-prices")
+    assert hash(cost) == hash(Cost(cost.input, cost.output, cost.total, "genai-prices"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cost.total = 1.0  # type: ignore[misc]
+
+
+def test_concurrent_pricing_agrees() -> None:
+    book = PriceBook()
+    day = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
+    events = [
+        event("deepseek", "deepseek-chat", ts=day + h * 3600, input_tokens=1000, output_tokens=100)
+        for h in range(48)
+    ]
+    expected = [PriceBook().price(e) for e in events]
+
+    def work(_: int) -> list[Cost]:
+        return [book.price(e) for e in events]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(8)))
+    assert all(r == expected for r in results)
