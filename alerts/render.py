@@ -67,9 +67,7 @@ def render(template: str, thresholds: Mapping[str, float | int | str]) -> str:
     Every threshold must be used and every placeholder defined, so a typo in either
     file is an error rather than a silently ignored setting.
     """
-    kept = "".join(
-        line for line in template.splitlines(keepends=True) if not line.startswith("##")
-    )
+    kept = "".join(line for line in template.splitlines(keepends=True) if not line.startswith("##"))
     used = set(PLACEHOLDER.findall(kept))
     unknown = sorted(used - thresholds.keys())
     if unknown:
