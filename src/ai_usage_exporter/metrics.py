@@ -31,13 +31,14 @@ from .rollup import (
     COST_TOTAL,
     DUR_BUCKETS,
     DUR_COUNT,
-    DUR_SUM_MS,
+    DUR_SUM_US,
     KEY_FIELDS,
+    NANO,
     REQUESTS,
     TOKEN_COLUMNS,
     TTFT_BUCKETS,
     TTFT_COUNT,
-    TTFT_SUM_MS,
+    TTFT_SUM_US,
     UNPRICED,
 )
 
@@ -144,12 +145,12 @@ class _Series:
     def __init__(self, labels: str) -> None:
         self.labels = labels  # rendered `service="..",provider="..",model=".."` without braces
         self.tokens = [0] * 8
-        self.cost = [0.0, 0.0, 0.0]
+        self.cost = [0, 0, 0]  # nanodollars
         self.dur_buckets = [0] * (len(BUCKETS) + 1)
-        self.dur_sum = 0.0
+        self.dur_sum = 0  # microseconds
         self.dur_count = 0
         self.ttft_buckets = [0] * (len(BUCKETS) + 1)
-        self.ttft_sum = 0.0
+        self.ttft_sum = 0
         self.ttft_count = 0
 
 
@@ -193,7 +194,7 @@ class MetricsState:
         ] = {}  # key -> [count]; label text cached apart
         self.request_labels: dict[tuple[str, ...], str] = {}
         self.levels: dict[str, int] = dict.fromkeys(LEVELS, 0)
-        self.avg_duration: dict[str, list[float]] = {}  # service -> [sum_ms, count]
+        self.avg_duration: dict[str, list[int]] = {}  # service -> [sum_us, count]
         self.unpriced: dict[tuple[str, str], int] = {}
         self.exporter = ExporterCounts()
         self.build_info = dict(build_info or {})
@@ -209,13 +210,13 @@ class MetricsState:
 
     # ---------------------------------------------------------------- updates
 
-    def apply(self, deltas: Iterable[tuple[tuple[str, ...], Sequence[float]]]) -> None:
+    def apply(self, deltas: Iterable[tuple[tuple[str, ...], Sequence[int]]]) -> None:
         """Add rollup deltas (key, values) to the counters."""
         with self.lock:
             for key, vec in deltas:
                 self._apply_one(key, vec)
 
-    def _apply_one(self, key: tuple[str, ...], vec: Sequence[float]) -> None:
+    def _apply_one(self, key: tuple[str, ...], vec: Sequence[int]) -> None:
         n = int(vec[REQUESTS])
         folders = self.folders
         service = folders["service"].fold(key[0], n)
@@ -240,25 +241,25 @@ class MetricsState:
         for i in range(2, 7):
             tokens[i + 1] += int(vec[TOKEN_COLUMNS[i]])
         cost = s.cost
-        cost[0] += vec[COST_INPUT]
-        cost[1] += vec[COST_OUTPUT]
-        cost[2] += vec[COST_TOTAL]
+        cost[0] += int(vec[COST_INPUT])
+        cost[1] += int(vec[COST_OUTPUT])
+        cost[2] += int(vec[COST_TOTAL])
         dc = int(vec[DUR_COUNT])
         if dc:
             s.dur_count += dc
-            s.dur_sum += vec[DUR_SUM_MS] / 1000.0
+            s.dur_sum += int(vec[DUR_SUM_US])
             b = s.dur_buckets
             for i, col in enumerate(DUR_BUCKETS):
                 b[i] += int(vec[col])
             avg = self.avg_duration.get(service)
             if avg is None:
-                avg = self.avg_duration[service] = [0.0, 0.0]
-            avg[0] += vec[DUR_SUM_MS]
+                avg = self.avg_duration[service] = [0, 0]
+            avg[0] += int(vec[DUR_SUM_US])
             avg[1] += dc
         tc = int(vec[TTFT_COUNT])
         if tc:
             s.ttft_count += tc
-            s.ttft_sum += vec[TTFT_SUM_MS] / 1000.0
+            s.ttft_sum += int(vec[TTFT_SUM_US])
             b = s.ttft_buckets
             for i, col in enumerate(TTFT_BUCKETS):
                 b[i] += int(vec[col])
@@ -287,23 +288,6 @@ class MetricsState:
 
     # ---------------------------------------------------------------- reading
 
-    def totals(self) -> dict[str, float]:
-        """Sums over every series, for the JSON view and tests."""
-        with self.lock:
-            tokens = [0] * 8
-            cost = [0.0, 0.0, 0.0]
-            for s in self.series.values():
-                for i in range(8):
-                    tokens[i] += s.tokens[i]
-                for i in range(3):
-                    cost[i] += s.cost[i]
-            out: dict[str, float] = {
-                f"tokens_{t}": float(v) for t, v in zip(TOKEN_TYPES, tokens, strict=True)
-            }
-            out.update({f"cost_{t}": v for t, v in zip(COST_TYPES, cost, strict=True)})
-            out["requests"] = float(sum(r[0] for r in self.requests.values()))
-            return out
-
     def render_text(self) -> str:
         """Prometheus text format 0.0.4 of every family, from cached label strings."""
         lines: list[str] = []
@@ -321,18 +305,18 @@ class MetricsState:
             for s in self.series.values():
                 lab = s.labels
                 c = s.cost
-                add(f'ai_cost_total{{type="input",{lab}}} {float(c[0])!r}')
-                add(f'ai_cost_total{{type="output",{lab}}} {float(c[1])!r}')
-                add(f'ai_cost_total{{type="total",{lab}}} {float(c[2])!r}')
+                add(f'ai_cost_total{{type="input",{lab}}} {c[0] / NANO!r}')
+                add(f'ai_cost_total{{type="output",{lab}}} {c[1] / NANO!r}')
+                add(f'ai_cost_total{{type="total",{lab}}} {c[2] / NANO!r}')
             self._header(lines, "ai_requests_by_level", "counter")
             for level, n in self.levels.items():
                 add(
                     f'ai_requests_by_level_total{{level="{escape_label_value(level)}"}} {float(n)!r}'
                 )
             self._header(lines, "ai_average_duration_ms", "gauge")
-            for service, (total_ms, count) in self.avg_duration.items():
+            for service, (total_us, count) in self.avg_duration.items():
                 add(
-                    f'ai_average_duration_ms{{service="{escape_label_value(service)}"}} {float(total_ms / count)!r}'
+                    f'ai_average_duration_ms{{service="{escape_label_value(service)}"}} {total_us / count / 1000!r}'
                 )
             self._histogram(lines, "ai_request_duration_seconds", "dur")
             self._histogram(lines, "ai_time_to_first_token_seconds", "ttft")
@@ -364,7 +348,7 @@ class MetricsState:
             if not count:
                 continue
             buckets = s.dur_buckets if which == "dur" else s.ttft_buckets
-            total = s.dur_sum if which == "dur" else s.ttft_sum
+            total = (s.dur_sum if which == "dur" else s.ttft_sum) / 1e6
             lab = s.labels
             cumulative = 0
             for le, n in zip(les, buckets, strict=True):
@@ -418,11 +402,11 @@ class MetricsState:
                 for t, v in zip(TOKEN_TYPES, s.tokens, strict=True):
                     tok.add_metric((t, *skey), v)
                 for t, c in zip(COST_TYPES, s.cost, strict=True):
-                    cost.add_metric((t, *skey), c)
+                    cost.add_metric((t, *skey), c / NANO)
                 if s.dur_count:
-                    dur.add_metric(skey, _cumulative(s.dur_buckets), s.dur_sum)
+                    dur.add_metric(skey, _cumulative(s.dur_buckets), s.dur_sum / 1e6)
                 if s.ttft_count:
-                    ttft.add_metric(skey, _cumulative(s.ttft_buckets), s.ttft_sum)
+                    ttft.add_metric(skey, _cumulative(s.ttft_buckets), s.ttft_sum / 1e6)
             lvl = CounterMetricFamily(
                 "ai_requests_by_level", HELP["ai_requests_by_level"], labels=("level",)
             )
@@ -431,8 +415,8 @@ class MetricsState:
             avg = GaugeMetricFamily(
                 "ai_average_duration_ms", HELP["ai_average_duration_ms"], labels=("service",)
             )
-            for service, (total_ms, count) in self.avg_duration.items():
-                avg.add_metric((service,), total_ms / count)
+            for service, (total_us, count) in self.avg_duration.items():
+                avg.add_metric((service,), total_us / count / 1000)
             unpriced = CounterMetricFamily(
                 "ai_unpriced_requests", HELP["ai_unpriced_requests"], labels=("provider", "model")
             )

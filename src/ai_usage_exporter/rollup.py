@@ -34,31 +34,35 @@ BUCKETS_SECONDS: tuple[float, ...] = (
 _BUCKETS_MS = tuple(b * 1000.0 for b in BUCKETS_SECONDS)
 _NB = len(BUCKETS_SECONDS) + 1  # with +Inf
 
+# Every value is an integer: money in nanodollars, time in microseconds. Integer sums
+# do not depend on the order of addition, so counters rebuilt from the rollup at start
+# equal, to the last bit, the counters built live batch by batch.
+NANO = 1_000_000_000
 VALUE_COLUMNS: tuple[str, ...] = (
     "requests",
     *TOKEN_FIELDS,
-    "cost_input",
-    "cost_output",
-    "cost_total",
+    "cost_input_nusd",
+    "cost_output_nusd",
+    "cost_total_nusd",
     "unpriced",
     "duration_count",
-    "duration_sum_ms",
+    "duration_sum_us",
     "ttft_count",
-    "ttft_sum_ms",
+    "ttft_sum_us",
     *(f"duration_b{i}" for i in range(_NB)),
     *(f"ttft_b{i}" for i in range(_NB)),
 )
 _IDX = {name: i for i, name in enumerate(VALUE_COLUMNS)}
 REQUESTS = _IDX["requests"]
 TOKEN_COLUMNS: tuple[int, ...] = tuple(_IDX[f] for f in TOKEN_FIELDS)
-COST_INPUT = _IDX["cost_input"]
-COST_OUTPUT = _IDX["cost_output"]
-COST_TOTAL = _IDX["cost_total"]
+COST_INPUT = _IDX["cost_input_nusd"]
+COST_OUTPUT = _IDX["cost_output_nusd"]
+COST_TOTAL = _IDX["cost_total_nusd"]
 UNPRICED = _IDX["unpriced"]
 DUR_COUNT = _IDX["duration_count"]
-DUR_SUM_MS = _IDX["duration_sum_ms"]
+DUR_SUM_US = _IDX["duration_sum_us"]
 TTFT_COUNT = _IDX["ttft_count"]
-TTFT_SUM_MS = _IDX["ttft_sum_ms"]
+TTFT_SUM_US = _IDX["ttft_sum_us"]
 DUR_BUCKETS: tuple[int, ...] = tuple(_IDX[f"duration_b{i}"] for i in range(_NB))
 TTFT_BUCKETS: tuple[int, ...] = tuple(_IDX[f"ttft_b{i}"] for i in range(_NB))
 # Which columns hold money or milliseconds (floats); the rest are integer counts.
@@ -67,7 +71,7 @@ FLOAT_COLUMNS = frozenset(
 )
 
 RollupKey = tuple[str, ...]
-Delta = list[float]
+Delta = list[int]
 
 
 def rollup_key(e: UsageEvent) -> RollupKey:
@@ -94,7 +98,7 @@ def aggregate(priced: Iterable[tuple[UsageEvent, Cost]]) -> dict[RollupKey, Delt
         key = rollup_key(e)
         v = out.get(key)
         if v is None:
-            v = out[key] = [0.0] * width
+            v = out[key] = [0] * width
         v[0] += 1
         v[1] += e.input_tokens
         v[2] += e.output_tokens
@@ -103,19 +107,21 @@ def aggregate(priced: Iterable[tuple[UsageEvent, Cost]]) -> dict[RollupKey, Delt
         v[5] += e.reasoning_tokens
         v[6] += e.audio_input_tokens
         v[7] += e.audio_output_tokens
-        v[COST_INPUT] += cost.input
-        v[COST_OUTPUT] += cost.output
-        v[COST_TOTAL] += cost.total
+        ci = round(cost.input * NANO)
+        co = round(cost.output * NANO)
+        v[COST_INPUT] += ci
+        v[COST_OUTPUT] += co
+        v[COST_TOTAL] += ci + co
         if cost.source == "unpriced":
             v[UNPRICED] += 1
         d = e.duration_ms
         if d is not None:
             v[DUR_COUNT] += 1
-            v[DUR_SUM_MS] += d
+            v[DUR_SUM_US] += round(d * 1000)
             v[DUR_BUCKETS[bisect_left(_BUCKETS_MS, d)]] += 1
         t = e.ttft_ms
         if t is not None:
             v[TTFT_COUNT] += 1
-            v[TTFT_SUM_MS] += t
+            v[TTFT_SUM_US] += round(t * 1000)
             v[TTFT_BUCKETS[bisect_left(_BUCKETS_MS, t)]] += 1
     return out

@@ -17,7 +17,7 @@ import orjson
 
 from ..events import ATTRIBUTION_FIELDS, TOKEN_FIELDS, UsageEvent
 from ..pricing import Cost
-from ..rollup import FLOAT_COLUMNS, KEY_FIELDS, VALUE_COLUMNS, Delta, RollupKey, aggregate
+from ..rollup import KEY_FIELDS, NANO, VALUE_COLUMNS, Delta, RollupKey, aggregate
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "idempotency_key",
@@ -184,8 +184,7 @@ class SQLLedger:
         )
         key_cols = ",\n  ".join(f"{q(c)} TEXT NOT NULL" for c in KEY_FIELDS)
         value_cols = ",\n  ".join(
-            f"{q(c)} {self.real_type if c in FLOAT_COLUMNS else self.int_type} NOT NULL DEFAULT 0"
-            for c in VALUE_COLUMNS
+            f"{q(c)} {self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS
         )
         return [
             f"CREATE TABLE IF NOT EXISTS events (\n  {self.id_column},\n  {event_cols}\n)",
@@ -314,8 +313,8 @@ class SQLLedger:
         sums = (
             "sum(requests), sum(CASE WHEN status = 'error' THEN requests ELSE 0 END), "
             + ", ".join(f"sum({q(c)})" for c in TOKEN_FIELDS)
-            + ", sum(cost_input), sum(cost_output), sum(cost_total), sum(unpriced), "
-            "sum(duration_count), sum(duration_sum_ms)"
+            + ", sum(cost_input_nusd), sum(cost_output_nusd), sum(cost_total_nusd), "
+            "sum(unpriced), sum(duration_count), sum(duration_sum_us)"
         )
         out: dict[str, Any] = {}
         with self._read_lock:
@@ -375,10 +374,10 @@ def _sum_row(r: Sequence[Any]) -> dict[str, Any]:
     requests = int(r[0] or 0)
     errors = int(r[1] or 0)
     tokens = {f: int(v or 0) for f, v in zip(TOKEN_FIELDS, r[2:9], strict=True)}
-    cost_in, cost_out, cost_total = (float(v or 0.0) for v in r[9:12])
+    cost_in, cost_out, cost_total = (int(v or 0) / NANO for v in r[9:12])
     unpriced = int(r[12] or 0)
     dur_count = int(r[13] or 0)
-    dur_sum = float(r[14] or 0.0)
+    dur_sum = int(r[14] or 0) / 1000
     return {
         "requests": requests,
         "errors": errors,
