@@ -537,6 +537,8 @@ def _compile(price: gp.ModelPrice, source: str) -> Rates:
             source=source,
         )
 
+    if all(v is None for v in raw.values()):
+        source += "; priced only per non-token unit (audio hours, images...), which events lack"
     rates = at(0)
     if starts:
         tiers = tuple((start, at(start + 1)) for start in starts)
@@ -915,4 +917,4 @@ def describe_rates(book: PriceBook, provider: str | None, models: Sequence[str])
     )
     if not pairs:
         lines.append("(no overrides; give --provider P or model names to list genai-prices rates)")
-    return "\n".join([header, *lines]) + "\n"
+    return "\n".join([header, *lines])
