@@ -143,7 +143,7 @@ class FlakyLedger:
 
 def test_a_failed_commit_acknowledges_nothing_and_changes_no_counter(tmp_path: Path) -> None:
     ledger = FlakyLedger(tmp_path / "l.db")
-    typed: Ledger = ledger  # type: ignore[assignment]
+    typed: Ledger = ledger
     with Recorder(typed, CollectorRegistry()) as r:
         before = _ai_samples(r)
         with pytest.raises(LedgerError, match="disk full"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -129,6 +130,15 @@ def serve(settings: Settings) -> int:
     server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests
     # finish, then runs the lifespan shutdown, which commits the queue and closes.
+    # Afterwards it restores the handlers found here and re-raises the signal; these
+    # absorb it, so a drained stop exits 0 rather than dying of the signal. (A signal
+    # before uvicorn installs its own still stops the server.)
+
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
     server.run()
     return 0
 

@@ -101,7 +101,8 @@ class UsageEvent:
     node: str | None = None
     step: str | None = None
     idempotency_key: str | None = None
-    timestamp: float = 0.0
+    # Built directly (not parsed), an event happens now; prices that change over time use it.
+    timestamp: float = field(default_factory=time.time)
     cost_usd: float | None = None
     metadata: dict[str, Any] | None = None
     prompt_text: str | None = None
