@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from _binaries import require_binary
 from _server import SampleKey, ServerProcess, exposition_samples, scrape, server_process
-
 from ai_usage_exporter.events import DEFAULT_LIMITS
 
 JSON = {"content-type": "application/json"}
