@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from _binaries import require_binary
 from _promql import (
     ALERTMANAGER_CONFIG,
