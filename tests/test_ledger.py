@@ -1,0 +1,113 @@
+"""The same ledger behaviour on SQLite and on a real PostgreSQL.
+
+PostgreSQL's URL comes from AI_USAGE_EXPORTER_TEST_POSTGRES_URL; without it the
+PostgreSQL cases skip, except in CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from _server import exposition_samples
+from ai_usage_exporter import Recorder, UsageEvent
+from ai_usage_exporter.ledger import Ledger, LedgerError, open_ledger
+from ai_usage_exporter.pricing import Cost
+from ai_usage_exporter.rollup import NANO
+
+PG_ENV = "AI_USAGE_EXPORTER_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "ledger.db")
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        message = f"{PG_ENV} is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _priced(i: int, key: str | None = None, **kw: object) -> tuple[UsageEvent, Cost]:
+    e = UsageEvent(provider="openai", model="gpt-4o-mini", input_tokens=i, output_tokens=2 * i,
+                   idempotency_key=key, user="u\"ser", metadata={"k": [1, "two"]}, duration_ms=12.5, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return e, Cost(i * 1e-6, i * 2e-6, i * 3e-6, "genai-prices")
+
+
+def test_write_dedupe_rollup_and_rows(ledger_url: str) -> None:
+    ledger: Ledger = open_ledger(ledger_url)
+    try:
+        r1 = ledger.write([_priced(1, "a"), _priced(2, "b"), _priced(3, "a"), _priced(4)], 1000.0)
+        assert r1.inserted == [True, True, False, True]
+        r2 = ledger.write([_priced(5, "b"), _priced(6, "c")], 1001.0)
+        assert r2.inserted == [False, True]
+        rows = ledger.events()
+        assert [(r["idempotency_key"], r["input_tokens"]) for r in rows] == [
+            ("a", 1),
+            ("b", 2),
+            (None, 4),
+            ("c", 6),
+        ]
+        assert rows[0]["user"] == 'u"ser'
+        assert rows[0]["metadata"] == '{"k":[1,"two"]}'
+        assert rows[0]["cost_total"] == pytest.approx(3e-6)
+        (key, vec), *rest = list(ledger.load_rollup())
+        assert rest == []
+        assert key[:6] == ("default", "openai", "gpt-4o-mini", "chat", "ok", "info")
+        assert vec[0] == 4  # requests
+        assert vec[1] == 1 + 2 + 4 + 6  # input tokens
+        summary = ledger.summary()
+        assert summary["totals"]["requests"] == 4
+        assert summary["totals"]["cost_usd"]["total"] == round(13 * 3e-6 * NANO) / NANO
+        assert summary["totals"]["average_duration_ms"] == 12.5
+        assert summary["by_model"] == [
+            {"provider": "openai", "model": "gpt-4o-mini", **summary["totals"]}
+        ]
+        ledger.check_writable()
+        assert ledger.count_events() == 4
+    finally:
+        ledger.close()
+
+
+def test_recorder_restart_on_each_ledger(ledger_url: str) -> None:
+    events = [{"provider": "anthropic", "model": "claude-sonnet-4-20250514", "agent": f"a{i % 2}",
+               "usage": {"input_tokens": 10 * i, "cache_read_input_tokens": i, "output_tokens": i},
+               "idempotency_key": f"k{i}", "duration_ms": 100.0 + i} for i in range(30)]  # fmt: skip
+    with Recorder(ledger_url, CollectorRegistry()) as r:
+        assert r.record_many(events).accepted == 30
+        before = exposition_samples(r.exposition().decode())
+        view = r.view()
+    with Recorder(ledger_url, CollectorRegistry()) as r2:
+        assert r2.record_many(events).duplicates == 30
+        after = exposition_samples(r2.exposition().decode())
+        assert r2.view()["by_agent"] == view["by_agent"]
+    ours = lambda s: {k: v for k, v in s.items() if not k[0].startswith("ai_exporter_")}  # noqa: E731
+    assert ours(after) == ours(before)
+    assert {e["agent"]: e["requests"] for e in view["by_agent"]} == {"a0": 15, "a1": 15}
+
+
+def test_unsupported_url_and_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="unsupported ledger URL 'mysql://x'"):
+        open_ledger("mysql://x")
+    with pytest.raises(LedgerError, match="does not exist"):
+        open_ledger(str(tmp_path / "no" / "such" / "dir" / "l.db"))
