@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 from prometheus_client import CollectorRegistry
 
-from _server import exposition_samples
+from _server import SampleKey, exposition_samples
 from ai_usage_exporter import Recorder, UsageEvent
 from ai_usage_exporter.ledger import Ledger, LedgerError, open_ledger
 from ai_usage_exporter.pricing import Cost
@@ -101,9 +101,12 @@ def test_recorder_restart_on_each_ledger(ledger_url: str) -> None:
         assert r2.record_many(events).duplicates == 30
         after = exposition_samples(r2.exposition().decode())
         assert r2.view()["by_agent"] == view["by_agent"]
-    ours = lambda s: {k: v for k, v in s.items() if not k[0].startswith("ai_exporter_")}  # noqa: E731
-    assert ours(after) == ours(before)
+    assert _without_exporter(after) == _without_exporter(before)
     assert {e["agent"]: e["requests"] for e in view["by_agent"]} == {"a0": 15, "a1": 15}
+
+
+def _without_exporter(samples: dict[SampleKey, float]) -> dict[SampleKey, float]:
+    return {k: v for k, v in samples.items() if not k[0].startswith("ai_exporter_")}
 
 
 def test_unsupported_url_and_missing_directory(tmp_path: Path) -> None:
