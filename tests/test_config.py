@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ai_usage_exporter.config import ConfigError, Settings, resolve
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults() -> None:
+    s = resolve({}, environ={})
+    assert (s.host, s.port, s.db, s.synchronous) == ("127.0.0.1", 9478, "ai-usage.db", "full")
+    assert s == Settings()
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "host: 10.0.0.1\nport: 9000\ndb: file.db\nlabels:\n  extra: [tenant]\n  caps: {model: 7}\n")
+    env = {"AI_USAGE_EXPORTER_PORT": "9100", "AI_USAGE_EXPORTER_DB": "env.db", "AI_USAGE_EXPORTER_CONFIG": path}
+    s = resolve({"db": "flag.db", "port": None}, environ=env)
+    assert (s.host, s.port, s.db) == ("10.0.0.1", 9100, "flag.db")
+    assert s.extra_labels == ("tenant",)
+    assert s.label_caps == {"model": 7}
+
+
+def test_tokens_from_environment_and_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "auth:\n  write_tokens: [w1, w2]\n  read_tokens: r1\n")
+    s = resolve({"config": path}, environ={"AI_USAGE_EXPORTER_READ_TOKEN": "r2,r3"})
+    assert s.write_tokens == ("w1", "w2")
+    assert s.read_tokens == ("r2", "r3")
+
+
+def test_limits_section(tmp_path: Path) -> None:
+    s = resolve({"config": _write(tmp_path, "limits:\n  max_events_per_request: 50\n")}, environ={})
+    assert s.limits.max_events_per_request == 50
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("host: a\nprot: 1\n", "config.yml:2: unknown setting 'prot'"),
+        ("labels:\n  extra: [user]\n", "config.yml:2: 'user' cannot be a Prometheus label"),
+        ("labels:\n  caps:\n    model: 0\n", "config.yml:3: must be >= 1, got 0"),
+        ("auth:\n  write_token: x\n", "config.yml:2: unknown key 'write_token'"),
+        ("store_text: maybe\n", "config.yml:1: expected true or false, got 'maybe'"),
+        ("port: [1]\n", "config.yml:1: expected an integer"),
+        ("host: a\nhost: b\n", "config.yml:2: duplicate key 'host'"),
+    ],
+)
+def test_config_errors_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"config": _write(tmp_path, text)}, environ={})
+    assert message in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        resolve({"config": str(tmp_path / "nope.yml")}, environ={})
+
+
+def test_prices_command_prints_rates_and_sources() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "ai_usage_exporter", "prices", "--provider", "openai", "gpt-4o-mini"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "gpt-4o-mini" in out.stdout
+    assert "0.15" in out.stdout and "0.6" in out.stdout
+    assert "genai-prices" in out.stdout
+
+
+def test_serve_reports_a_bad_config_and_exits_2(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "ai_usage_exporter", "serve", "--config", _write(tmp_path, "prot: 1\n")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "unknown setting 'prot'" in out.stderr
