@@ -555,6 +555,11 @@ def _metadata(value: object, limits: Limits) -> dict[str, Any]:
 def _text(name: str, value: object, limits: Limits) -> str:
     if not isinstance(value, str):
         raise _Invalid(name, f"must be a string, got {_describe(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # The ledger could never store it: its write would fail, and be retried, forever.
+        raise _Invalid(name, "is not valid UTF-8 (it holds a lone surrogate)") from None
     return value
 
 
