@@ -128,9 +128,13 @@ class Recorder:
 
     def _prepare(self, events: Iterable[UsageEvent]) -> list[Priced]:
         price = self.prices.price
+        max_text = self.limits.max_text_bytes
         out: list[Priced] = []
         for e in events:
             redact_event(e)
+            # After redaction, so a cut never leaves half a secret unrecognised.
+            e.prompt_text = _truncate_utf8(e.prompt_text, max_text)
+            e.response_text = _truncate_utf8(e.response_text, max_text)
             out.append((e, price(e)))
         return out
 
@@ -349,6 +353,17 @@ class Recorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _truncate_utf8(text: str | None, max_bytes: int) -> str | None:
+    """The longest prefix of `text` that is at most `max_bytes` bytes as UTF-8."""
+    if text is None or len(text) * 4 <= max_bytes:
+        return text
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    # Dropping the incomplete sequence at the cut keeps whole characters only.
+    return data[:max_bytes].decode("utf-8", "ignore")
 
 
 def _resolve(fut: asyncio.Future[_Submission], sub: _Submission) -> None:
