@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -213,7 +213,9 @@ def _string(name: str, value: object, max_length: int, *, allow_empty: bool = Fa
         raise _Invalid(name, "must not be empty")
     if len(value) > max_length:
         raise _Invalid(name, f"is {len(value)} characters long; the limit is {max_length}")
-    if not value.isprintable() and not _printable_enough(value):
+    if value.isascii() and value.isprintable():
+        return value
+    if not _printable_enough(value):
         raise _Invalid(name, f"must not contain control characters, got {_describe(value)}")
     try:
         value.encode("utf-8")
@@ -434,6 +436,49 @@ def _unknown(obj: Mapping[str, Any], allowed: frozenset[str]) -> list[str]:
     return [k for k in obj if k not in allowed]
 
 
+# How each flat field is checked; _build walks only the keys an event has.
+_KIND: dict[str, str] = {
+    "provider": "required",
+    "model": "required",
+    "operation": "label",
+    "service": "label",
+    "error_type": "label",
+    "idempotency_key": "label",
+    **dict.fromkeys(TOKEN_FIELDS, "token"),
+    **dict.fromkeys(TOKEN_ALIASES, "token"),
+    "total_tokens": "total",
+    **dict.fromkeys(ATTRIBUTION_FIELDS, "attribution"),
+    "duration_ms": "ms",
+    "ttft_ms": "ms",
+    "status": "status",
+    "level": "level",
+    "timestamp": "timestamp",
+    "cost_usd": "cost",
+    "metadata": "metadata",
+    "prompt_text": "text",
+    "response_text": "text",
+    "usage": "source",
+    "usageMetadata": "source",
+    "response": "source",
+}
+# Problems are reported in this order, whatever the order of keys in the JSON.
+_FIELD_ORDER = {
+    name: i
+    for i, name in enumerate(
+        (
+            "provider", "model", "operation", "service", *TOKEN_FIELDS, *TOKEN_ALIASES,
+            "total_tokens", "usage", "usageMetadata", "response", "duration_ms", "ttft_ms",
+            "status", "level", "error_type", *ATTRIBUTION_FIELDS, "idempotency_key",
+            "timestamp", "cost_usd", "metadata", "prompt_text", "response_text",
+        )
+    )
+}  # fmt: skip
+
+
+def _order(exc: _Invalid) -> int:
+    return _FIELD_ORDER.get(exc.field.split(".", 1)[0].split("[", 1)[0], len(_FIELD_ORDER))
+
+
 def _build(
     obj: Mapping[str, Any],
     limits: Limits,
@@ -443,78 +488,77 @@ def _build(
     assume_utc: bool = False,
 ) -> UsageEvent | None:
     """Validate one flat event object; append problems to `errors`."""
-    n_before = len(errors)
-    get = obj.get
-    label_max = limits.max_label_length
-    provider = _try(errors, _required_value, "provider", get("provider"), label_max)
-    model = get("model")
-    response = get("response")
-    if model is None and isinstance(response, Mapping) and isinstance(response.get("model"), str):
-        model = response["model"]
-    model = _try(errors, _required_value, "model", model, label_max)
-
+    mine: list[_Invalid] = []
     kw: dict[str, Any] = {}
-    for name in ("operation", "service"):
-        if name in obj:
-            kw[name] = _try(errors, _string, name, obj[name], label_max)
-
-    tokens = _tokens(obj, limits, errors)
-
-    for name in ("duration_ms", "ttft_ms"):
-        if get(name) is not None:
-            kw[name] = _try(errors, _number, name, obj[name], limits.max_duration_ms)
-    if "duration_ms" not in kw and tokens is not None and tokens[1] is not None:
-        kw["duration_ms"] = tokens[1]
-
-    status = "ok"
-    if "status" in obj:
-        status = _try(errors, _choice, "status", obj["status"], STATUSES) or "ok"
-    kw["status"] = status
-    if "level" in obj:
-        kw["level"] = _try(errors, _choice, "level", obj["level"], LEVELS)
-    else:
-        kw["level"] = "error" if status == "error" else "info"
-    if get("error_type") is not None:
-        kw["error_type"] = _try(errors, _string, "error_type", obj["error_type"], label_max)
-
-    for name in ATTRIBUTION_FIELDS:
-        value = get(name)
+    flat: dict[str, int] = {}
+    sources: list[str] = []
+    label_max = limits.max_label_length
+    for name, value in obj.items():
         if value is None:
             continue
-        if name == "step" and isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        kw[name] = _try(errors, _string, name, value, limits.max_string_length)
-    if get("idempotency_key") is not None:
-        kw["idempotency_key"] = _try(
-            errors, _string, "idempotency_key", obj["idempotency_key"], label_max
-        )
+        kind = _KIND.get(name)
+        if kind is None:
+            mine.append(_Invalid(name, f"unknown field {name!r}"))
+            continue
+        try:
+            if kind == "label" or kind == "required":
+                kw[name] = _string(name, value, label_max)
+            elif kind == "token":
+                flat[name] = _int(name, value, limits)
+            elif kind == "attribution":
+                if name == "step" and isinstance(value, int) and not isinstance(value, bool):
+                    value = str(value)
+                kw[name] = _string(name, value, limits.max_string_length)
+            elif kind == "ms":
+                kw[name] = _number(name, value, limits.max_duration_ms)
+            elif kind == "status":
+                kw[name] = _choice(name, value, STATUSES)
+            elif kind == "level":
+                kw[name] = _choice(name, value, LEVELS)
+            elif kind == "source":
+                sources.append(name)
+            elif kind == "total":
+                _int(name, value, limits)
+            elif kind == "timestamp":
+                kw[name] = _timestamp_in_window(value, now, limits, assume_utc)
+            elif kind == "cost":
+                kw[name] = _number(name, value, limits.max_cost_usd)
+            elif kind == "metadata":
+                kw[name] = _metadata(value, limits)
+            else:  # text
+                kw[name] = _text(name, value, limits)
+        except _Invalid as exc:
+            mine.append(exc)
 
-    if get("timestamp") is not None:
-        kw["timestamp"] = _try(
-            errors, _timestamp_in_window, obj["timestamp"], now, limits, assume_utc
-        )
-    else:
-        kw["timestamp"] = now
-    if get("cost_usd") is not None:
-        kw["cost_usd"] = _try(errors, _number, "cost_usd", obj["cost_usd"], limits.max_cost_usd)
-    if get("metadata") is not None:
-        kw["metadata"] = _try(errors, _metadata, obj["metadata"], limits)
-    for name in ("prompt_text", "response_text"):
-        if get(name) is not None:
-            kw[name] = _try(errors, _text, name, obj[name], limits)
+    if "model" not in kw and not any(e.field == "model" for e in mine):
+        response = obj.get("response")
+        if isinstance(response, Mapping) and response.get("model") is not None:
+            try:
+                kw["model"] = _string("model", response["model"], label_max)
+            except _Invalid as exc:
+                mine.append(exc)
+    for name in ("provider", "model"):
+        if name not in kw and not any(e.field == name for e in mine):
+            mine.append(_Invalid(name, "is required"))
 
-    if len(errors) > n_before or tokens is None:
-        return None
-    kw.update(tokens[0])
-    return UsageEvent(provider=provider, model=model, **kw)
-
-
-def _try(errors: list[_Invalid], fn: Callable[..., Any], *args: Any) -> Any:
+    duration: float | None = None
     try:
-        return fn(*args)
+        counts, duration = _counts(obj, flat, sources, limits)
     except _Invalid as exc:
-        errors.append(exc)
+        mine.append(exc)
+    if "duration_ms" not in kw and duration is not None:
+        kw["duration_ms"] = duration
+    if "level" not in kw:
+        kw["level"] = "error" if kw.get("status") == "error" else "info"
+    if "timestamp" not in kw:
+        kw["timestamp"] = now
+
+    if mine:
+        mine.sort(key=_order)
+        errors.extend(mine)
         return None
+    kw.update(counts)
+    return UsageEvent(**kw)
 
 
 def _required_value(name: str, value: object, max_length: int) -> str:
@@ -563,56 +607,50 @@ def _text(name: str, value: object, limits: Limits) -> str:
     return value
 
 
-def _tokens(
-    obj: Mapping[str, Any], limits: Limits, errors: list[_Invalid]
-) -> tuple[dict[str, int], float | None] | None:
-    """The seven counts from flat fields, `usage`, `usageMetadata` or `response`; and an
-    Ollama duration when the response carries one."""
-    sources = [k for k in ("usage", "usageMetadata", "response") if obj.get(k) is not None]
-    flat = [k for k in (*TOKEN_FIELDS, *TOKEN_ALIASES) if obj.get(k) is not None]
+def _counts(
+    obj: Mapping[str, Any], flat: dict[str, int], sources: list[str], limits: Limits
+) -> tuple[dict[str, int], float | None]:
+    """The seven counts from flat fields or from `usage`, `usageMetadata` or `response`;
+    and an Ollama duration when the response carries one."""
     duration: float | None = None
-    try:
-        if len(sources) > 1:
-            raise _Invalid(
-                sources[1],
-                f"give one of usage, usageMetadata or response, not {' and '.join(sources)}",
-            )
-        if sources and flat:
-            raise _Invalid(
-                flat[0], f"give token counts either as flat fields or inside {sources[0]}, not both"
-            )
-        if sources:
-            key = sources[0]
-            container = obj[key]
-            if not isinstance(container, Mapping):
-                raise _Invalid(key, f"must be a JSON object, got {_describe(container)}")
-            if key == "response":
-                usage, where = _usage_from_response(container)
-                total_ns = container.get("total_duration")
-                if isinstance(total_ns, int) and not isinstance(total_ns, bool) and total_ns >= 0:
-                    duration = total_ns / 1e6
-            else:
-                usage, where = container, key
-            counts = normalise_usage(usage, where, limits)
+    if len(sources) > 1:
+        raise _Invalid(
+            sources[1], f"give one of usage, usageMetadata or response, not {' and '.join(sources)}"
+        )
+    if sources and flat:
+        raise _Invalid(
+            next(iter(flat)),
+            f"give token counts either as flat fields or inside {sources[0]}, not both",
+        )
+    if sources:
+        key = sources[0]
+        container = obj[key]
+        if not isinstance(container, Mapping):
+            raise _Invalid(key, f"must be a JSON object, got {_describe(container)}")
+        if key == "response":
+            usage, where = _usage_from_response(container)
+            total_ns = container.get("total_duration")
+            if isinstance(total_ns, int) and not isinstance(total_ns, bool) and total_ns >= 0:
+                duration = total_ns / 1e6
         else:
-            counts = dict.fromkeys(TOKEN_FIELDS, 0)
-            for alias, canonical in TOKEN_ALIASES.items():
-                if obj.get(alias) is not None and obj.get(canonical) is not None:
-                    raise _Invalid(alias, f"is an alias of {canonical}; give one of them, not both")
-            for name in flat:
-                counts[TOKEN_ALIASES.get(name, name)] = _int(name, obj[name], limits)
-            total = obj.get("total_tokens")
-            if total is not None:
-                _int("total_tokens", total, limits)
-                if total and not counts["input_tokens"] and not counts["output_tokens"]:
-                    raise _Invalid(
-                        "total_tokens",
-                        "cannot be split into input and output; send input_tokens and output_tokens",
-                    )
-        _check_subsets(counts)
-    except _Invalid as exc:
-        errors.append(exc)
-        return None
+            usage, where = container, key
+        counts = normalise_usage(usage, where, limits)
+    else:
+        counts = dict.fromkeys(TOKEN_FIELDS, 0)
+        for name, value in flat.items():
+            canonical = TOKEN_ALIASES.get(name)
+            if canonical is not None:
+                if canonical in flat:
+                    raise _Invalid(name, f"is an alias of {canonical}; give one of them, not both")
+                name = canonical
+            counts[name] = value
+        total = obj.get("total_tokens")
+        if total and not counts["input_tokens"] and not counts["output_tokens"]:
+            raise _Invalid(
+                "total_tokens",
+                "cannot be split into input and output; send input_tokens and output_tokens",
+            )
+    _check_subsets(counts)
     return counts, duration
 
 
