@@ -263,11 +263,7 @@ class Recorder:
             log.exception("ledger writer failed")
             for s in group:
                 s.error = exc
-                if s.callback is not None:
-                    s.callback(s)
-            with self._cond:
-                self._pending -= len(priced)
-                self._cond.notify_all()
+            self._finish(group, len(priced))
             return True
         if self._writer_failing is not None:
             log.warning("ledger %s is writable again", self.ledger.url)
@@ -281,12 +277,17 @@ class Recorder:
             ok = sum(result.inserted[i : i + k])
             i += k
             s.result = RecordResult(ok, k - ok)
+        self._finish(group, len(priced))
+        return True
+
+    def _finish(self, group: list[_Submission], n_events: int) -> None:
+        """Tell each submitter its outcome and release the group's place in the backlog."""
+        for s in group:
             if s.callback is not None:
                 s.callback(s)
         with self._cond:
-            self._pending -= len(priced)
+            self._pending -= n_events
             self._cond.notify_all()
-        return True
 
     # ---------------------------------------------------------------- reading
 
