@@ -234,4 +234,9 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(405, f"method {request.method} not allowed on {request.url.path}")
+    response = error_response(405, f"method {request.method} not allowed on {request.url.path}")
+    # RFC 9110 requires a 405 to list the allowed methods; the router computed them.
+    allow = (getattr(exc, "headers", None) or {}).get("Allow")
+    if allow:
+        response.headers["Allow"] = allow
+    return response
