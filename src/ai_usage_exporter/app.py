@@ -165,15 +165,17 @@ def create_app(
 
     async def api_metrics(request: Request) -> Response:
         fmt = request.query_params.get("format", "json")
-        if fmt == "prometheus":
-            return await exposition(request)
-        if fmt != "json":
+        if fmt not in ("json", "prometheus"):
             return error_response(400, f"unknown format {fmt!r}; use json or prometheus")
-        raw_limit = request.query_params.get("limit", "100")
+        # Checked for both formats, so a bad query never passes silently.
+        given = request.query_params.getlist("limit")
+        raw_limit = given[0] if len(given) == 1 else "100" if not given else ",".join(given)
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
             return error_response(
                 400, f"limit must be an integer from 1 to 10000, got {raw_limit!r}"
             )
+        if fmt == "prometheus":
+            return await exposition(request)
         try:
             view = await run_in_threadpool(recorder.view, int(raw_limit))
         except LedgerError as exc:
