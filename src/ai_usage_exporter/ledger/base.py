@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Protocol
 
 import orjson
@@ -156,11 +157,10 @@ class SQLLedger:
 
     def __init__(self) -> None:
         self._read_lock = threading.Lock()
+        self._insert_cache: dict[
+            tuple[bool, ...], tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]
+        ] = {}
         ph = self.placeholder
-        cols = ", ".join(q(c) for c in EVENT_COLUMNS)
-        self._insert_sql = (
-            f"INSERT INTO events ({cols}) VALUES ({', '.join([ph] * len(EVENT_COLUMNS))})"
-        )
         all_cols = (*KEY_FIELDS, *VALUE_COLUMNS)
         updates = ", ".join(f"{q(c)} = rollup.{q(c)} + excluded.{q(c)}" for c in VALUE_COLUMNS)
         self._upsert_sql = (
@@ -240,8 +240,8 @@ class SQLLedger:
             deltas = aggregate(fresh)
             if fresh:
                 store_text = self.store_text
-                cur.executemany(
-                    self._insert_sql, [event_row(e, c, received_at, store_text) for e, c in fresh]
+                self._insert_events(
+                    cur, [event_row(e, c, received_at, store_text) for e, c in fresh]
                 )
                 cur.executemany(self._upsert_sql, [(*k, *v) for k, v in deltas.items()])
             conn.commit()
@@ -254,6 +254,37 @@ class SQLLedger:
                 f"ledger {self.url}: could not commit {len(priced)} events: {exc}"
             ) from exc
         return WriteResult(inserted, deltas)
+
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows binding only their non-NULL columns.
+
+        Most attribution and text columns are NULL in a typical event, and binding a
+        parameter costs about as much as storing it: grouping a batch by which columns
+        are present, and leaving the rest to the column default, halves the INSERT.
+        """
+        groups: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            present = tuple([v is not None for v in row])
+            group = groups.get(present)
+            if group is None:
+                group = groups[present] = []
+            group.append(row)
+        for present, group in groups.items():
+            sql, pick = self._insert_for(present)
+            cur.executemany(sql, map(pick, group))
+
+    def _insert_for(
+        self, present: tuple[bool, ...]
+    ) -> tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]:
+        cached = self._insert_cache.get(present)
+        if cached is None:
+            idx = [i for i, p in enumerate(present) if p]
+            cols = ", ".join(q(EVENT_COLUMNS[i]) for i in idx)
+            sql = f"INSERT INTO events ({cols}) VALUES ({', '.join([self.placeholder] * len(idx))})"
+            getter = itemgetter(*idx)
+            pick = getter if len(idx) > 1 else (lambda row: (getter(row),))
+            cached = self._insert_cache[present] = (sql, pick)
+        return cached
 
     def check_writable(self) -> None:
         """Write and roll back a row, so a read-only or full database shows up."""
