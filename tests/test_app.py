@@ -344,6 +344,9 @@ def test_exposition_formats_and_promtool(tmp_path: Path) -> None:
             raw.close()
         assert exposition_samples(gzip.decompress(body).decode()) == exposition_samples(plain.text)
         assert httpx.get(f"{server.url}/api/metrics", params={"format": "xml"}).status_code == 400
+        twice = httpx.get(f"{server.url}/api/metrics?format=json&format=prometheus")
+        assert twice.status_code == 400
+        assert twice.json() == {"error": {"message": "give format once, got 'json', 'prometheus'"}}
 
     promtool = require_binary("promtool")
     checked = subprocess.run(

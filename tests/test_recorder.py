@@ -157,3 +157,15 @@ def test_a_failed_commit_acknowledges_nothing_and_changes_no_counter(tmp_path: P
         assert r.writer_error is None
         (row,) = r.ledger.events()
         assert row["input_tokens"] == 102
+
+
+def test_a_built_event_gets_the_same_checks_as_a_posted_one(tmp_path: Path) -> None:
+    with Recorder(str(tmp_path / "l.db"), CollectorRegistry()) as r:
+        with pytest.raises(EventError, match="model: is not valid UTF-8"):
+            r.record(UsageEvent(provider="p", model="\ud800"))
+        with pytest.raises(EventError, match="input_tokens: must be >= 0, got -1"):
+            r.record_many([UsageEvent(provider="p", model="m", input_tokens=-1)])
+        r.record(UsageEvent(provider="p", model="m", level="warn", tenant="t", metadata={"a": 1}))
+        r.flush(timeout=10)
+        (row,) = r.ledger.events()
+        assert (row["level"], row["tenant"], row["metadata"]) == ("warn", "t", '{"a":1}')

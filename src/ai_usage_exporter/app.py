@@ -164,7 +164,10 @@ def create_app(
         return Response(body, media_type=media_type)
 
     async def api_metrics(request: Request) -> Response:
-        fmt = request.query_params.get("format", "json")
+        formats = request.query_params.getlist("format")
+        if len(formats) > 1:
+            return error_response(400, f"give format once, got {', '.join(map(repr, formats))}")
+        fmt = formats[0] if formats else "json"
         if fmt not in ("json", "prometheus"):
             return error_response(400, f"unknown format {fmt!r}; use json or prometheus")
         # Checked for both formats, so a bad query never passes silently.

@@ -116,8 +116,16 @@ class UsageEvent:
         return format_timestamp(self.timestamp)
 
 
+def event_fields(e: UsageEvent) -> dict[str, Any]:
+    """An event's set fields as a mapping, to validate an event built in code like a posted one."""
+    return {name: value for name in _EVENT_ATTRS if (value := getattr(e, name)) is not None}
+
+
 def format_timestamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+_EVENT_ATTRS: tuple[str, ...] = tuple(UsageEvent.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)

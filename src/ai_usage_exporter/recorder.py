@@ -22,7 +22,7 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 
 from . import __version__
-from .events import DEFAULT_LIMITS, Limits, UsageEvent, parse_events
+from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
 from .ledger import Ledger, LedgerError, open_ledger
 from .metrics import MetricsState, UsageCollector
 from .pricing import Cost, PriceBook
@@ -152,7 +152,9 @@ class Recorder:
         elif isinstance(event, UsageEvent):
             if fields:
                 raise TypeError("give either a UsageEvent or keyword fields, not both")
-            events = [event]
+            # Built in code, it gets the same checks as a posted event: a lone surrogate
+            # or a negative count must fail here, not in the writer over and over.
+            events = parse_events([event_fields(event)], self.limits)
         else:
             events = parse_events([{**event, **fields}], self.limits)
         self._enqueue(_Submission(self._prepare(events), None, retry=True))
@@ -161,11 +163,8 @@ class Recorder:
         self, events: Iterable[UsageEvent | Mapping[str, Any]], *, timeout: float | None = None
     ) -> RecordResult:
         """Record several events and wait until they are committed."""
-        items = list(events)
-        parsed = [e for e in items if isinstance(e, UsageEvent)]
-        raw = [e for e in items if not isinstance(e, UsageEvent)]
-        if raw:
-            parsed.extend(parse_events(raw, self.limits))
+        items = [event_fields(e) if isinstance(e, UsageEvent) else e for e in events]
+        parsed = parse_events(items, self.limits)
         done = threading.Event()
         sub = _Submission(self._prepare(parsed), lambda _s: done.set(), retry=False)
         self._enqueue(sub)
