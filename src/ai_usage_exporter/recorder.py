@@ -130,7 +130,11 @@ class Recorder:
         price = self.prices.price
         max_text = self.limits.max_text_bytes
         out: list[Priced] = []
+        store_text = self.store_text
         for e in events:
+            if not store_text:
+                # Never kept unless the operator asks, whichever ledger is behind us.
+                e.prompt_text = e.response_text = None
             redact_event(e)
             # After redaction, so a cut never leaves half a secret unrecognised.
             e.prompt_text = _truncate_utf8(e.prompt_text, max_text)
