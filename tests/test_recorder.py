@@ -27,7 +27,11 @@ def _event(i: int, **kw: Any) -> dict[str, Any]:
 
 
 def _ai_samples(recorder: Recorder) -> dict[Any, float]:
-    return {k: v for k, v in exposition_samples(recorder.exposition().decode()).items() if not k[0].startswith("ai_exporter_")}
+    return {
+        k: v
+        for k, v in exposition_samples(recorder.exposition().decode()).items()
+        if not k[0].startswith("ai_exporter_")
+    }
 
 
 def test_record_flush_and_counters_equal_the_ledger(tmp_path: Path) -> None:
@@ -39,7 +43,11 @@ def test_record_flush_and_counters_equal_the_ledger(tmp_path: Path) -> None:
         s = exposition_samples(r.exposition().decode())
     assert len(rows) == 50
     assert sum(row["input_tokens"] for row in rows) == sum(100 + i for i in range(50))
-    inputs = sum(v for (name, labels), v in s.items() if name == "ai_tokens_total" and ("type", "input") in labels)
+    inputs = sum(
+        v
+        for (name, labels), v in s.items()
+        if name == "ai_tokens_total" and ("type", "input") in labels
+    )
     assert inputs == sum(100 + i for i in range(50))
     assert s[("ai_exporter_events_accepted_total", frozenset())] == 50.0
 
@@ -47,7 +55,14 @@ def test_record_flush_and_counters_equal_the_ledger(tmp_path: Path) -> None:
 def test_counters_survive_a_restart_exactly(tmp_path: Path) -> None:
     db = str(tmp_path / "l.db")
     with Recorder(db, CollectorRegistry()) as r:
-        r.record_many([_event(i, tenant=f"t{i % 4}", ttft_ms=12.5 * i, status="error" if i % 5 == 0 else "ok") for i in range(200)])
+        r.record_many(
+            [
+                _event(
+                    i, tenant=f"t{i % 4}", ttft_ms=12.5 * i, status="error" if i % 5 == 0 else "ok"
+                )
+                for i in range(200)
+            ]
+        )
         before = _ai_samples(r)
         view_before = r.view()
     with Recorder(db, CollectorRegistry()) as r2:
@@ -64,7 +79,9 @@ def test_duplicates_are_acknowledged_and_counted_once_also_after_restart(tmp_pat
     with Recorder(db, CollectorRegistry()) as r:
         assert r.record_many(events).accepted == 10
         # Repeated within one request too: the first wins.
-        res = r.record_many([_event(99, idempotency_key="k-new"), _event(98, idempotency_key="k-new")])
+        res = r.record_many(
+            [_event(99, idempotency_key="k-new"), _event(98, idempotency_key="k-new")]
+        )
         assert (res.accepted, res.duplicates) == (1, 1)
         before = _ai_samples(r)
     with Recorder(db, CollectorRegistry()) as r2:
@@ -81,7 +98,12 @@ def test_many_threads_at_once(tmp_path: Path) -> None:
         def work(t: int) -> None:
             try:
                 for j in range(20):
-                    r.record_many([_event(t * 1000 + j * 10 + k, idempotency_key=f"{t}-{j}-{k}") for k in range(10)])
+                    r.record_many(
+                        [
+                            _event(t * 1000 + j * 10 + k, idempotency_key=f"{t}-{j}-{k}")
+                            for k in range(10)
+                        ]
+                    )
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
 
@@ -117,10 +139,14 @@ def test_never_touches_the_global_registry(tmp_path: Path) -> None:
 
 def test_usage_event_objects_are_accepted(tmp_path: Path) -> None:
     with Recorder(str(tmp_path / "l.db"), CollectorRegistry()) as r:
-        r.record(UsageEvent(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=500))
+        r.record(
+            UsageEvent(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=500)
+        )
         r.flush()
         (row,) = r.ledger.events()
-    assert (row["cost_input"], row["cost_output"], row["cost_total"]) == pytest.approx((0.00015, 0.0003, 0.00045), abs=1e-12)
+    assert (row["cost_input"], row["cost_output"], row["cost_total"]) == pytest.approx(
+        (0.00015, 0.0003, 0.00045), abs=1e-12
+    )
     assert row["cost_source"] == "genai-prices"
 
 
@@ -166,6 +192,9 @@ def test_a_built_event_gets_the_same_checks_as_a_posted_one(tmp_path: Path) -> N
         with pytest.raises(EventError, match="input_tokens: must be >= 0, got -1"):
             r.record_many([UsageEvent(provider="p", model="m", input_tokens=-1)])
         r.record(UsageEvent(provider="p", model="m", level="warn", tenant="t", metadata={"a": 1}))
+        # Defaults follow the posted-event rules: a failed call is logged at error level.
+        r.record(UsageEvent(provider="p", model="m", status="error"))
         r.flush(timeout=10)
-        (row,) = r.ledger.events()
-        assert (row["level"], row["tenant"], row["metadata"]) == ("warn", "t", '{"a":1}')
+        first, second = r.ledger.events()
+        assert (first["level"], first["tenant"], first["metadata"]) == ("warn", "t", '{"a":1}')
+        assert (second["status"], second["level"]) == ("error", "error")

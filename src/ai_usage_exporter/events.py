@@ -117,15 +117,22 @@ class UsageEvent:
 
 
 def event_fields(e: UsageEvent) -> dict[str, Any]:
-    """An event's set fields as a mapping, to validate an event built in code like a posted one."""
-    return {name: value for name in _EVENT_ATTRS if (value := getattr(e, name)) is not None}
+    """An event built in code as the mapping a client would post: the fields that differ
+    from their defaults, so it is validated, and defaulted, exactly like a posted one."""
+    return {
+        name: value
+        for name, default in _EVENT_DEFAULTS
+        if (value := getattr(e, name)) is not None and value != default
+    }
 
 
 def format_timestamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-_EVENT_ATTRS: tuple[str, ...] = tuple(UsageEvent.__dataclass_fields__)
+_EVENT_DEFAULTS: tuple[tuple[str, Any], ...] = tuple(
+    (f.name, f.default) for f in UsageEvent.__dataclass_fields__.values()
+)
 
 
 @dataclass(frozen=True, slots=True)
