@@ -576,12 +576,6 @@ def _build(
     return UsageEvent(**kw)
 
 
-def _required_value(name: str, value: object, max_length: int) -> str:
-    if value is None:
-        raise _Invalid(name, "is required")
-    return _string(name, value, max_length)
-
-
 def _timestamp_in_window(value: object, now: float, limits: Limits, assume_utc: bool) -> float:
     ts = parse_timestamp("timestamp", value, assume_utc=assume_utc)
     if ts < now - limits.max_age_seconds:

@@ -217,7 +217,7 @@ class MetricsState:
                 self._apply_one(key, vec)
 
     def _apply_one(self, key: tuple[str, ...], vec: Sequence[int]) -> None:
-        n = int(vec[REQUESTS])
+        n = vec[REQUESTS]
         folders = self.folders
         service = folders["service"].fold(key[0], n)
         provider = folders["provider"].fold(key[1], n)
@@ -234,35 +234,35 @@ class MetricsState:
         if s is None:
             s = self.series[skey] = _Series(_labels_text(self.series_labelnames, skey)[1:-1])
         tokens = s.tokens
-        inp, out = int(vec[TOKEN_COLUMNS[0]]), int(vec[TOKEN_COLUMNS[1]])
+        inp, out = vec[TOKEN_COLUMNS[0]], vec[TOKEN_COLUMNS[1]]
         tokens[0] += inp
         tokens[1] += out
         tokens[2] += inp + out
         for i in range(2, 7):
-            tokens[i + 1] += int(vec[TOKEN_COLUMNS[i]])
+            tokens[i + 1] += vec[TOKEN_COLUMNS[i]]
         cost = s.cost
-        cost[0] += int(vec[COST_INPUT])
-        cost[1] += int(vec[COST_OUTPUT])
-        cost[2] += int(vec[COST_TOTAL])
-        dc = int(vec[DUR_COUNT])
+        cost[0] += vec[COST_INPUT]
+        cost[1] += vec[COST_OUTPUT]
+        cost[2] += vec[COST_TOTAL]
+        dc = vec[DUR_COUNT]
         if dc:
             s.dur_count += dc
-            s.dur_sum += int(vec[DUR_SUM_US])
+            s.dur_sum += vec[DUR_SUM_US]
             b = s.dur_buckets
             for i, col in enumerate(DUR_BUCKETS):
-                b[i] += int(vec[col])
+                b[i] += vec[col]
             avg = self.avg_duration.get(service)
             if avg is None:
                 avg = self.avg_duration[service] = [0, 0]
-            avg[0] += int(vec[DUR_SUM_US])
+            avg[0] += vec[DUR_SUM_US]
             avg[1] += dc
-        tc = int(vec[TTFT_COUNT])
+        tc = vec[TTFT_COUNT]
         if tc:
             s.ttft_count += tc
-            s.ttft_sum += int(vec[TTFT_SUM_US])
+            s.ttft_sum += vec[TTFT_SUM_US]
             b = s.ttft_buckets
             for i, col in enumerate(TTFT_BUCKETS):
-                b[i] += int(vec[col])
+                b[i] += vec[col]
 
         rkey = (service, provider, model, operation, status, *extras)
         r = self.requests.get(rkey)
@@ -271,7 +271,7 @@ class MetricsState:
             self.request_labels[rkey] = _labels_text(self.request_labelnames, rkey)
         r[0] += n
         self.levels[level] = self.levels.get(level, 0) + n
-        up = int(vec[UNPRICED])
+        up = vec[UNPRICED]
         if up:
             ukey = (provider, model)
             self.unpriced[ukey] = self.unpriced.get(ukey, 0) + up

@@ -44,23 +44,6 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "response_text",
 )
 
-_TEXT_COLUMNS = frozenset(
-    (
-        "idempotency_key",
-        "provider",
-        "model",
-        "operation",
-        "service",
-        "status",
-        "level",
-        "error_type",
-        "cost_source",
-        *ATTRIBUTION_FIELDS,
-        "metadata",
-        "prompt_text",
-        "response_text",
-    )
-)
 _REAL_COLUMNS = frozenset(
     ("ts", "received_at", "duration_ms", "ttft_ms", "cost_input", "cost_output", "cost_total")
 )
@@ -173,11 +156,11 @@ class SQLLedger:
 
     def schema(self) -> list[str]:
         def coltype(c: str) -> str:
-            if c in _TEXT_COLUMNS:
-                return "TEXT"
+            if c in TOKEN_FIELDS:
+                return self.int_type
             if c in _REAL_COLUMNS:
                 return self.real_type
-            return self.int_type
+            return "TEXT"
 
         event_cols = ",\n  ".join(
             f"{q(c)} {coltype(c)}{' NOT NULL' if c not in _NULLABLE else ''}" for c in EVENT_COLUMNS
@@ -314,20 +297,14 @@ class SQLLedger:
             cur = self._read_conn().cursor()
             cur.execute(f"SELECT {cols} FROM rollup")
             rows = cur.fetchall()
-            self._end_read()
         for row in rows:
             yield tuple(row[:nk]), list(row[nk:])
-
-    def _end_read(self) -> None:
-        conn = self._read_conn()
-        conn.commit()
 
     def count_events(self) -> int:
         with self._read_lock:
             cur = self._read_conn().cursor()
             cur.execute("SELECT count(*) FROM events")
             (n,) = cur.fetchone()
-            self._end_read()
         return int(n)
 
     def events(self) -> list[dict[str, Any]]:
@@ -336,7 +313,6 @@ class SQLLedger:
             cur = self._read_conn().cursor()
             cur.execute(f"SELECT {', '.join(q(c) for c in EVENT_COLUMNS)} FROM events ORDER BY id")
             rows = cur.fetchall()
-            self._end_read()
         return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
 
     def summary(self, limit: int = 100) -> dict[str, Any]:
@@ -380,7 +356,6 @@ class SQLLedger:
             out["unpriced_models"] = [
                 {"provider": r[0], "model": r[1], "requests": int(r[2])} for r in cur.fetchall()
             ]
-            self._end_read()
         return out
 
     def close(self) -> None:

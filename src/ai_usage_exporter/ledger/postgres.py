@@ -55,9 +55,6 @@ class PostgresLedger(SQLLedger):
     def _begin(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK_ID,))
 
-    def _end_read(self) -> None:
-        pass
-
     def close(self) -> None:
         self._w.close()
         self._r.close()

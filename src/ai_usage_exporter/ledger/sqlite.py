@@ -64,9 +64,6 @@ class SQLiteLedger(SQLLedger):
     def _begin(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")
 
-    def _end_read(self) -> None:
-        pass
-
     def close(self) -> None:
         for conn in (getattr(self, "_w", None), getattr(self, "_r", None)):
             if conn is not None:
