@@ -22,8 +22,15 @@ def test_defaults() -> None:
 
 
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
-    path = _write(tmp_path, "host: 10.0.0.1\nport: 9000\ndb: file.db\nlabels:\n  extra: [tenant]\n  caps: {model: 7}\n")
-    env = {"AI_USAGE_EXPORTER_PORT": "9100", "AI_USAGE_EXPORTER_DB": "env.db", "AI_USAGE_EXPORTER_CONFIG": path}
+    path = _write(
+        tmp_path,
+        "host: 10.0.0.1\nport: 9000\ndb: file.db\nlabels:\n  extra: [tenant]\n  caps: {model: 7}\n",
+    )
+    env = {
+        "AI_USAGE_EXPORTER_PORT": "9100",
+        "AI_USAGE_EXPORTER_DB": "env.db",
+        "AI_USAGE_EXPORTER_CONFIG": path,
+    }
     s = resolve({"db": "flag.db", "port": None}, environ=env)
     assert (s.host, s.port, s.db) == ("10.0.0.1", 9100, "flag.db")
     assert s.extra_labels == ("tenant",)

@@ -52,7 +52,12 @@ def test_provider_fixture_normalises_to_the_documented_counts(case: dict[str, An
 
 def test_anthropic_input_adds_both_cache_counts() -> None:
     counts = normalise_usage(
-        {"input_tokens": 10, "cache_read_input_tokens": 200, "cache_creation_input_tokens": 30, "output_tokens": 7}
+        {
+            "input_tokens": 10,
+            "cache_read_input_tokens": 200,
+            "cache_creation_input_tokens": 30,
+            "output_tokens": 7,
+        }
     )
     assert counts["input_tokens"] == 240
     assert counts["cached_input_tokens"] == 200
@@ -72,7 +77,10 @@ def test_gemini_tool_use_prompt_and_audio_modalities() -> None:
             "promptTokenCount": 100,
             "toolUsePromptTokenCount": 20,
             "candidatesTokenCount": 50,
-            "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 60}, {"modality": "TEXT", "tokenCount": 40}],
+            "promptTokensDetails": [
+                {"modality": "AUDIO", "tokenCount": 60},
+                {"modality": "TEXT", "tokenCount": 40},
+            ],
             "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": 10}],
         }
     )
@@ -88,7 +96,9 @@ def test_gemini_tool_use_prompt_and_audio_modalities() -> None:
 
 
 def test_defaults_and_aliases() -> None:
-    (e,) = parse_event({"provider": "openai", "model": "m", "prompt_tokens": 3, "completion_tokens": 4}, now=NOW)
+    (e,) = parse_event(
+        {"provider": "openai", "model": "m", "prompt_tokens": 3, "completion_tokens": 4}, now=NOW
+    )
     assert (e.input_tokens, e.output_tokens) == (3, 4)
     assert (e.operation, e.service, e.status, e.level) == ("chat", "default", "ok", "info")
     assert e.timestamp == NOW
@@ -103,7 +113,9 @@ def test_error_status_defaults_level_to_error_but_explicit_level_wins() -> None:
 
 
 def test_timestamp_rfc3339_and_epoch() -> None:
-    (e,) = parse_event({"provider": "p", "model": "m", "timestamp": "2026-09-21T10:00:00Z"}, now=NOW)
+    (e,) = parse_event(
+        {"provider": "p", "model": "m", "timestamp": "2026-09-21T10:00:00Z"}, now=NOW
+    )
     assert e.timestamp == 1_789_984_800.0
     assert e.timestamp_rfc3339() == "2026-09-21T10:00:00.000000Z"
     (e,) = parse_event({"provider": "p", "model": "m", "timestamp": 1_789_984_800}, now=NOW)
@@ -163,7 +175,11 @@ def test_every_problem_of_every_event_is_reported() -> None:
         ({"service": "\ud800"}, "service", "lone surrogate"),
         ({"level": "warning"}, "level", "must be one of debug, info, warn, error"),
         ({"input_tokens": 5, "cached_input_tokens": 6}, "cached_input_tokens", "must include them"),
-        ({"output_tokens": 5, "reasoning_tokens": 6}, "reasoning_tokens", "which must include them"),
+        (
+            {"output_tokens": 5, "reasoning_tokens": 6},
+            "reasoning_tokens",
+            "which must include them",
+        ),
         ({"prompt_tokens": 1, "input_tokens": 1}, "prompt_tokens", "alias of input_tokens"),
         ({"total_tokens": 10}, "total_tokens", "cannot be split"),
         ({"usage": {"prompt_tokens": 1}, "input_tokens": 1}, "input_tokens", "not both"),
@@ -230,7 +246,13 @@ def test_query_summary_becomes_one_event_per_inference() -> None:
         2,
         "gpt-4o-mini",
     )
-    assert (b.node, b.operation, b.input_tokens, b.output_tokens, b.model) == ("answer", "chat", 20, 10, "gpt-4o")
+    assert (b.node, b.operation, b.input_tokens, b.output_tokens, b.model) == (
+        "answer",
+        "chat",
+        20,
+        10,
+        "gpt-4o",
+    )
     assert a.user == b.user == "+15550001"
     assert a.query_id == b.query_id == "q-42"
     assert (a.idempotency_key, b.idempotency_key) == ("q-42#0", "q-42#1")
@@ -259,7 +281,10 @@ def test_response_body_supplies_model_and_usage() -> None:
     (e,) = parse_event(
         {
             "provider": "openai",
-            "response": {"model": "gpt-4o-2024-08-06", "usage": {"prompt_tokens": 5, "completion_tokens": 6}},
+            "response": {
+                "model": "gpt-4o-2024-08-06",
+                "usage": {"prompt_tokens": 5, "completion_tokens": 6},
+            },
         },
         now=NOW,
     )

@@ -74,7 +74,9 @@ def test_histogram_buckets_are_cumulative_and_le_inclusive() -> None:
     assert bucket("+Inf") == 4.0
     assert s[("ai_request_duration_seconds_count", frozenset(labels))] == 4.0
     assert s[("ai_request_duration_seconds_sum", frozenset(labels))] == pytest.approx(1200.0200001)
-    assert s[("ai_average_duration_ms", frozenset({("service", "default")}))] == pytest.approx(300_005.0000250)
+    assert s[("ai_average_duration_ms", frozenset({("service", "default")}))] == pytest.approx(
+        300_005.0000250
+    )
 
 
 def test_tokens_total_is_input_plus_output_and_subkinds_are_kept() -> None:
@@ -131,4 +133,12 @@ def test_other_collectors_in_the_registry_are_kept(tmp_path: object) -> None:
 
 def test_build_info() -> None:
     s = exposition_samples(_state_with([]).render_text())
-    assert s[("ai_exporter_build_info", frozenset({("version", "1.2.3"), ("genai_prices_version", "0.2.3")}))] == 1.0
+    assert (
+        s[
+            (
+                "ai_exporter_build_info",
+                frozenset({("version", "1.2.3"), ("genai_prices_version", "0.2.3")}),
+            )
+        ]
+        == 1.0
+    )
