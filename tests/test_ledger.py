@@ -7,6 +7,7 @@ PostgreSQL cases skip, except in CI (CI=true), where they fail.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from _server import SampleKey, exposition_samples
 from ai_usage_exporter import Recorder, UsageEvent
 from ai_usage_exporter.ledger import Ledger, LedgerError, open_ledger
+from ai_usage_exporter.ledger.sqlite import SQLiteLedger
 from ai_usage_exporter.pricing import Cost
 from ai_usage_exporter.rollup import NANO
 
@@ -114,3 +116,35 @@ def test_unsupported_url_and_missing_directory(tmp_path: Path) -> None:
         open_ledger("mysql://x")
     with pytest.raises(LedgerError, match="does not exist"):
         open_ledger(str(tmp_path / "no" / "such" / "dir" / "l.db"))
+
+
+def test_a_ledger_from_an_older_version_gains_new_columns(tmp_path: Path) -> None:
+    """Columns added by a later version are added to an existing file, and old rows stay."""
+    path = tmp_path / "old.db"
+    ledger = SQLiteLedger(path)
+    ledger.close()
+    conn = sqlite3.connect(path)
+    # Stand in for an older schema: drop one event column and one rollup column.
+    conn.execute(
+        "INSERT INTO events (ts, received_at, provider, model, operation, service, "
+        "status, level, input_tokens, output_tokens, cached_input_tokens, "
+        "cache_write_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, "
+        "cost_input, cost_output, cost_total, cost_source) VALUES "
+        "(1, 1, 'openai', 'm', 'chat', 'default', 'ok', 'info', 5, 6, 0, 0, 0, 0, 0, "
+        "0, 0, 0, 'unpriced')"
+    )
+    conn.execute("ALTER TABLE events DROP COLUMN audio_output_tokens")
+    conn.execute("ALTER TABLE rollup DROP COLUMN ttft_b3")
+    conn.commit()
+    conn.close()
+
+    reopened = SQLiteLedger(path)
+    try:
+        rows = reopened.events()
+        assert [
+            (r["input_tokens"], r["output_tokens"], r["audio_output_tokens"]) for r in rows
+        ] == [(5, 6, 0)]
+        cols = {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(rollup)")}
+        assert "ttft_b3" in cols
+    finally:
+        reopened.close()

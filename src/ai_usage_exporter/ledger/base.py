@@ -155,15 +155,9 @@ class SQLLedger:
     # ---------------------------------------------------------------- schema
 
     def schema(self) -> list[str]:
-        def coltype(c: str) -> str:
-            if c in TOKEN_FIELDS:
-                return self.int_type
-            if c in _REAL_COLUMNS:
-                return self.real_type
-            return "TEXT"
-
         event_cols = ",\n  ".join(
-            f"{q(c)} {coltype(c)}{' NOT NULL' if c not in _NULLABLE else ''}" for c in EVENT_COLUMNS
+            f"{q(c)} {self._column_type(c)}{' NOT NULL' if c not in _NULLABLE else ''}"
+            for c in EVENT_COLUMNS
         )
         key_cols = ",\n  ".join(f"{q(c)} TEXT NOT NULL" for c in KEY_FIELDS)
         value_cols = ",\n  ".join(
@@ -177,6 +171,44 @@ class SQLLedger:
             f"  PRIMARY KEY ({', '.join(q(c) for c in KEY_FIELDS)})\n)",
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]
+
+    def create_schema(self, cur: Any) -> None:
+        """Create missing tables, then add columns a newer version defines to older tables.
+
+        A ledger written by an earlier version keeps its rows: each column it lacks is
+        added with the default a new table would have (NULL, or 0 for counts), so old
+        rows read as "none of that kind".
+        """
+        for stmt in self.schema():
+            cur.execute(stmt)
+        for table, wanted in self._columns_by_table().items():
+            have = self._existing_columns(cur, table)
+            for name, decl in wanted.items():
+                if name not in have:
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {decl}")
+
+    def _columns_by_table(self) -> dict[str, dict[str, str]]:
+        """Column declarations that may be missing from a ledger made by an older version."""
+        return {
+            "events": {c: self._column_decl(c) for c in EVENT_COLUMNS},
+            "rollup": {c: f"{self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS},
+        }
+
+    def _column_decl(self, c: str) -> str:
+        kind = self._column_type(c)
+        if c in _NULLABLE:
+            return kind
+        return f"{kind} NOT NULL DEFAULT {0 if kind != 'TEXT' else chr(39) * 2}"
+
+    def _column_type(self, c: str) -> str:
+        if c in TOKEN_FIELDS:
+            return self.int_type
+        if c in _REAL_COLUMNS:
+            return self.real_type
+        return "TEXT"
+
+    def _existing_columns(self, cur: Any, table: str) -> set[str]:
+        raise NotImplementedError
 
     # ---------------------------------------------------------------- hooks
 

@@ -36,11 +36,18 @@ class PostgresLedger(SQLLedger):
             self._r = psycopg.connect(url, autocommit=True)
             with self._w.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK_ID,))
-                for stmt in self.schema():
-                    cur.execute(stmt)
+                self.create_schema(cur)
             self._w.commit()
         except psycopg.Error as exc:
             raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
+
+    def _existing_columns(self, cur: Any, table: str) -> set[str]:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s",
+            (table,),
+        )
+        return {row[0] for row in cur.fetchall()}
 
     def _write_conn(self) -> Any:
         if self._w.closed or self._w.broken:

@@ -40,8 +40,7 @@ class SQLiteLedger(SQLLedger):
             self._w.execute("PRAGMA journal_mode=WAL")
             self._w.execute(f"PRAGMA synchronous={synchronous.upper()}")
             with self._w:
-                for stmt in self.schema():
-                    self._w.execute(stmt)
+                self.create_schema(self._w.cursor())
             self._r = self._connect()
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
@@ -54,6 +53,10 @@ class SQLiteLedger(SQLLedger):
         )
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
+
+    def _existing_columns(self, cur: Any, table: str) -> set[str]:
+        cur.execute(f"PRAGMA table_info({table})")
+        return {row[1] for row in cur.fetchall()}
 
     def _write_conn(self) -> sqlite3.Connection:
         return self._w
