@@ -19,6 +19,7 @@ from _server import ServerProcess, exposition_samples, server_process
 from ai_usage_exporter.events import (
     DEFAULT_LIMITS,
     TOKEN_FIELDS,
+    USAGE_FIELDS,
     normalise_usage,
     parse_event,
 )
@@ -118,7 +119,7 @@ def provider_usage(draw: st.DrawFn) -> tuple[str, dict[str, Any], dict[str, int]
             ("openai_chat", "openai_responses", "anthropic", "gemini", "bedrock", "ollama")
         )
     )
-    zero = dict.fromkeys(TOKEN_FIELDS, 0)
+    zero = dict.fromkeys(USAGE_FIELDS, 0)
     if shape == "openai_chat":
         cached, audio_in, reasoning, audio_out = (draw(small) for _ in range(4))
         prompt = draw(st.integers(max(cached, audio_in), 5 * 10**6))
@@ -227,7 +228,7 @@ def test_provider_usage_normalises_to_the_expected_counts(
     shape, usage, expected = case
     assert normalise_usage(usage) == expected
     [event] = parse_event({"provider": shape, "model": "m", "usage": usage}, now=NOW)
-    assert {f: getattr(event, f) for f in TOKEN_FIELDS} == expected
+    assert {f: getattr(event, f) for f in USAGE_FIELDS} == expected
 
 
 # ---------------------------------------------------------------- label escaping

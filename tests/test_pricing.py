@@ -169,7 +169,7 @@ def test_unknown_model_is_unpriced_and_warned_once(caplog: pytest.LogCaptureFixt
         reference(e)
     with caplog.at_level(logging.WARNING, logger="ai_usage_exporter.pricing"):
         for _ in range(3):
-            assert book.price(e) == Cost(0.0, 0.0, 0.0, "unpriced")
+            assert book.price(e) == Cost(0.0, 0.0, 0.0, "unpriced", "unknown_model")
         book.price(event("acme", "no-such-model-xyz", input_tokens=1))
         book.price(event("acme", "no-such-model-xyz", input_tokens=1))
     messages = [r.getMessage() for r in caplog.records if r.name == "ai_usage_exporter.pricing"]

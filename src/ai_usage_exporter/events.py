@@ -16,14 +16,32 @@ from typing import Any
 
 import orjson
 
-TOKEN_FIELDS: tuple[str, ...] = (
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "audio_input_tokens",
-    "audio_output_tokens",
+from .shapes import (
+    COUNT_FIELDS,
+    STANDARD_TIERS,
+    TOKEN_FIELDS,
+    USAGE_FIELDS,
+    check_int,
+    read_response,
+    read_usage,
+    usage_shape,
+)
+from .shapes import Invalid as _Invalid
+from .shapes import describe as _describe
+
+__all__ = (
+    "COUNT_FIELDS",
+    "STANDARD_TIERS",
+    "TOKEN_FIELDS",
+    "USAGE_FIELDS",
+    "EventError",
+    "FieldError",
+    "Limits",
+    "UsageEvent",
+    "normalise_usage",
+    "parse_event",
+    "parse_events",
+    "usage_shape",
 )
 
 ATTRIBUTION_FIELDS: tuple[str, ...] = (
@@ -72,7 +90,13 @@ DEFAULT_LIMITS = Limits()
 @dataclass(slots=True)
 class UsageEvent:
     """One LLM call, normalised: input includes cached and cache-write tokens, output
-    includes reasoning tokens; every sub-kind is a subset of its parent."""
+    includes reasoning tokens; every sub-kind is a subset of its parent.
+
+    ``cache_write_1h_tokens`` is the part of ``cache_write_tokens`` written for an hour;
+    image and audio tokens are parts of input or output; ``web_search_requests`` counts
+    server-side searches billed per request. ``provider_cost_usd`` is the bill the
+    provider reported in its response, ``service_tier`` the tier that served the call.
+    """
 
     provider: str
     model: str
@@ -85,6 +109,11 @@ class UsageEvent:
     reasoning_tokens: int = 0
     audio_input_tokens: int = 0
     audio_output_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    image_input_tokens: int = 0
+    image_output_tokens: int = 0
+    web_search_requests: int = 0
+    service_tier: str | None = None
     duration_ms: float | None = None
     ttft_ms: float | None = None
     status: str = "ok"
@@ -104,6 +133,7 @@ class UsageEvent:
     # Built directly (not parsed), an event happens now; prices that change over time use it.
     timestamp: float = field(default_factory=time.time)
     cost_usd: float | None = None
+    provider_cost_usd: float | None = None
     metadata: dict[str, Any] | None = None
     prompt_text: str | None = None
     response_text: str | None = None
@@ -164,48 +194,11 @@ class EventError(Exception):
         return self.message
 
 
-class _Invalid(Exception):
-    """One bad field; collected into EventError by the caller."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
 # ---------------------------------------------------------------- primitives
 
 
-def _describe(value: object) -> str:
-    text = (
-        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-        if _jsonable(value)
-        else repr(value)
-    )
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _jsonable(value: object) -> bool:
-    try:
-        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        return False
-    return True
-
-
 def _int(name: str, value: object, limits: Limits) -> int:
-    # bool is an int subclass; `true` as a token count is a client bug, not 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            raise _Invalid(
-                name, f"must be a whole number without a decimal point, got {_describe(value)}"
-            )
-        raise _Invalid(name, f"must be a non-negative integer, got {_describe(value)}")
-    if value < 0:
-        raise _Invalid(name, f"must be >= 0, got {value}")
-    if value > limits.max_tokens:
-        raise _Invalid(name, f"must be <= {limits.max_tokens}, got {value}")
-    return value
+    return check_int(name, value, limits.max_tokens)
 
 
 def _number(name: str, value: object, maximum: float) -> float:
@@ -278,135 +271,20 @@ def parse_timestamp(name: str, value: object, *, assume_utc: bool = False) -> fl
 # ---------------------------------------------------------------- provider shapes
 
 
-def _sub(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = usage.get(key)
-    return value if isinstance(value, Mapping) else {}
-
-
-def _count(where: str, mapping: Mapping[str, Any], key: str, limits: Limits) -> int:
-    value = mapping.get(key)
-    if value is None:
-        return 0
-    return _int(f"{where}.{key}", value, limits)
-
-
-def _modality_count(where: str, details: object, modality: str, limits: Limits) -> int:
-    if not isinstance(details, list):
-        return 0
-    total = 0
-    for i, item in enumerate(details):
-        if isinstance(item, Mapping) and str(item.get("modality", "")).upper() == modality:
-            total += _count(f"{where}[{i}]", item, "tokenCount", limits)
-    return total
-
-
-def usage_shape(usage: Mapping[str, Any]) -> str:
-    """Name the provider shape of a usage object by its keys."""
-    if "promptTokenCount" in usage or "candidatesTokenCount" in usage or "totalTokenCount" in usage:
-        return "gemini"
-    if "inputTokens" in usage or "outputTokens" in usage:
-        return "bedrock"
-    if "prompt_eval_count" in usage or "eval_count" in usage:
-        return "ollama"
-    if "prompt_tokens" in usage or "completion_tokens" in usage:
-        return "openai_chat"
-    if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
-        return "anthropic"
-    if "input_tokens" in usage or "output_tokens" in usage:
-        return "openai_responses"
-    return "unknown"
-
-
 def normalise_usage(
-    usage: Mapping[str, Any], where: str = "usage", limits: Limits = DEFAULT_LIMITS
+    usage: Mapping[str, Any],
+    where: str = "usage",
+    limits: Limits = DEFAULT_LIMITS,
+    provider: str | None = None,
 ) -> dict[str, int]:
-    """Map a provider's own usage object to our seven token counts.
+    """Map a provider's own usage object to our token and request counts.
 
     Anthropic and Bedrock report input without the cache counts, so they are added
-    back; Gemini reports thoughts beside the candidates, so they are added to output.
-    Keys a provider adds that carry no tokens (timings, service tier) are ignored.
+    back; Gemini reports thoughts beside the candidates, so they are added to output;
+    a provider that reports reasoning beside the completion (xAI) has it added to
+    output. The mapping of each family lives in `ai_usage_exporter.shapes`.
     """
-    shape = usage_shape(usage)
-
-    def c(m: Mapping[str, Any], k: str, w: str = where) -> int:
-        return _count(w, m, k, limits)
-
-    out = dict.fromkeys(TOKEN_FIELDS, 0)
-    if shape == "openai_chat":
-        prompt = _sub(usage, "prompt_tokens_details")
-        completion = _sub(usage, "completion_tokens_details")
-        pw, cw = f"{where}.prompt_tokens_details", f"{where}.completion_tokens_details"
-        out["input_tokens"] = c(usage, "prompt_tokens")
-        out["output_tokens"] = c(usage, "completion_tokens")
-        cached = c(prompt, "cached_tokens", pw)
-        if not cached:
-            # DeepSeek reports its cache hits beside the OpenAI fields.
-            cached = c(usage, "prompt_cache_hit_tokens")
-        out["cached_input_tokens"] = cached
-        out["audio_input_tokens"] = c(prompt, "audio_tokens", pw)
-        out["reasoning_tokens"] = c(completion, "reasoning_tokens", cw)
-        out["audio_output_tokens"] = c(completion, "audio_tokens", cw)
-    elif shape == "openai_responses":
-        inp = _sub(usage, "input_tokens_details")
-        outp = _sub(usage, "output_tokens_details")
-        out["input_tokens"] = c(usage, "input_tokens")
-        out["output_tokens"] = c(usage, "output_tokens")
-        out["cached_input_tokens"] = c(inp, "cached_tokens", f"{where}.input_tokens_details")
-        out["audio_input_tokens"] = c(inp, "audio_tokens", f"{where}.input_tokens_details")
-        out["reasoning_tokens"] = c(outp, "reasoning_tokens", f"{where}.output_tokens_details")
-        out["audio_output_tokens"] = c(outp, "audio_tokens", f"{where}.output_tokens_details")
-    elif shape == "anthropic":
-        read = c(usage, "cache_read_input_tokens")
-        write = c(usage, "cache_creation_input_tokens")
-        out["input_tokens"] = c(usage, "input_tokens") + read + write
-        out["output_tokens"] = c(usage, "output_tokens")
-        out["cached_input_tokens"] = read
-        out["cache_write_tokens"] = write
-    elif shape == "gemini":
-        thoughts = c(usage, "thoughtsTokenCount")
-        # Tool-use prompt tokens are billed as input but counted apart from the prompt.
-        out["input_tokens"] = c(usage, "promptTokenCount") + c(usage, "toolUsePromptTokenCount")
-        out["output_tokens"] = c(usage, "candidatesTokenCount") + thoughts
-        out["cached_input_tokens"] = c(usage, "cachedContentTokenCount")
-        out["reasoning_tokens"] = thoughts
-        out["audio_input_tokens"] = _modality_count(
-            f"{where}.promptTokensDetails", usage.get("promptTokensDetails"), "AUDIO", limits
-        )
-        out["audio_output_tokens"] = _modality_count(
-            f"{where}.candidatesTokensDetails",
-            usage.get("candidatesTokensDetails"),
-            "AUDIO",
-            limits,
-        )
-    elif shape == "bedrock":
-        read = c(usage, "cacheReadInputTokens")
-        write = c(usage, "cacheWriteInputTokens")
-        out["input_tokens"] = c(usage, "inputTokens") + read + write
-        out["output_tokens"] = c(usage, "outputTokens")
-        out["cached_input_tokens"] = read
-        out["cache_write_tokens"] = write
-    elif shape == "ollama":
-        out["input_tokens"] = c(usage, "prompt_eval_count")
-        out["output_tokens"] = c(usage, "eval_count")
-    else:
-        keys = ", ".join(sorted(str(k) for k in usage)[:10]) or "none"
-        raise _Invalid(
-            where,
-            "has no token counts in a known provider shape (OpenAI, Anthropic, Gemini, "
-            f"Bedrock, Ollama); its keys: {keys}",
-        )
-    return out
-
-
-def _usage_from_response(response: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
-    """Find the usage object inside a provider's whole response body."""
-    for key in ("usage", "usageMetadata", "usage_metadata"):
-        inner = response.get(key)
-        if isinstance(inner, Mapping):
-            return inner, f"response.{key}"
-    if "prompt_eval_count" in response or "eval_count" in response:
-        return response, "response"
-    raise _Invalid("response", "holds no usage object (usage, usageMetadata or Ollama counts)")
+    return read_usage(usage, where, limits.max_tokens, provider).counts
 
 
 # ---------------------------------------------------------------- one event
@@ -415,10 +293,12 @@ _LABEL_FIELDS = ("provider", "model", "operation", "service")
 _SCALAR_FIELDS = frozenset(
     (
         *_LABEL_FIELDS,
-        *TOKEN_FIELDS,
+        *USAGE_FIELDS,
         *TOKEN_ALIASES,
         *ATTRIBUTION_FIELDS,
         "total_tokens",
+        "service_tier",
+        "provider_cost_usd",
         "duration_ms",
         "ttft_ms",
         "status",
@@ -459,8 +339,10 @@ _KIND: dict[str, str] = {
     "service": "label",
     "error_type": "label",
     "idempotency_key": "label",
-    **dict.fromkeys(TOKEN_FIELDS, "token"),
+    **dict.fromkeys(USAGE_FIELDS, "token"),
     **dict.fromkeys(TOKEN_ALIASES, "token"),
+    "service_tier": "label",
+    "provider_cost_usd": "cost",
     "total_tokens": "total",
     **dict.fromkeys(ATTRIBUTION_FIELDS, "attribution"),
     "duration_ms": "ms",
@@ -481,10 +363,12 @@ _FIELD_ORDER = {
     name: i
     for i, name in enumerate(
         (
-            "provider", "model", "operation", "service", *TOKEN_FIELDS, *TOKEN_ALIASES,
-            "total_tokens", "usage", "usageMetadata", "response", "duration_ms", "ttft_ms",
+            "provider", "model", "operation", "service", *USAGE_FIELDS, *TOKEN_ALIASES,
+            "total_tokens", "usage", "usageMetadata", "response", "service_tier",
+            "duration_ms", "ttft_ms",
             "status", "level", "error_type", *ATTRIBUTION_FIELDS, "idempotency_key",
-            "timestamp", "cost_usd", "metadata", "prompt_text", "response_text",
+            "timestamp", "cost_usd", "provider_cost_usd", "metadata", "prompt_text",
+            "response_text",
         )
     )
 }  # fmt: skip
@@ -545,24 +429,33 @@ def _build(
         except _Invalid as exc:
             mine.append(exc)
 
-    if "model" not in kw and not any(e.field == "model" for e in mine):
-        response = obj.get("response")
-        if isinstance(response, Mapping) and response.get("model") is not None:
-            try:
-                kw["model"] = _string("model", response["model"], label_max)
-            except _Invalid as exc:
-                mine.append(exc)
-    for name in ("provider", "model"):
-        if name not in kw and not any(e.field == name for e in mine):
-            mine.append(_Invalid(name, "is required"))
-
-    duration: float | None = None
+    found = _Found()
     try:
-        counts, duration = _counts(obj, flat, sources, limits)
+        counts = _counts(obj, flat, sources, limits, kw.get("provider"), found)
     except _Invalid as exc:
         mine.append(exc)
-    if "duration_ms" not in kw and duration is not None:
-        kw["duration_ms"] = duration
+    # What a whole response says fills only what the event left out.
+    for name, value in (("provider", found.provider), ("model", found.model)):
+        if name not in kw and value is not None and not any(e.field == name for e in mine):
+            try:
+                kw[name] = _string(name, value, label_max)
+            except _Invalid as exc:
+                mine.append(_Invalid(name, f"(from {found.source}) {exc.message}"))
+    for name in ("provider", "model"):
+        if name not in kw and not any(e.field == name for e in mine):
+            hint = (
+                "; it could not be told from the usage object's shape"
+                if name == "provider" and found.source
+                else ""
+            )
+            mine.append(_Invalid(name, f"is required{hint}"))
+    if "duration_ms" not in kw and found.duration_ms is not None:
+        kw["duration_ms"] = found.duration_ms
+    if "service_tier" not in kw and found.service_tier is not None:
+        kw["service_tier"] = found.service_tier
+    if "provider_cost_usd" not in kw and found.cost_usd is not None:
+        if found.cost_usd <= limits.max_cost_usd:
+            kw["provider_cost_usd"] = found.cost_usd
     if "level" not in kw:
         kw["level"] = "error" if kw.get("status") == "error" else "info"
     if "timestamp" not in kw:
@@ -616,12 +509,31 @@ def _text(name: str, value: object, limits: Limits) -> str:
     return value
 
 
+@dataclass(slots=True)
+class _Found:
+    """What a provider object said besides its counts."""
+
+    source: str = ""
+    provider: str | None = None
+    model: str | None = None
+    duration_ms: float | None = None
+    service_tier: str | None = None
+    cost_usd: float | None = None
+
+
 def _counts(
-    obj: Mapping[str, Any], flat: dict[str, int], sources: list[str], limits: Limits
-) -> tuple[dict[str, int], float | None]:
-    """The seven counts from flat fields or from `usage`, `usageMetadata` or `response`;
-    and an Ollama duration when the response carries one."""
-    duration: float | None = None
+    obj: Mapping[str, Any],
+    flat: dict[str, int],
+    sources: list[str],
+    limits: Limits,
+    provider: str | None,
+    found: _Found,
+) -> dict[str, int]:
+    """The counts from flat fields or from `usage`, `usageMetadata` or `response`.
+
+    Flat fields are checked strictly (a sub-count above its parent is the caller's
+    mistake); a provider's own object is mapped and, if inconsistent, clamped.
+    """
     if len(sources) > 1:
         raise _Invalid(
             sources[1], f"give one of usage, usageMetadata or response, not {' and '.join(sources)}"
@@ -634,33 +546,49 @@ def _counts(
     if sources:
         key = sources[0]
         container = obj[key]
+        found.source = key
         if not isinstance(container, Mapping):
             raise _Invalid(key, f"must be a JSON object, got {_describe(container)}")
         if key == "response":
-            usage, where = _usage_from_response(container)
-            total_ns = container.get("total_duration")
-            if isinstance(total_ns, int) and not isinstance(total_ns, bool) and total_ns >= 0:
-                duration = total_ns / 1e6
+            got = read_response(container, limits.max_tokens, provider)
+            reading = got.reading
+            found.provider = got.provider
+            found.model = got.model
+            found.duration_ms = got.duration_ms
         else:
-            usage, where = container, key
-        counts = normalise_usage(usage, where, limits)
-    else:
-        counts = dict.fromkeys(TOKEN_FIELDS, 0)
-        for name, value in flat.items():
-            canonical = TOKEN_ALIASES.get(name)
-            if canonical is not None:
-                if canonical in flat:
-                    raise _Invalid(name, f"is an alias of {canonical}; give one of them, not both")
-                name = canonical
-            counts[name] = value
-        total = obj.get("total_tokens")
-        if total and not counts["input_tokens"] and not counts["output_tokens"]:
-            raise _Invalid(
-                "total_tokens",
-                "cannot be split into input and output; send input_tokens and output_tokens",
-            )
+            reading = read_usage(container, key, limits.max_tokens, provider)
+            if provider is None:
+                found.provider = _provider_of_usage(container)
+        found.service_tier = reading.service_tier
+        found.cost_usd = reading.cost_usd
+        return reading.counts
+    counts = dict.fromkeys(USAGE_FIELDS, 0)
+    for name, value in flat.items():
+        canonical = TOKEN_ALIASES.get(name)
+        if canonical is not None:
+            if canonical in flat:
+                raise _Invalid(name, f"is an alias of {canonical}; give one of them, not both")
+            name = canonical
+        counts[name] = value
+    total = obj.get("total_tokens")
+    if total and not counts["input_tokens"] and not counts["output_tokens"]:
+        raise _Invalid(
+            "total_tokens",
+            "cannot be split into input and output; send input_tokens and output_tokens",
+        )
     _check_subsets(counts)
-    return counts, duration
+    return counts
+
+
+def _provider_of_usage(usage: Mapping[str, Any]) -> str | None:
+    """The provider a bare usage object's shape names unambiguously, if any."""
+    from .shapes import SHAPE_PROVIDER
+    from .shapes.openai import provider_hint
+
+    shape = usage_shape(usage)
+    if shape in SHAPE_PROVIDER:
+        return SHAPE_PROVIDER[shape]
+    return provider_hint({"usage": usage})
 
 
 def _check_subsets(c: dict[str, int]) -> None:
@@ -671,8 +599,15 @@ def _check_subsets(c: dict[str, int]) -> None:
             f"({c['cache_write_tokens']}) exceed input_tokens ({c['input_tokens']}); input_tokens "
             "must include them (send the provider's own usage object as `usage` to have it mapped)",
         )
-    if c["audio_input_tokens"] > c["input_tokens"]:
-        raise _Invalid("audio_input_tokens", "exceeds input_tokens, which must include it")
+    if c["cache_write_1h_tokens"] > c["cache_write_tokens"]:
+        raise _Invalid(
+            "cache_write_1h_tokens",
+            f"cache_write_1h_tokens ({c['cache_write_1h_tokens']}) exceeds cache_write_tokens "
+            f"({c['cache_write_tokens']}), which must include it",
+        )
+    for name in ("audio_input_tokens", "image_input_tokens"):
+        if c[name] > c["input_tokens"]:
+            raise _Invalid(name, "exceeds input_tokens, which must include it")
     if c["reasoning_tokens"] + c["audio_output_tokens"] > c["output_tokens"]:
         raise _Invalid(
             "reasoning_tokens",
@@ -680,6 +615,8 @@ def _check_subsets(c: dict[str, int]) -> None:
             f"({c['audio_output_tokens']}) exceed output_tokens ({c['output_tokens']}), "
             "which must include them",
         )
+    if c["image_output_tokens"] > c["output_tokens"]:
+        raise _Invalid("image_output_tokens", "exceeds output_tokens, which must include it")
 
 
 # ---------------------------------------------------------------- requests
@@ -698,7 +635,7 @@ def _summary_events(
         for k, v in obj.items()
         if k
         not in ("event", "inferences", "whatsapp", "total_prompt_tokens", "total_completion_tokens")
-        and k not in (*TOKEN_FIELDS, *TOKEN_ALIASES, "total_tokens")
+        and k not in (*USAGE_FIELDS, *TOKEN_ALIASES, "total_tokens")
     }
     if obj.get("whatsapp") is not None and obj.get("user") is None:
         shared["user"] = (

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from .events import TOKEN_FIELDS
 from .rollup import (
     BUCKETS_SECONDS,
     COST_INPUT,
@@ -35,25 +36,24 @@ from .rollup import (
     KEY_FIELDS,
     NANO,
     REQUESTS,
+    REASON_COLUMNS,
     TOKEN_COLUMNS,
     TTFT_BUCKETS,
     TTFT_COUNT,
     TTFT_SUM_US,
-    UNPRICED,
 )
 
 BUCKETS: tuple[float, ...] = BUCKETS_SECONDS
 
+# input, output, total, then every sub-kind of TOKEN_FIELDS by its name without _tokens.
 TOKEN_TYPES: tuple[str, ...] = (
     "input",
     "output",
     "total",
-    "cached_input",
-    "cache_write",
-    "reasoning",
-    "audio_input",
-    "audio_output",
+    *(f.removesuffix("_tokens") for f in TOKEN_FIELDS[2:]),
 )
+_SUBKINDS = tuple(enumerate(TOKEN_COLUMNS[2:], start=3))
+_REASONS = tuple(REASON_COLUMNS.items())
 COST_TYPES: tuple[str, ...] = ("input", "output", "total")
 LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")
 
@@ -85,7 +85,9 @@ HELP = {
     "(legacy; use ai_request_duration_seconds).",
     "ai_request_duration_seconds": "Duration of LLM calls in seconds.",
     "ai_time_to_first_token_seconds": "Time from request to the first streamed token in seconds.",
-    "ai_unpriced_requests": "LLM calls whose model has no known price; their cost was recorded as 0.",
+    "ai_unpriced_requests": "LLM calls priced at 0 or only approximately, by reason: "
+    "unknown_model (cost 0), unpriced_token_type (some tokens at their parent kind's rate), "
+    "unknown_tier (a service tier priced at the standard rate).",
     "ai_exporter_events_accepted": "Usage events accepted and committed to the ledger.",
     "ai_exporter_events_duplicate": "Usage events acknowledged as duplicates of an earlier idempotency_key.",
     "ai_exporter_events_rejected": "Usage events rejected, by reason.",
@@ -144,7 +146,7 @@ class _Series:
 
     def __init__(self, labels: str) -> None:
         self.labels = labels  # rendered `service="..",provider="..",model=".."` without braces
-        self.tokens = [0] * 8
+        self.tokens = [0] * len(TOKEN_TYPES)
         self.cost = [0, 0, 0]  # nanodollars
         self.dur_buckets = [0] * (len(BUCKETS) + 1)
         self.dur_sum = 0  # microseconds
@@ -195,7 +197,7 @@ class MetricsState:
         self.request_labels: dict[tuple[str, ...], str] = {}
         self.levels: dict[str, int] = dict.fromkeys(LEVELS, 0)
         self.avg_duration: dict[str, list[int]] = {}  # service -> [sum_us, count]
-        self.unpriced: dict[tuple[str, str], int] = {}
+        self.unpriced: dict[tuple[str, str, str], int] = {}
         self.exporter = ExporterCounts()
         self.build_info = dict(build_info or {})
         self.series_labelnames = ("service", "provider", "model", *self.extra_labels)
@@ -238,8 +240,8 @@ class MetricsState:
         tokens[0] += inp
         tokens[1] += out
         tokens[2] += inp + out
-        for i in range(2, 7):
-            tokens[i + 1] += vec[TOKEN_COLUMNS[i]]
+        for i, col in _SUBKINDS:
+            tokens[i] += vec[col]
         cost = s.cost
         cost[0] += vec[COST_INPUT]
         cost[1] += vec[COST_OUTPUT]
@@ -271,10 +273,11 @@ class MetricsState:
             self.request_labels[rkey] = _labels_text(self.request_labelnames, rkey)
         r[0] += n
         self.levels[level] = self.levels.get(level, 0) + n
-        up = vec[UNPRICED]
-        if up:
-            ukey = (provider, model)
-            self.unpriced[ukey] = self.unpriced.get(ukey, 0) + up
+        for reason, col in _REASONS:
+            up = vec[col]
+            if up:
+                ukey = (provider, model, reason)
+                self.unpriced[ukey] = self.unpriced.get(ukey, 0) + up
 
     def count_exporter(self, *, accepted: int = 0, duplicate: int = 0) -> None:
         with self.lock:
@@ -321,10 +324,10 @@ class MetricsState:
             self._histogram(lines, "ai_request_duration_seconds", "dur")
             self._histogram(lines, "ai_time_to_first_token_seconds", "ttft")
             self._header(lines, "ai_unpriced_requests", "counter")
-            for (provider, model), n in self.unpriced.items():
+            for (provider, model, reason), n in self.unpriced.items():
                 add(
                     f'ai_unpriced_requests_total{{provider="{escape_label_value(provider)}",'
-                    f'model="{escape_label_value(model)}"}} {float(n)!r}'
+                    f'model="{escape_label_value(model)}",reason="{reason}"}} {float(n)!r}'
                 )
             self._exporter_lines(lines)
         add("")
@@ -418,7 +421,9 @@ class MetricsState:
             for service, (total_us, count) in self.avg_duration.items():
                 avg.add_metric((service,), total_us / count / 1000)
             unpriced = CounterMetricFamily(
-                "ai_unpriced_requests", HELP["ai_unpriced_requests"], labels=("provider", "model")
+                "ai_unpriced_requests",
+                HELP["ai_unpriced_requests"],
+                labels=("provider", "model", "reason"),
             )
             for ukey, n in self.unpriced.items():
                 unpriced.add_metric(ukey, n)

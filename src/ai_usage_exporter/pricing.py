@@ -3,13 +3,23 @@
 Precedence, first match wins:
 
 1. the event's own ``cost_usd`` (source ``event``);
-2. an override from the prices file or the ``prices:`` section of the config
+2. the bill the provider reported in its response, e.g. OpenRouter's ``usage.cost``
+   (source ``provider``);
+3. an override from the prices file or the ``prices:`` section of the config
    (source ``override``), matched on the deployment name first, then through an alias;
-3. a self-hosted provider (``ollama``, ``vllm``, ``llamacpp``, ``lmstudio``, ``local``
+4. a self-hosted provider (``ollama``, ``vllm``, ``llamacpp``, ``lmstudio``, ``local``
    by default) costs 0 (source ``self-hosted``);
-4. the price data bundled with genai-prices (source ``genai-prices``), looked up with the
+5. the price data bundled with genai-prices (source ``genai-prices``), looked up with the
    same rules as ``genai_prices.calc_price`` and at the event's timestamp;
-5. otherwise 0, with source ``unpriced`` and one warning per (provider, model).
+6. otherwise 0, with source ``unpriced`` and one warning per (provider, model).
+
+A priced call can still be priced only approximately; `Cost.reason` then says why:
+``unpriced_token_type`` when it has tokens of a kind its price list has no rate for
+(audio, image output, 1-hour cache writes, web searches; they are priced at their
+parent's rate, as genai-prices does), ``unknown_tier`` when it was served by a service
+tier (flex, batch, priority...) with no price of its own (priced at the standard rate).
+A tier's price can be given as an override keyed ``model@tier``. An unpriced call has
+reason ``unknown_model``.
 
 Overrides format (USD per 1M tokens; every key but ``input`` and ``output`` optional,
 defaulting to the input or output rate)::
@@ -26,6 +36,13 @@ defaulting to the input or output rate)::
             reasoning: 1.20
             audio_input: 3.00
             audio_output: 6.00
+            cache_write_1h: 0.60
+            image_input: 0.30
+            image_output: 40.0
+            web_search: 10.0                   # USD per 1,000 searches
+          gpt-4o-mini@flex:                    # the flex tier's price
+            input: 0.075
+            output: 0.30
       azure:
         aliases:
           prod-gpt4o-*: gpt-4o                 # priced as azure's gpt-4o
@@ -62,7 +79,7 @@ import yaml
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 
-from ai_usage_exporter.events import UsageEvent
+from ai_usage_exporter.events import STANDARD_TIERS, UsageEvent
 
 __all__ = (
     "DEFAULT_SELF_HOSTED",
@@ -71,6 +88,7 @@ __all__ = (
     "PriceBook",
     "PriceConfigError",
     "Rates",
+    "UNPRICED_REASONS",
     "describe_rates",
     "genai_prices_version",
     "genai_usage",
@@ -110,12 +128,22 @@ RATE_KEYS: tuple[str, ...] = (
     "reasoning",
     "audio_input",
     "audio_output",
+    "cache_write_1h",
+    "image_input",
+    "image_output",
+    "web_search",
 )
+# Kinds billed at a rate of their own at many providers; tokens of one of these priced
+# at a parent's rate (because the price list has none) make the cost approximate.
+_DISTINCT = ("audio_input", "audio_output", "cache_write_1h", "image_output", "web_search")
+UNPRICED_REASONS: tuple[str, ...] = ("unknown_model", "unpriced_token_type", "unknown_tier")
 _PROVIDER_KEYS = ("models", "aliases")
 _TOP_KEYS = ("self_hosted", "providers")
 _ALIAS_KEYS = ("model", "provider")
 
 _MAX_CACHED_MODELS = 10_000
+# Joins model and tier in a cache key; "@" cannot be used, Vertex model names hold it.
+_TIER_SEP = "\x1f"
 _MAX_PERIODS_PER_MODEL = 8
 _MAX_WARNED = 10_000
 _DAY = 86_400.0
@@ -133,7 +161,9 @@ class Cost:
     input: float
     output: float
     total: float
-    source: str  # "event" | "override" | "genai-prices" | "self-hosted" | "unpriced"
+    source: str  # "event" | "provider" | "override" | "genai-prices" | "self-hosted" | "unpriced"
+    # "" when fully priced, else one of UNPRICED_REASONS
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +185,20 @@ class Rates:
     audio_output: float
     per_request: float = 0.0  # USD per request, counted as input
     tiers: tuple[tuple[int, Rates], ...] = ()
+    cache_write_1h: float | None = None  # None: the cache_write rate
+    image_input: float | None = None  # None: the input rate
+    image_output: float | None = None  # None: the output rate
+    web_search: float = 0.0  # USD per search, counted as input
+    # Which of _DISTINCT the price list gives a rate of its own.
+    own: frozenset[str] = frozenset()
+    approx: str = ""  # a reason every cost from these rates is approximate (unknown_tier)
     kind: str = "genai-prices"  # the Cost.source it produces
     source: str = ""  # where it came from, for people: file and line, alias, version
 
 
 def _zero(kind: str) -> Rates:
-    return Rates(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, kind=kind, source=kind)
+    # Free: no kind of token is "unpriced" at a zero rate.
+    return Rates(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, own=frozenset(_DISTINCT), kind=kind, source=kind)
 
 
 _UNPRICED = _zero("unpriced")
@@ -178,10 +216,14 @@ def genai_usage(event: UsageEvent) -> genai_prices.Usage:
         input_tokens=event.input_tokens,
         cache_read_tokens=event.cached_input_tokens,
         cache_write_tokens=event.cache_write_tokens,
+        cache_write_1h_tokens=event.cache_write_1h_tokens,
         input_audio_tokens=event.audio_input_tokens,
+        input_image_tokens=event.image_input_tokens,
         output_tokens=event.output_tokens,
         output_reasoning_tokens=event.reasoning_tokens,
         output_audio_tokens=event.audio_output_tokens,
+        output_image_tokens=event.image_output_tokens,
+        web_searches=event.web_search_requests,
     )
 
 
@@ -387,6 +429,11 @@ class _Parser:
             reasoning=values.get("reasoning", values["output"]),
             audio_input=values.get("audio_input", values["input"]),
             audio_output=values.get("audio_output", values["output"]),
+            cache_write_1h=values.get("cache_write_1h"),
+            image_input=values.get("image_input"),
+            image_output=values.get("image_output"),
+            web_search=values.get("web_search", 0.0) / 1000,
+            own=frozenset(k for k in _DISTINCT if k in values),
             kind="override",
             source=f"override {self.where(parent, key)} ({pattern})",
         )
@@ -488,6 +535,9 @@ _PRICE_KEYS: dict[str, str] = {
     "reasoning": "output_reasoning_mtok",
     "audio_input": "input_audio_mtok",
     "audio_output": "output_audio_mtok",
+    "cache_write_1h": "cache_write_1h_mtok",
+    "image_input": "input_image_mtok",
+    "image_output": "output_image_mtok",
 }
 _PARENT = {
     "cached_input": "input",
@@ -515,6 +565,7 @@ def _price_at(value: object, input_tokens: int) -> float | None:
 def _compile(price: gp.ModelPrice, source: str) -> Rates:
     raw = {name: getattr(price, key, None) for name, key in _PRICE_KEYS.items()}
     raw["per_request"] = getattr(price, "requests_kcount", None)
+    raw["web_search"] = getattr(price, "web_searches_kcount", None)
     starts = sorted(
         {t.start for v in raw.values() if isinstance(v, gp.TieredPrices) for t in v.tiers}
     )
@@ -534,6 +585,11 @@ def _compile(price: gp.ModelPrice, source: str) -> Rates:
             audio_input=base["audio_input"],
             audio_output=base["audio_output"],
             per_request=(values["per_request"] or 0.0) / 1000,
+            cache_write_1h=values["cache_write_1h"],
+            image_input=values["image_input"],
+            image_output=values["image_output"],
+            web_search=(values["web_search"] or 0.0) / 1000,
+            own=frozenset(k for k in _DISTINCT if values[k] is not None),
             source=source,
         )
 
@@ -550,24 +606,42 @@ def _compile(price: gp.ModelPrice, source: str) -> Rates:
 
 
 # The hot path reads rates as flat tuples: unpacking one is far cheaper than reading
-# nine attributes. Per 1M tokens: input, cached input, cache write, audio input, output,
-# reasoning, audio output; then USD per request and the Cost source.
-_Flat = tuple[float, float, float, float, float, float, float, float, str]
+# attributes. Per 1M tokens: input, cached input, cache write, 1h cache write, audio
+# input, image input, output, reasoning, audio output, image output; then USD per
+# request and per web search, the Cost source, the tier's approximation reason, and
+# which distinct kinds have no rate of their own (audio in, audio out, 1h write, image
+# out, web search).
+_Flat = tuple[
+    float, float, float, float, float, float, float, float, float, float, float, float,
+    str, str, bool, bool, bool, bool, bool,
+]  # fmt: skip
 _Hot = tuple[_Flat, tuple[tuple[int, _Flat], ...]]  # tiers descending by start
 _Period = tuple[float, float, Rates, _Hot]  # valid from, valid until (exclusive)
 
 
 def _flat(r: Rates) -> _Flat:
+    write = r.cache_write
+    own = r.own
     return (
         r.input,
         r.cached_input,
-        r.cache_write,
+        write,
+        write if r.cache_write_1h is None else r.cache_write_1h,
         r.audio_input,
+        r.input if r.image_input is None else r.image_input,
         r.output,
         r.reasoning,
         r.audio_output,
+        r.output if r.image_output is None else r.image_output,
         r.per_request,
+        r.web_search,
         r.kind,
+        r.approx,
+        "audio_input" not in own,
+        "audio_output" not in own,
+        "cache_write_1h" not in own,
+        "image_output" not in own,
+        "web_search" not in own,
     )
 
 
@@ -583,19 +657,21 @@ _set_input = vars(Cost)["input"].__set__
 _set_output = vars(Cost)["output"].__set__
 _set_total = vars(Cost)["total"].__set__
 _set_source = vars(Cost)["source"].__set__
+_set_reason = vars(Cost)["reason"].__set__
 
 
-def _cost(cost_in: float, cost_out: float, total: float, source: str) -> Cost:
+def _cost(cost_in: float, cost_out: float, total: float, source: str, reason: str) -> Cost:
     cost: Cost = _new(Cost)
     _set_input(cost, cost_in)
     _set_output(cost, cost_out)
     _set_total(cost, total)
     _set_source(cost, source)
+    _set_reason(cost, reason)
     return cost
 
 
 _FREE = {
-    "unpriced": Cost(0.0, 0.0, 0.0, "unpriced"),
+    "unpriced": Cost(0.0, 0.0, 0.0, "unpriced", "unknown_model"),
     "self-hosted": Cost(0.0, 0.0, 0.0, "self-hosted"),
 }
 
@@ -645,7 +721,11 @@ class PriceBook:
     def price(self, event: UsageEvent) -> Cost:
         """What the event cost; thread-safe, and after warm-up a dict lookup and arithmetic."""
         ts = event.timestamp
-        key = (event.provider, event.model)
+        tier = event.service_tier
+        if tier is None or tier in STANDARD_TIERS:
+            key = (event.provider, event.model)
+        else:
+            key = (event.provider, f"{event.model}{_TIER_SEP}{tier}")
         hot = None
         periods = self._cache.get(key)
         if periods is not None:
@@ -658,40 +738,70 @@ class PriceBook:
         flat, tiers = hot
         if tiers:
             n = event.input_tokens
-            for start_tokens, tier in tiers:  # descending
+            for start_tokens, tier_rates in tiers:  # descending
                 if n > start_tokens:
-                    flat = tier
+                    flat = tier_rates
                     break
-        r_in, r_cached, r_write, r_audio_in, r_out, r_reason, r_audio_out, fee, kind = flat
+        (
+            r_in, r_cached, r_write, r_write_1h, r_audio_in, r_image_in,
+            r_out, r_reason, r_audio_out, r_image_out,
+            fee, r_search, kind, reason, no_ai, no_ao, no_w1h, no_io, no_ws,
+        ) = flat  # fmt: skip
 
         cached = event.cached_input_tokens
         write = event.cache_write_tokens
+        write_1h = event.cache_write_1h_tokens
         audio_in = event.audio_input_tokens
-        plain_in = event.input_tokens - cached - write - audio_in
+        image_in = event.image_input_tokens
+        plain_in = event.input_tokens - cached - write - audio_in - image_in
         if plain_in < 0:
             plain_in = 0
         reasoning = event.reasoning_tokens
         audio_out = event.audio_output_tokens
-        plain_out = event.output_tokens - reasoning - audio_out
+        image_out = event.image_output_tokens
+        plain_out = event.output_tokens - reasoning - audio_out - image_out
         if plain_out < 0:
             plain_out = 0
+        searches = event.web_search_requests
         cost_in = (
-            plain_in * r_in + cached * r_cached + write * r_write + audio_in * r_audio_in
-        ) / 1e6 + fee
-        cost_out = (plain_out * r_out + reasoning * r_reason + audio_out * r_audio_out) / 1e6
+            plain_in * r_in
+            + cached * r_cached
+            + (write - write_1h) * r_write
+            + write_1h * r_write_1h
+            + audio_in * r_audio_in
+            + image_in * r_image_in
+        ) / 1e6 + fee + searches * r_search
+        cost_out = (
+            plain_out * r_out
+            + reasoning * r_reason
+            + audio_out * r_audio_out
+            + image_out * r_image_out
+        ) / 1e6
+        if not reason and (
+            (no_ai and audio_in)
+            or (no_ao and audio_out)
+            or (no_w1h and write_1h)
+            or (no_io and image_out)
+            or (no_ws and searches)
+        ):
+            reason = "unpriced_token_type"
 
         given = event.cost_usd
+        source = "event"
+        if given is None:
+            given = event.provider_cost_usd
+            source = "provider"
         if given is not None:
             total = cost_in + cost_out
             if total > 0 and kind in _PRICED_KINDS:
                 share = given * (cost_in / total)
-                return _cost(share, given - share, given, "event")
-            return _cost(given, 0.0, given, "event")
+                return _cost(share, given - share, given, source, "")
+            return _cost(given, 0.0, given, source, "")
         if kind in _FREE:
             if kind == "unpriced" and key not in self._warned:
                 self._warn_unpriced(key)
             return _FREE[kind]
-        return _cost(cost_in, cost_out, cost_in + cost_out, kind)
+        return _cost(cost_in, cost_out, cost_in + cost_out, kind, reason)
 
     # -- slow path
 
@@ -716,6 +826,19 @@ class PriceBook:
             return period
 
     def _resolve(self, provider: str, model: str, ts: float) -> tuple[Rates, float, float]:
+        base, sep, tier = model.partition(_TIER_SEP)
+        if sep:
+            # A tier's own price is an override keyed model@tier; without one the call is
+            # priced at the standard rate and said to be approximate.
+            found = self._override(provider, f"{base}@{tier}", tiered=True)
+            if found is not None:
+                return found, -_INF, _INF
+            rates, start, end = self._resolve(provider, base, ts)
+            if rates.kind in _PRICED_KINDS:
+                rates = replace(
+                    rates, approx="unknown_tier", source=f"{rates.source}; no {tier} tier price"
+                )
+            return rates, start, end
         found = self._override(provider, model)
         if found is not None:
             return found, -_INF, _INF
@@ -757,7 +880,7 @@ class PriceBook:
             if s.provider != lowered and fnmatch.fnmatchcase(lowered, s.provider)
         )
 
-    def _override(self, provider: str, model: str) -> Rates | None:
+    def _override(self, provider: str, model: str, *, tiered: bool = False) -> Rates | None:
         lowered = model.lower()
         sections = list(self._sections_for(provider))
         for section in sections:  # an exact name beats any glob
@@ -766,7 +889,10 @@ class PriceBook:
                     return entry.rates
         for section in sections:
             for entry in section.overrides:
-                if fnmatch.fnmatchcase(lowered, entry.pattern):
+                # A tier's price comes only from a pattern that names a tier.
+                if ("@" in entry.pattern or not tiered) and fnmatch.fnmatchcase(
+                    lowered, entry.pattern
+                ):
                     return entry.rates
         return None
 
@@ -811,7 +937,7 @@ class PriceBook:
             "no price for provider %r model %r; recording cost 0 with source 'unpriced'. "
             "Add an override to the prices file, or upgrade genai-prices",
             key[0],
-            key[1],
+            key[1].partition(_TIER_SEP)[0],
         )
 
     # -- for describe_rates

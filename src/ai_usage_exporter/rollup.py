@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+from operator import attrgetter
 
-from .events import TOKEN_FIELDS, UsageEvent
-from .pricing import Cost
+from .events import COUNT_FIELDS, TOKEN_FIELDS, USAGE_FIELDS, UsageEvent
+from .pricing import UNPRICED_REASONS, Cost
 
 # Attribution columns of a rollup row; missing values are stored as ''.
 KEY_FIELDS: tuple[str, ...] = (
@@ -38,13 +39,19 @@ _NB = len(BUCKETS_SECONDS) + 1  # with +Inf
 # do not depend on the order of addition, so counters rebuilt from the rollup at start
 # equal, to the last bit, the counters built live batch by batch.
 NANO = 1_000_000_000
+# Requests priced only approximately or not at all, by reason; "unpriced" keeps the
+# name it had when unknown models were the only reason.
+UNPRICED_COLUMNS: dict[str, str] = {
+    r: "unpriced" if r == "unknown_model" else r for r in UNPRICED_REASONS
+}
 VALUE_COLUMNS: tuple[str, ...] = (
     "requests",
     *TOKEN_FIELDS,
+    *COUNT_FIELDS,
     "cost_input_nusd",
     "cost_output_nusd",
     "cost_total_nusd",
-    "unpriced",
+    *UNPRICED_COLUMNS.values(),
     "duration_count",
     "duration_sum_us",
     "ttft_count",
@@ -55,6 +62,10 @@ VALUE_COLUMNS: tuple[str, ...] = (
 _IDX = {name: i for i, name in enumerate(VALUE_COLUMNS)}
 REQUESTS = _IDX["requests"]
 TOKEN_COLUMNS: tuple[int, ...] = tuple(_IDX[f] for f in TOKEN_FIELDS)
+COUNT_COLUMNS: tuple[int, ...] = tuple(_IDX[f] for f in COUNT_FIELDS)
+_USAGE_COLUMNS: tuple[int, ...] = tuple(_IDX[f] for f in USAGE_FIELDS)
+_usage_of = attrgetter(*USAGE_FIELDS)
+REASON_COLUMNS: dict[str, int] = {r: _IDX[c] for r, c in UNPRICED_COLUMNS.items()}
 COST_INPUT = _IDX["cost_input_nusd"]
 COST_OUTPUT = _IDX["cost_output_nusd"]
 COST_TOTAL = _IDX["cost_total_nusd"]
@@ -100,20 +111,16 @@ def aggregate(priced: Iterable[tuple[UsageEvent, Cost]]) -> dict[RollupKey, Delt
         if v is None:
             v = out[key] = [0] * width
         v[0] += 1
-        v[1] += e.input_tokens
-        v[2] += e.output_tokens
-        v[3] += e.cached_input_tokens
-        v[4] += e.cache_write_tokens
-        v[5] += e.reasoning_tokens
-        v[6] += e.audio_input_tokens
-        v[7] += e.audio_output_tokens
+        for i, n in zip(_USAGE_COLUMNS, _usage_of(e), strict=True):
+            v[i] += n
         ci = round(cost.input * NANO)
         co = round(cost.output * NANO)
         v[COST_INPUT] += ci
         v[COST_OUTPUT] += co
         v[COST_TOTAL] += ci + co
-        if cost.source == "unpriced":
-            v[UNPRICED] += 1
+        reason = cost.reason
+        if reason:
+            v[REASON_COLUMNS[reason]] += 1
         d = e.duration_ms
         if d is not None:
             v[DUR_COUNT] += 1

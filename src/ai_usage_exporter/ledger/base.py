@@ -11,14 +11,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 import orjson
 
-from ..events import ATTRIBUTION_FIELDS, TOKEN_FIELDS, UsageEvent
+from ..events import ATTRIBUTION_FIELDS, USAGE_FIELDS, UsageEvent
 from ..pricing import Cost
-from ..rollup import KEY_FIELDS, NANO, VALUE_COLUMNS, Delta, RollupKey, aggregate
+from ..rollup import (
+    KEY_FIELDS,
+    NANO,
+    UNPRICED_COLUMNS,
+    VALUE_COLUMNS,
+    Delta,
+    RollupKey,
+    aggregate,
+)
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "idempotency_key",
@@ -33,11 +41,14 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "error_type",
     "duration_ms",
     "ttft_ms",
-    *TOKEN_FIELDS,
+    *USAGE_FIELDS,
     "cost_input",
     "cost_output",
     "cost_total",
     "cost_source",
+    "cost_reason",
+    "service_tier",
+    "provider_cost_usd",
     *ATTRIBUTION_FIELDS,
     "metadata",
     "prompt_text",
@@ -45,8 +56,18 @@ EVENT_COLUMNS: tuple[str, ...] = (
 )
 
 _REAL_COLUMNS = frozenset(
-    ("ts", "received_at", "duration_ms", "ttft_ms", "cost_input", "cost_output", "cost_total")
+    (
+        "ts",
+        "received_at",
+        "duration_ms",
+        "ttft_ms",
+        "cost_input",
+        "cost_output",
+        "cost_total",
+        "provider_cost_usd",
+    )
 )
+_usage_values = attrgetter(*USAGE_FIELDS)
 
 Priced = tuple[UsageEvent, Cost]
 
@@ -88,6 +109,7 @@ def q(name: str) -> str:
 
 
 def event_row(e: UsageEvent, cost: Cost, received_at: float, store_text: bool) -> tuple[Any, ...]:
+    """The event's values in EVENT_COLUMNS order."""
     return (
         e.idempotency_key,
         e.timestamp,
@@ -101,17 +123,14 @@ def event_row(e: UsageEvent, cost: Cost, received_at: float, store_text: bool) -
         e.error_type,
         e.duration_ms,
         e.ttft_ms,
-        e.input_tokens,
-        e.output_tokens,
-        e.cached_input_tokens,
-        e.cache_write_tokens,
-        e.reasoning_tokens,
-        e.audio_input_tokens,
-        e.audio_output_tokens,
+        *_usage_values(e),
         cost.input,
         cost.output,
         cost.total,
         cost.source,
+        cost.reason,
+        e.service_tier,
+        e.provider_cost_usd,
         e.tenant,
         e.user,
         e.session_id,
@@ -155,10 +174,7 @@ class SQLLedger:
     # ---------------------------------------------------------------- schema
 
     def schema(self) -> list[str]:
-        event_cols = ",\n  ".join(
-            f"{q(c)} {self._column_type(c)}{' NOT NULL' if c not in _NULLABLE else ''}"
-            for c in EVENT_COLUMNS
-        )
+        event_cols = ",\n  ".join(f"{q(c)} {self._column_decl(c)}" for c in EVENT_COLUMNS)
         key_cols = ",\n  ".join(f"{q(c)} TEXT NOT NULL" for c in KEY_FIELDS)
         value_cols = ",\n  ".join(
             f"{q(c)} {self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS
@@ -201,7 +217,7 @@ class SQLLedger:
         return f"{kind} NOT NULL DEFAULT {0 if kind != 'TEXT' else chr(39) * 2}"
 
     def _column_type(self, c: str) -> str:
-        if c in TOKEN_FIELDS:
+        if c in USAGE_FIELDS:
             return self.int_type
         if c in _REAL_COLUMNS:
             return self.real_type
@@ -351,9 +367,10 @@ class SQLLedger:
         """Totals and breakdowns from the rollup table, with real (unfolded) label values."""
         sums = (
             "sum(requests), sum(CASE WHEN status = 'error' THEN requests ELSE 0 END), "
-            + ", ".join(f"sum({q(c)})" for c in TOKEN_FIELDS)
+            + ", ".join(f"sum({q(c)})" for c in USAGE_FIELDS)
             + ", sum(cost_input_nusd), sum(cost_output_nusd), sum(cost_total_nusd), "
-            "sum(unpriced), sum(duration_count), sum(duration_sum_us)"
+            + ", ".join(f"sum({q(c)})" for c in UNPRICED_COLUMNS.values())
+            + ", sum(duration_count), sum(duration_sum_us)"
         )
         out: dict[str, Any] = {}
         with self._read_lock:
@@ -380,14 +397,19 @@ class SQLLedger:
                         f"SELECT count(*) FROM (SELECT 1 FROM rollup GROUP BY {group}) AS g"
                     )
                     out[f"{name}_truncated"] = int(cur.fetchone()[0]) - limit
-            cur.execute(
-                "SELECT provider, model, sum(unpriced) FROM rollup WHERE unpriced > 0 "
-                "GROUP BY provider, model ORDER BY sum(unpriced) DESC, provider, model "
-                f"LIMIT {int(limit)}"
-            )
-            out["unpriced_models"] = [
-                {"provider": r[0], "model": r[1], "requests": int(r[2])} for r in cur.fetchall()
-            ]
+            unpriced: list[dict[str, Any]] = []
+            for reason, column in UNPRICED_COLUMNS.items():
+                cur.execute(
+                    f"SELECT provider, model, sum({q(column)}) FROM rollup WHERE {q(column)} > 0 "
+                    f"GROUP BY provider, model ORDER BY sum({q(column)}) DESC, provider, model "
+                    f"LIMIT {int(limit)}"
+                )
+                unpriced.extend(
+                    {"provider": r[0], "model": r[1], "reason": reason, "requests": int(r[2])}
+                    for r in cur.fetchall()
+                )
+            unpriced.sort(key=lambda u: (-u["requests"], u["provider"], u["model"], u["reason"]))
+            out["unpriced_models"] = unpriced[:limit]
         return out
 
     def close(self) -> None:
@@ -398,6 +420,8 @@ _NULLABLE = frozenset(
     (
         "idempotency_key",
         "error_type",
+        "service_tier",
+        "provider_cost_usd",
         "duration_ms",
         "ttft_ms",
         *ATTRIBUTION_FIELDS,
@@ -408,21 +432,34 @@ _NULLABLE = frozenset(
 )
 
 
+_NU = len(USAGE_FIELDS)
+_NR = len(UNPRICED_COLUMNS)
+
+
 def _sum_row(r: Sequence[Any]) -> dict[str, Any]:
+    """One row of `summary`'s sums: requests, errors, USAGE_FIELDS, costs, reasons, durations."""
     requests = int(r[0] or 0)
     errors = int(r[1] or 0)
-    tokens = {f: int(v or 0) for f, v in zip(TOKEN_FIELDS, r[2:9], strict=True)}
-    cost_in, cost_out, cost_total = (int(v or 0) / NANO for v in r[9:12])
-    unpriced = int(r[12] or 0)
-    dur_count = int(r[13] or 0)
-    dur_sum = int(r[14] or 0) / 1000
+    usage = {f: int(v or 0) for f, v in zip(USAGE_FIELDS, r[2 : 2 + _NU], strict=True)}
+    at = 2 + _NU
+    cost_in, cost_out, cost_total = (int(v or 0) / NANO for v in r[at : at + 3])
+    at += 3
+    reasons = {k: int(v or 0) for k, v in zip(UNPRICED_COLUMNS, r[at : at + _NR], strict=True)}
+    at += _NR
+    dur_count = int(r[at] or 0)
+    dur_sum = int(r[at + 1] or 0) / 1000
+    tokens = {f: usage[f] for f in USAGE_FIELDS if f.endswith("_tokens")}
     return {
         "requests": requests,
         "errors": errors,
         "error_rate": errors / requests if requests else 0.0,
         "tokens": {**tokens, "total_tokens": tokens["input_tokens"] + tokens["output_tokens"]},
+        **{f: usage[f] for f in USAGE_FIELDS if not f.endswith("_tokens")},
         "cost_usd": {"input": cost_in, "output": cost_out, "total": cost_total},
-        "unpriced_requests": unpriced,
+        "unpriced_requests": reasons["unknown_model"],
+        "approximately_priced_requests": {
+            k: v for k, v in reasons.items() if k != "unknown_model"
+        },
         "average_duration_ms": dur_sum / dur_count if dur_count else None,
         "average_cost_usd": cost_total / requests if requests else 0.0,
     }

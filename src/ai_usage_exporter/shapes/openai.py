@@ -1,0 +1,162 @@
+"""OpenAI Chat Completions and Responses usage, and the providers that copy them.
+
+Chat: ``prompt_tokens``/``completion_tokens`` with ``prompt_tokens_details`` and
+``completion_tokens_details`` (openai-python ``types/completion_usage.py``). Responses:
+``input_tokens``/``output_tokens`` with ``input_tokens_details`` and
+``output_tokens_details`` (``types/responses/response_usage.py``); gpt-image uses the
+same shape with text and image tokens in the details. Azure OpenAI, Groq, DeepSeek,
+Mistral, OpenRouter, Together, Fireworks, vLLM and xAI return one of the two.
+
+Every detail count is a subset of its parent, except where a provider reports
+reasoning beside the completion (xAI's Grok: ``total_tokens`` = prompt + completion +
+reasoning). That is decided by the object's own ``total_tokens`` when it tells, else by
+the provider's documentation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._common import Counter, Reading, cost_value, sub, tier_value
+
+# Providers whose documentation says reasoning tokens are not in completion_tokens.
+REASONING_OUTSIDE: frozenset[str] = frozenset(("xai", "x-ai", "grok"))
+
+# Where each count comes from, for the README's mapping table (checked by a test).
+CHAT_MAP: tuple[tuple[str, str], ...] = (
+    ("prompt_tokens", "input_tokens"),
+    ("completion_tokens", "output_tokens (+ reasoning when reported beside it)"),
+    ("prompt_tokens_details.cached_tokens", "cached_input_tokens"),
+    ("prompt_cache_hit_tokens (DeepSeek)", "cached_input_tokens"),
+    ("prompt_tokens_details.cache_write_tokens", "cache_write_tokens"),
+    ("prompt_tokens_details.audio_tokens", "audio_input_tokens"),
+    ("prompt_tokens_details.image_tokens", "image_input_tokens"),
+    ("completion_tokens_details.reasoning_tokens", "reasoning_tokens"),
+    ("completion_tokens_details.audio_tokens", "audio_output_tokens"),
+    ("completion_tokens_details.image_tokens", "image_output_tokens"),
+    ("cost (OpenRouter)", "provider-reported cost"),
+    ("service_tier", "service_tier"),
+)
+RESPONSES_MAP: tuple[tuple[str, str], ...] = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("input_tokens_details.cached_tokens", "cached_input_tokens"),
+    ("input_tokens_details.cache_write_tokens", "cache_write_tokens"),
+    ("input_tokens_details.audio_tokens", "audio_input_tokens"),
+    ("input_tokens_details.image_tokens", "image_input_tokens"),
+    ("output_tokens_details.reasoning_tokens", "reasoning_tokens"),
+    ("output_tokens_details.audio_tokens", "audio_output_tokens"),
+    ("output_tokens_details.image_tokens", "image_output_tokens"),
+    ("cost (OpenRouter)", "provider-reported cost"),
+    ("service_tier", "service_tier"),
+)
+
+
+def _reasoning_outside(
+    usage: Mapping[str, Any], prompt: int, completion: int, reasoning: int, provider: str | None
+) -> bool:
+    if not reasoning:
+        return False
+    total = usage.get("total_tokens")
+    if isinstance(total, int) and not isinstance(total, bool):
+        # The object's own total is the witness of how it counts.
+        if total == prompt + completion:
+            return False
+        if total == prompt + completion + reasoning:
+            return True
+    if provider is not None and provider.lower() in REASONING_OUTSIDE:
+        return True
+    # Reasoning that exceeds the completion cannot be part of it.
+    return reasoning > completion
+
+
+def _provider_cost(usage: Mapping[str, Any]) -> float | None:
+    # OpenRouter reports the credits charged as usage.cost (USD); Perplexity and some
+    # gateways report an object with total_cost.
+    cost = usage.get("cost")
+    if isinstance(cost, Mapping):
+        return cost_value(cost.get("total_cost"))
+    return cost_value(cost)
+
+
+def read_chat(
+    usage: Mapping[str, Any], count: Counter, provider: str | None, reading: Reading
+) -> None:
+    c = reading.counts
+    prompt_d, pw = count.sub(usage, "prompt_tokens_details")
+    completion_d, cw = count.sub(usage, "completion_tokens_details")
+    prompt = count(usage, "prompt_tokens")
+    completion = count(usage, "completion_tokens")
+    reasoning = count(completion_d, "reasoning_tokens", cw)
+    if not reasoning and "reasoning_tokens" in usage:
+        reasoning = count(usage, "reasoning_tokens")  # xAI's older top-level spelling
+    cached = count(prompt_d, "cached_tokens", pw)
+    if not cached:
+        # DeepSeek reports its cache hits beside the OpenAI fields; xAI once did the same.
+        cached = count(usage, "prompt_cache_hit_tokens") or count(usage, "cached_prompt_text_tokens")
+    c["input_tokens"] = prompt
+    c["output_tokens"] = completion
+    if _reasoning_outside(usage, prompt, completion, reasoning, provider):
+        c["output_tokens"] = completion + reasoning
+        reading.notes.append("reasoning_tokens reported beside completion_tokens; added to output")
+    c["cached_input_tokens"] = cached
+    c["cache_write_tokens"] = count(prompt_d, "cache_write_tokens", pw)
+    c["audio_input_tokens"] = count(prompt_d, "audio_tokens", pw)
+    c["image_input_tokens"] = count(prompt_d, "image_tokens", pw)
+    c["reasoning_tokens"] = reasoning
+    c["audio_output_tokens"] = count(completion_d, "audio_tokens", cw)
+    c["image_output_tokens"] = count(completion_d, "image_tokens", cw)
+    reading.cost_usd = _provider_cost(usage)
+    reading.service_tier = tier_value(usage.get("service_tier"))
+
+
+def read_responses(
+    usage: Mapping[str, Any], count: Counter, provider: str | None, reading: Reading
+) -> None:
+    c = reading.counts
+    in_d, iw = count.sub(usage, "input_tokens_details")
+    out_d, ow = count.sub(usage, "output_tokens_details")
+    inp = count(usage, "input_tokens")
+    out = count(usage, "output_tokens")
+    reasoning = count(out_d, "reasoning_tokens", ow)
+    c["input_tokens"] = inp
+    c["output_tokens"] = out
+    if _reasoning_outside(usage, inp, out, reasoning, provider):
+        c["output_tokens"] = out + reasoning
+        reading.notes.append("reasoning_tokens reported beside output_tokens; added to output")
+    c["cached_input_tokens"] = count(in_d, "cached_tokens", iw)
+    c["cache_write_tokens"] = count(in_d, "cache_write_tokens", iw)
+    c["audio_input_tokens"] = count(in_d, "audio_tokens", iw)
+    c["image_input_tokens"] = count(in_d, "image_tokens", iw)
+    c["reasoning_tokens"] = reasoning
+    c["audio_output_tokens"] = count(out_d, "audio_tokens", ow)
+    c["image_output_tokens"] = count(out_d, "image_tokens", ow)
+    reading.cost_usd = _provider_cost(usage)
+    reading.service_tier = tier_value(usage.get("service_tier"))
+
+
+def is_chat(usage: Mapping[str, Any]) -> bool:
+    return "prompt_tokens" in usage or "completion_tokens" in usage
+
+
+def provider_hint(response: Mapping[str, Any]) -> str | None:
+    """The OpenAI-compatible provider a whole response comes from, when it says so."""
+    usage = sub(response, "usage")
+    if "x_groq" in response or "queue_time" in usage:
+        return "groq"
+    if "prompt_cache_hit_tokens" in usage or "prompt_cache_miss_tokens" in usage:
+        return "deepseek"
+    if "is_byok" in usage or "cost_details" in usage:
+        return "openrouter"
+    rid = response.get("id")
+    if isinstance(rid, str) and rid.startswith("gen-") and "provider" in response:
+        return "openrouter"
+    if "prompt_filter_results" in response:
+        return "azure"
+    if "num_sources_used" in usage:
+        return "xai"
+    model = response.get("model")
+    if isinstance(model, str) and model.startswith("grok-"):
+        return "xai"
+    return None
