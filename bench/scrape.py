@@ -134,6 +134,9 @@ def prometheus_registry(priced: Sequence[Priced], state: MetricsState) -> Collec
             e.reasoning_tokens,
             e.audio_input_tokens,
             e.audio_output_tokens,
+            e.cache_write_1h_tokens,
+            e.image_input_tokens,
+            e.image_output_tokens,
         )
         for t, v in zip(TOKEN_TYPES, counts, strict=True):
             tokens.labels(t, *key).inc(v)

@@ -25,6 +25,9 @@ TOKEN_TYPES = (
     "reasoning",
     "audio_input",
     "audio_output",
+    "cache_write_1h",
+    "image_input",
+    "image_output",
 )
 
 
@@ -47,7 +50,7 @@ class Expected:
         counts: dict[str, int],
     ) -> None:
         for t in TOKEN_TYPES:
-            self.tokens[(t, service, provider, model)] += counts[t]
+            self.tokens[(t, service, provider, model)] += counts.get(t, 0)
         self.tokens[("total", service, provider, model)] += counts["input"] + counts["output"]
         self.requests[(service, provider, model, operation, status)] += 1
         self.levels[level] += 1

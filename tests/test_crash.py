@@ -45,6 +45,9 @@ TOKEN_TYPES = {
     "reasoning": "reasoning_tokens",
     "audio_input": "audio_input_tokens",
     "audio_output": "audio_output_tokens",
+    "cache_write_1h": "cache_write_1h_tokens",
+    "image_input": "image_input_tokens",
+    "image_output": "image_output_tokens",
 }
 
 

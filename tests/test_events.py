@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from ai_usage_exporter.events import (
-    TOKEN_FIELDS,
     USAGE_FIELDS,
     EventError,
     UsageEvent,

@@ -198,7 +198,9 @@ class Rates:
 
 def _zero(kind: str) -> Rates:
     # Free: no kind of token is "unpriced" at a zero rate.
-    return Rates(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, own=frozenset(_DISTINCT), kind=kind, source=kind)
+    return Rates(
+        0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, own=frozenset(_DISTINCT), kind=kind, source=kind
+    )
 
 
 _UNPRICED = _zero("unpriced")
@@ -764,13 +766,18 @@ class PriceBook:
             plain_out = 0
         searches = event.web_search_requests
         cost_in = (
-            plain_in * r_in
-            + cached * r_cached
-            + (write - write_1h) * r_write
-            + write_1h * r_write_1h
-            + audio_in * r_audio_in
-            + image_in * r_image_in
-        ) / 1e6 + fee + searches * r_search
+            (
+                plain_in * r_in
+                + cached * r_cached
+                + (write - write_1h) * r_write
+                + write_1h * r_write_1h
+                + audio_in * r_audio_in
+                + image_in * r_image_in
+            )
+            / 1e6
+            + fee
+            + searches * r_search
+        )
         cost_out = (
             plain_out * r_out
             + reasoning * r_reason

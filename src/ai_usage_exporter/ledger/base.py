@@ -457,9 +457,7 @@ def _sum_row(r: Sequence[Any]) -> dict[str, Any]:
         **{f: usage[f] for f in USAGE_FIELDS if not f.endswith("_tokens")},
         "cost_usd": {"input": cost_in, "output": cost_out, "total": cost_total},
         "unpriced_requests": reasons["unknown_model"],
-        "approximately_priced_requests": {
-            k: v for k, v in reasons.items() if k != "unknown_model"
-        },
+        "approximately_priced_requests": {k: v for k, v in reasons.items() if k != "unknown_model"},
         "average_duration_ms": dur_sum / dur_count if dur_count else None,
         "average_cost_usd": cost_total / requests if requests else 0.0,
     }

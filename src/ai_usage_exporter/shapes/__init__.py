@@ -160,9 +160,11 @@ def infer_provider(response: Mapping[str, Any]) -> str | None:
     if any(k in response for k in ("usageMetadata", "usage_metadata", "modelVersion")):
         return "google"
     output = response.get("output")
-    if (isinstance(output, Mapping) and "message" in output) or isinstance(
-        response.get("metrics"), Mapping
-    ) and "latencyMs" in response["metrics"]:
+    if (
+        (isinstance(output, Mapping) and "message" in output)
+        or isinstance(response.get("metrics"), Mapping)
+        and "latencyMs" in response["metrics"]
+    ):
         return "bedrock"
     if "done" in response and ("eval_count" in response or "prompt_eval_count" in response):
         return "ollama"

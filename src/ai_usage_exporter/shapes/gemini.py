@@ -5,7 +5,8 @@
 prompt, so they are added to output and input. The ``*TokensDetails`` lists split each
 count by modality; IMAGE output is priced many times text output, and DOCUMENT pages
 are billed as image tokens. SDK dumps spell every key in snake_case; both are read.
-Vertex's ``trafficType`` names a provisioned or flex tier when it is not ON_DEMAND.
+``serviceTier`` names the tier; Vertex's ``trafficType`` names a provisioned or flex
+tier when it is not ON_DEMAND.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._common import Counter, Reading
+from ._common import Counter, Reading, tier_value
 
 MAP: tuple[tuple[str, str], ...] = (
     ("promptTokenCount + toolUsePromptTokenCount", "input_tokens"),
@@ -24,7 +25,7 @@ MAP: tuple[tuple[str, str], ...] = (
     ("promptTokensDetails + toolUsePromptTokensDetails [IMAGE, DOCUMENT]", "image_input_tokens"),
     ("candidatesTokensDetails [AUDIO]", "audio_output_tokens"),
     ("candidatesTokensDetails [IMAGE]", "image_output_tokens"),
-    ("trafficType (Vertex)", "service_tier"),
+    ("serviceTier; trafficType (Vertex) when not ON_DEMAND", "service_tier"),
 )
 
 _SNAKE = {
@@ -38,6 +39,7 @@ _SNAKE = {
     "candidatesTokensDetails": "candidates_tokens_details",
     "toolUsePromptTokensDetails": "tool_use_prompt_tokens_details",
     "trafficType": "traffic_type",
+    "serviceTier": "service_tier",
 }
 KEYS = frozenset((*_SNAKE, *_SNAKE.values()))
 
@@ -81,6 +83,7 @@ def read(usage: Mapping[str, Any], count: Counter, provider: str | None, reading
     )
     c["audio_output_tokens"] = mod("candidatesTokensDetails", "AUDIO")
     c["image_output_tokens"] = mod("candidatesTokensDetails", "IMAGE", "DOCUMENT")
+    reading.service_tier = tier_value(usage.get(key("serviceTier")))
     traffic = usage.get(key("trafficType"))
     if isinstance(traffic, str) and traffic:
         tier = traffic.upper().rsplit(".", 1)[-1]

@@ -35,7 +35,7 @@ CHAT_MAP: tuple[tuple[str, str], ...] = (
     ("completion_tokens_details.reasoning_tokens", "reasoning_tokens"),
     ("completion_tokens_details.audio_tokens", "audio_output_tokens"),
     ("completion_tokens_details.image_tokens", "image_output_tokens"),
-    ("cost (OpenRouter)", "provider-reported cost"),
+    ("cost (OpenRouter), cost_in_usd_ticks / 1e10 (xAI)", "provider-reported cost"),
     ("service_tier", "service_tier"),
 )
 RESPONSES_MAP: tuple[tuple[str, str], ...] = (
@@ -48,7 +48,7 @@ RESPONSES_MAP: tuple[tuple[str, str], ...] = (
     ("output_tokens_details.reasoning_tokens", "reasoning_tokens"),
     ("output_tokens_details.audio_tokens", "audio_output_tokens"),
     ("output_tokens_details.image_tokens", "image_output_tokens"),
-    ("cost (OpenRouter)", "provider-reported cost"),
+    ("cost (OpenRouter), cost_in_usd_ticks / 1e10 (xAI)", "provider-reported cost"),
     ("service_tier", "service_tier"),
 )
 
@@ -71,9 +71,17 @@ def _reasoning_outside(
     return reasoning > completion
 
 
+# xAI bills in ticks: 1 USD = 10^10 ticks (docs.x.ai, "Cost Tracking").
+XAI_TICKS_PER_USD = 10_000_000_000
+
+
 def _provider_cost(usage: Mapping[str, Any]) -> float | None:
-    # OpenRouter reports the credits charged as usage.cost (USD); Perplexity and some
-    # gateways report an object with total_cost.
+    # xAI reports the exact amount billed as usage.cost_in_usd_ticks; OpenRouter the
+    # credits charged as usage.cost (USD); Perplexity and some gateways an object with
+    # total_cost.
+    ticks = usage.get("cost_in_usd_ticks")
+    if isinstance(ticks, int) and not isinstance(ticks, bool) and ticks >= 0:
+        return ticks / XAI_TICKS_PER_USD
     cost = usage.get("cost")
     if isinstance(cost, Mapping):
         return cost_value(cost.get("total_cost"))
@@ -94,7 +102,9 @@ def read_chat(
     cached = count(prompt_d, "cached_tokens", pw)
     if not cached:
         # DeepSeek reports its cache hits beside the OpenAI fields; xAI once did the same.
-        cached = count(usage, "prompt_cache_hit_tokens") or count(usage, "cached_prompt_text_tokens")
+        cached = count(usage, "prompt_cache_hit_tokens") or count(
+            usage, "cached_prompt_text_tokens"
+        )
     c["input_tokens"] = prompt
     c["output_tokens"] = completion
     if _reasoning_outside(usage, prompt, completion, reasoning, provider):
@@ -154,7 +164,7 @@ def provider_hint(response: Mapping[str, Any]) -> str | None:
         return "openrouter"
     if "prompt_filter_results" in response:
         return "azure"
-    if "num_sources_used" in usage:
+    if "num_sources_used" in usage or "cost_in_usd_ticks" in usage:
         return "xai"
     model = response.get("model")
     if isinstance(model, str) and model.startswith("grok-"):
