@@ -50,9 +50,14 @@ def _plain(value: Any) -> Any:
 
 
 def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
-    """Merge a later usage report into an earlier one: non-null values win, maps merge."""
+    """Merge a later usage report into an earlier one: non-null values win, maps merge.
+
+    A null never erases a value seen earlier, but is kept as sent when it is all we have
+    (OpenRouter's `cost_details.upstream_inference_cost: null`).
+    """
     for key, value in update.items():
         if value is None:
+            into.setdefault(key, None)
             continue
         if isinstance(value, Mapping):
             current = into.get(key)
@@ -70,7 +75,16 @@ def _text(value: object) -> str | None:
 class StreamFolder:
     """Fold a provider's stream events, one at a time, into the usage object of the whole call."""
 
-    __slots__ = ("chunks", "_fmt", "_usage", "_model", "_response_id", "_finished", "_add")
+    __slots__ = (
+        "chunks",
+        "_fmt",
+        "_usage",
+        "_model",
+        "_response_id",
+        "_finished",
+        "_saw_stop",
+        "_add",
+    )
 
     def __init__(self, fmt: str) -> None:
         if fmt not in STREAM_FORMATS:
@@ -83,6 +97,7 @@ class StreamFolder:
         self._model: str | None = None
         self._response_id: str | None = None
         self._finished = False
+        self._saw_stop = False
         adders: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "openai_chat": self._add_openai_chat,
             "openai_responses": self._add_openai_responses,
@@ -173,17 +188,20 @@ class StreamFolder:
 
     def _add_openai_chat(self, event: Mapping[str, Any]) -> None:
         self._note(event.get("model"), event.get("id"))
+        choices = event.get("choices")
+        if isinstance(choices, list) and any(
+            isinstance(c, Mapping) and c.get("finish_reason") for c in choices
+        ):
+            self._saw_stop = True
         got = self._fold(event.get("usage"))
         groq = event.get("x_groq")
         if isinstance(groq, Mapping):
             # Groq reports usage in its own extension, on the chunk that ends the choices.
             got = self._fold(groq.get("usage")) or got
-        if not got:
-            return
-        choices = event.get("choices")
-        if not isinstance(choices, list) or not choices:
-            self._finished = True
-        elif any(isinstance(c, Mapping) and c.get("finish_reason") for c in choices):
+        # Usage after (or with) the finish reason is the final report: OpenAI's extra
+        # chunk has no choices, OpenRouter's has one empty choice, Groq's and DeepSeek's
+        # ride on the finishing chunk.
+        if got and (self._saw_stop or choices == []):
             self._finished = True
 
     def _add_openai_responses(self, event: Mapping[str, Any]) -> None:
@@ -191,7 +209,8 @@ class StreamFolder:
         if isinstance(response, Mapping):
             self._note(response.get("model"), response.get("id"))
             self._fold(response.get("usage"))
-        if event.get("type") in _RESPONSES_TERMINAL:
+        kind = event.get("type")
+        if isinstance(kind, str) and kind in _RESPONSES_TERMINAL:
             self._finished = True
 
     def _add_anthropic(self, event: Mapping[str, Any]) -> None:
@@ -224,7 +243,11 @@ class StreamFolder:
         self._note(event.get("model"))
         if event.get("done") is not True:
             return
-        counts = {k: v for k, v in event.items() if k.endswith(("_count", "_duration"))}
+        counts = {
+            k: v
+            for k, v in event.items()
+            if isinstance(k, str) and k.endswith(("_count", "_duration"))
+        }
         if counts:
             self._fold(counts)
         self._finished = True
