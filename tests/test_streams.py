@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from ai_usage_exporter.events import TOKEN_FIELDS, normalise_usage
 from ai_usage_exporter.shapes.sse import SSEParser, parse_sse
@@ -811,3 +813,40 @@ def test_any_split_of_the_bytes_folds_the_same(case: Case, cuts: list[float], cr
     for _, data in got:
         folder.add_data(data)
     assert folder.usage == case.usage
+
+
+# ---------------------------------------------------------------- SDK objects
+
+
+def test_a_pydantic_model_from_an_sdk_folds_like_its_json() -> None:
+    class _Camel(BaseModel):
+        # google-genai's models: snake_case fields, camelCase JSON.
+        model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    class Usage(_Camel):
+        prompt_token_count: int | None = None
+        candidates_token_count: int | None = None
+        cached_content_token_count: int | None = None
+
+    class Chunk(_Camel):
+        usage_metadata: Usage | None = None
+        model_version: str | None = None
+
+    chunk = Chunk.model_validate(
+        {
+            "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 2},
+            "modelVersion": "gemini-2.5-flash",
+        }
+    )
+    folder = StreamFolder("gemini")
+    folder.add(chunk)
+    # Fields the provider did not send stay out, as in its JSON.
+    assert folder.usage == {"promptTokenCount": 4, "candidatesTokenCount": 2}
+    assert folder.model == "gemini-2.5-flash"
+
+    class Broken:
+        def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+            raise RuntimeError("not today")
+
+    folder.add(Broken())
+    assert folder.chunks == 2

@@ -132,12 +132,25 @@ class StreamFolder:
         """True once the provider's end-of-stream marker or its final usage was seen."""
         return self._finished
 
-    def add(self, event: Mapping[str, Any]) -> None:
+    def add(self, event: Mapping[str, Any] | object) -> None:
         """Fold one decoded stream event (the JSON of one SSE `data:` line, or one Bedrock
-        event dict); events without usage only count, and nothing a provider sends raises."""
+        event dict); events without usage only count, and nothing a provider sends raises.
+
+        A pydantic model from a provider SDK (openai, anthropic, google-genai, ollama) is
+        accepted too and dumped as its JSON would read; passing the dict is faster.
+        """
         self.chunks += 1
         if isinstance(event, Mapping):
             self._add(event)
+            return
+        dump = getattr(event, "model_dump", None)
+        if callable(dump):
+            try:
+                data = dump(mode="json", by_alias=True, exclude_unset=True)
+            except Exception:  # a foreign object's failure must not break the caller's stream
+                return
+            if isinstance(data, Mapping):
+                self._add(data)
 
     def add_data(self, data: str | bytes) -> Any:
         """Decode one SSE `data:` payload, fold it, and return it (None if not JSON).
