@@ -9,7 +9,8 @@ the provider, the tier and a duration when the body says them.
 Families: `openai` (Chat Completions and Responses, and every provider that copies
 them), `anthropic`, `gemini` (Gemini API and Vertex AI), `bedrock` (Converse) and
 `ollama` (native API). Each module's ``MAP`` lists where each count comes from; the
-README's provider table is checked against them.
+README's provider table is checked against them. `streams` folds a streamed call's
+events into the usage object the same call returns unstreamed; `sse` parses SSE.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import anthropic, bedrock, gemini, ollama, openai
+from .streams import STREAM_FORMATS, StreamFolder, fold_stream
 from ._common import (
     COUNT_FIELDS,
     STANDARD_TIERS,
@@ -37,13 +39,16 @@ __all__ = (
     "COUNT_FIELDS",
     "MAPS",
     "STANDARD_TIERS",
+    "STREAM_FORMATS",
     "TOKEN_FIELDS",
     "USAGE_FIELDS",
     "Invalid",
     "Reading",
     "ResponseReading",
+    "StreamFolder",
     "check_int",
     "describe",
+    "fold_stream",
     "infer_provider",
     "normalise_usage",
     "read_response",
