@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from ai_usage_exporter.events import TOKEN_FIELDS, normalise_usage
+from ai_usage_exporter.events import USAGE_FIELDS, normalise_usage
 from ai_usage_exporter.shapes.sse import SSEParser, parse_sse
 from ai_usage_exporter.shapes.streams import STREAM_FORMATS, StreamFolder, fold_stream
 
@@ -49,7 +49,7 @@ class Case:
 
 
 def _counts(**nonzero: int) -> dict[str, int]:
-    counts = dict.fromkeys(TOKEN_FIELDS, 0)
+    counts = dict.fromkeys(USAGE_FIELDS, 0)
     counts.update(nonzero)
     return counts
 
@@ -277,7 +277,14 @@ CASES = [
             "output_tokens_details": {"thinking_tokens": 3},
             "server_tool_use": {"web_search_requests": 1, "web_fetch_requests": 0},
         },
-        _counts(input_tokens=59, output_tokens=8, cached_input_tokens=7, cache_write_tokens=12),
+        _counts(
+            input_tokens=59,
+            output_tokens=8,
+            cached_input_tokens=7,
+            cache_write_tokens=12,
+            reasoning_tokens=3,
+            web_search_requests=1,
+        ),
         "claude-sonnet-4-5",
         "msg_01MessageDeltaFields00000001",
     ),
@@ -341,7 +348,8 @@ CASES = [
                 },
             ],
         },
-        _counts(input_tokens=181, output_tokens=8),
+        # The compaction pass is billed but left out of the top level: it is added.
+        _counts(input_tokens=181 + 100 + 55096, output_tokens=8 + 83, cached_input_tokens=55096),
         "claude-sonnet-4-6",
         "msg_011CduoCRono7pFKoTWpPAia",
     ),

@@ -19,8 +19,10 @@ import orjson
 from .shapes import (
     COUNT_FIELDS,
     STANDARD_TIERS,
+    STREAM_FORMATS,
     TOKEN_FIELDS,
     USAGE_FIELDS,
+    StreamFolder,
     check_int,
     read_response,
     read_usage,
@@ -28,6 +30,7 @@ from .shapes import (
 )
 from .shapes import Invalid as _Invalid
 from .shapes import describe as _describe
+from .shapes.openai import provider_hint
 
 __all__ = (
     "COUNT_FIELDS",
@@ -312,11 +315,12 @@ _SCALAR_FIELDS = frozenset(
         "response_text",
     )
 )
-EVENT_FIELDS = frozenset((*_SCALAR_FIELDS, "usage", "usageMetadata", "response"))
+_SOURCES = ("usage", "usageMetadata", "response", "stream")
+EVENT_FIELDS = frozenset((*_SCALAR_FIELDS, *_SOURCES, "stream_format"))
 
 SUMMARY_FIELDS = frozenset(
     (
-        *(EVENT_FIELDS - {"usage", "usageMetadata", "response"}),
+        *(EVENT_FIELDS - {*_SOURCES, "stream_format"}),
         "event",
         "whatsapp",
         "inferences",
@@ -357,6 +361,8 @@ _KIND: dict[str, str] = {
     "usage": "source",
     "usageMetadata": "source",
     "response": "source",
+    "stream": "source",
+    "stream_format": "stream_format",
 }
 # Problems are reported in this order, whatever the order of keys in the JSON.
 _FIELD_ORDER = {
@@ -364,7 +370,8 @@ _FIELD_ORDER = {
     for i, name in enumerate(
         (
             "provider", "model", "operation", "service", *USAGE_FIELDS, *TOKEN_ALIASES,
-            "total_tokens", "usage", "usageMetadata", "response", "service_tier",
+            "total_tokens", "usage", "usageMetadata", "response", "stream", "stream_format",
+            "service_tier",
             "duration_ms", "ttft_ms",
             "status", "level", "error_type", *ATTRIBUTION_FIELDS, "idempotency_key",
             "timestamp", "cost_usd", "provider_cost_usd", "metadata", "prompt_text",
@@ -416,6 +423,9 @@ def _build(
                 kw[name] = _choice(name, value, LEVELS)
             elif kind == "source":
                 sources.append(name)
+            elif kind == "stream_format":
+                if "stream" not in obj:
+                    raise _Invalid(name, "is only meaningful with `stream`")
             elif kind == "total":
                 _int(name, value, limits)
             elif kind == "timestamp":
@@ -536,7 +546,8 @@ def _counts(
     """
     if len(sources) > 1:
         raise _Invalid(
-            sources[1], f"give one of usage, usageMetadata or response, not {' and '.join(sources)}"
+            sources[1],
+            f"give one of usage, usageMetadata, response or stream, not {' and '.join(sources)}",
         )
     if sources and flat:
         raise _Invalid(
@@ -547,8 +558,18 @@ def _counts(
         key = sources[0]
         container = obj[key]
         found.source = key
-        if not isinstance(container, Mapping):
+        if key == "stream":
+            if not isinstance(container, list) or not all(
+                isinstance(e, Mapping) for e in container
+            ):
+                raise _Invalid(
+                    key,
+                    f"must be an array of decoded stream events (objects), got {_describe(container)}",
+                )
+        elif not isinstance(container, Mapping):
             raise _Invalid(key, f"must be a JSON object, got {_describe(container)}")
+        if key == "stream":
+            return _stream_counts(obj, container, limits, provider, found)
         if key == "response":
             got = read_response(container, limits.max_tokens, provider)
             reading = got.reading
@@ -578,6 +599,78 @@ def _counts(
         )
     _check_subsets(counts)
     return counts
+
+
+def _stream_format(events: list[Mapping[str, Any]]) -> str | None:
+    """The stream format a list of decoded events is in, told by the events' own keys."""
+    for e in events:
+        kind = e.get("type")
+        if isinstance(kind, str):
+            if kind.startswith("response."):
+                return "openai_responses"
+            if kind.startswith(("message_", "content_block_")):
+                return "anthropic"
+        if e.get("object") == "chat.completion.chunk" or "choices" in e:
+            return "openai_chat"
+        if "usageMetadata" in e or "candidates" in e:
+            return "gemini"
+        if "done" in e and ("message" in e or "response" in e or "eval_count" in e):
+            return "ollama"
+        if any(k in e for k in ("messageStart", "contentBlockDelta", "messageStop", "metadata")):
+            return "bedrock"
+    return None
+
+
+_FORMAT_PROVIDER = {
+    "anthropic": "anthropic",
+    "gemini": "google",
+    "ollama": "ollama",
+    "bedrock": "bedrock",
+}
+
+
+def _stream_counts(
+    obj: Mapping[str, Any],
+    events: list[Mapping[str, Any]],
+    limits: Limits,
+    provider: str | None,
+    found: _Found,
+) -> dict[str, int]:
+    """Fold a streamed call's decoded events and map the usage object like a response's."""
+    fmt = obj.get("stream_format")
+    if fmt is None:
+        fmt = _stream_format(events)
+        if fmt is None:
+            raise _Invalid(
+                "stream_format",
+                "is required: the stream's events do not tell their format; give one of "
+                + ", ".join(STREAM_FORMATS),
+            )
+    if fmt not in STREAM_FORMATS:
+        raise _Invalid(
+            "stream_format", f"must be one of {', '.join(STREAM_FORMATS)}; got {_describe(fmt)}"
+        )
+    folder = StreamFolder(fmt)
+    for event in events:
+        folder.add(event)
+    usage = folder.usage
+    if usage is None:
+        raise _Invalid("stream", f"holds no usage report ({len(events)} {fmt} events)")
+    hint: str | None = _FORMAT_PROVIDER.get(fmt)
+    tier: str | None = None
+    for event in events:
+        if hint is None:
+            hint = provider_hint(event)
+        if isinstance(event.get("service_tier"), str):
+            tier = event["service_tier"]
+    if hint is None and fmt.startswith("openai"):
+        hint = "openai"
+    reading = read_usage(usage, "stream", limits.max_tokens, provider or hint)
+    found.provider = hint
+    found.model = folder.model
+    found.service_tier = reading.service_tier or (tier.lower() if tier else None)
+    found.cost_usd = reading.cost_usd
+    return reading.counts
 
 
 def _provider_of_usage(usage: Mapping[str, Any]) -> str | None:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import anthropic, bedrock, gemini, ollama, openai
-from .streams import STREAM_FORMATS, StreamFolder, fold_stream
 from ._common import (
     COUNT_FIELDS,
     STANDARD_TIERS,
@@ -34,6 +33,7 @@ from ._common import (
     settle,
     tier_value,
 )
+from .streams import STREAM_FORMATS, StreamFolder, fold_stream
 
 __all__ = (
     "COUNT_FIELDS",
