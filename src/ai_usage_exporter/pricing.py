@@ -608,42 +608,43 @@ def _compile(price: gp.ModelPrice, source: str) -> Rates:
 
 
 # The hot path reads rates as flat tuples: unpacking one is far cheaper than reading
-# attributes. Per 1M tokens: input, cached input, cache write, 1h cache write, audio
-# input, image input, output, reasoning, audio output, image output; then USD per
-# request and per web search, the Cost source, the tier's approximation reason, and
-# which distinct kinds have no rate of their own (audio in, audio out, 1h write, image
-# out, web search).
-_Flat = tuple[
-    float, float, float, float, float, float, float, float, float, float, float, float,
-    str, str, bool, bool, bool, bool, bool,
-]  # fmt: skip
+# attributes. Per 1M tokens: input, cached input, cache write, audio input, output,
+# reasoning, audio output; then USD per request, the Cost source, the reason every cost
+# from these rates is approximate ("" or unknown_tier) and the rarer kinds' `_Extra`.
+# Most calls have none of the rarer kinds and never unpack it.
+_Extra = tuple[float, float, float, float, bool, bool, bool, bool, bool]
+_Flat = tuple[float, float, float, float, float, float, float, float, str, str, _Extra]
 _Hot = tuple[_Flat, tuple[tuple[int, _Flat], ...]]  # tiers descending by start
 _Period = tuple[float, float, Rates, _Hot]  # valid from, valid until (exclusive)
 
 
 def _flat(r: Rates) -> _Flat:
-    write = r.cache_write
     own = r.own
-    return (
-        r.input,
-        r.cached_input,
-        write,
-        write if r.cache_write_1h is None else r.cache_write_1h,
-        r.audio_input,
+    # Per 1M tokens: 1h cache write, image input, image output; USD per web search; and
+    # whether audio in, audio out, 1h writes, image out and web searches lack a rate.
+    extra: _Extra = (
+        r.cache_write if r.cache_write_1h is None else r.cache_write_1h,
         r.input if r.image_input is None else r.image_input,
-        r.output,
-        r.reasoning,
-        r.audio_output,
         r.output if r.image_output is None else r.image_output,
-        r.per_request,
         r.web_search,
-        r.kind,
-        r.approx,
         "audio_input" not in own,
         "audio_output" not in own,
         "cache_write_1h" not in own,
         "image_output" not in own,
         "web_search" not in own,
+    )
+    return (
+        r.input,
+        r.cached_input,
+        r.cache_write,
+        r.audio_input,
+        r.output,
+        r.reasoning,
+        r.audio_output,
+        r.per_request,
+        r.kind,
+        r.approx,
+        extra,
     )
 
 
@@ -745,53 +746,59 @@ class PriceBook:
                     flat = tier_rates
                     break
         (
-            r_in, r_cached, r_write, r_write_1h, r_audio_in, r_image_in,
-            r_out, r_reason, r_audio_out, r_image_out,
-            fee, r_search, kind, reason, no_ai, no_ao, no_w1h, no_io, no_ws,
-        ) = flat  # fmt: skip
+            r_in,
+            r_cached,
+            r_write,
+            r_audio_in,
+            r_out,
+            r_reason,
+            r_audio_out,
+            fee,
+            kind,
+            reason,
+            extra,
+        ) = flat
 
         cached = event.cached_input_tokens
         write = event.cache_write_tokens
-        write_1h = event.cache_write_1h_tokens
         audio_in = event.audio_input_tokens
-        image_in = event.image_input_tokens
-        plain_in = event.input_tokens - cached - write - audio_in - image_in
-        if plain_in < 0:
-            plain_in = 0
         reasoning = event.reasoning_tokens
         audio_out = event.audio_output_tokens
+        write_1h = event.cache_write_1h_tokens
+        image_in = event.image_input_tokens
         image_out = event.image_output_tokens
-        plain_out = event.output_tokens - reasoning - audio_out - image_out
+        searches = event.web_search_requests
+        plain_in = event.input_tokens - cached - write - audio_in
+        plain_out = event.output_tokens - reasoning - audio_out
+        cost_in = plain_in * r_in + cached * r_cached + write * r_write + audio_in * r_audio_in
+        cost_out = reasoning * r_reason + audio_out * r_audio_out
+        if write_1h or image_in or image_out or searches or audio_in or audio_out:
+            r_write_1h, r_image_in, r_image_out, r_search, no_ai, no_ao, no_w1h, no_io, no_ws = (
+                extra
+            )
+            plain_in -= image_in
+            plain_out -= image_out
+            cost_in += (
+                write_1h * (r_write_1h - r_write)
+                + image_in * (r_image_in - r_in)
+                + searches * r_search * 1e6
+            )
+            cost_out += image_out * r_image_out
+            if not reason and (
+                (no_ai and audio_in)
+                or (no_ao and audio_out)
+                or (no_w1h and write_1h)
+                or (no_io and image_out)
+                or (no_ws and searches)
+            ):
+                reason = "unpriced_token_type"
+        # Inconsistent sub-counts (only hand-built events can have them) never go negative.
+        if plain_in < 0:
+            cost_in -= plain_in * r_in
         if plain_out < 0:
             plain_out = 0
-        searches = event.web_search_requests
-        cost_in = (
-            (
-                plain_in * r_in
-                + cached * r_cached
-                + (write - write_1h) * r_write
-                + write_1h * r_write_1h
-                + audio_in * r_audio_in
-                + image_in * r_image_in
-            )
-            / 1e6
-            + fee
-            + searches * r_search
-        )
-        cost_out = (
-            plain_out * r_out
-            + reasoning * r_reason
-            + audio_out * r_audio_out
-            + image_out * r_image_out
-        ) / 1e6
-        if not reason and (
-            (no_ai and audio_in)
-            or (no_ao and audio_out)
-            or (no_w1h and write_1h)
-            or (no_io and image_out)
-            or (no_ws and searches)
-        ):
-            reason = "unpriced_token_type"
+        cost_in = cost_in / 1e6 + fee
+        cost_out = (cost_out + plain_out * r_out) / 1e6
 
         given = event.cost_usd
         source = "event"
