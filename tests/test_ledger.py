@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from _server import SampleKey, exposition_samples
 from ai_usage_exporter import Recorder, UsageEvent
 from ai_usage_exporter.ledger import Ledger, LedgerError, open_ledger
+from ai_usage_exporter.ledger.base import SQLLedger
 from ai_usage_exporter.ledger.sqlite import SQLiteLedger
 from ai_usage_exporter.pricing import Cost
 from ai_usage_exporter.rollup import NANO
@@ -148,3 +149,106 @@ def test_a_ledger_from_an_older_version_gains_new_columns(tmp_path: Path) -> Non
         assert "ttft_b3" in cols
     finally:
         reopened.close()
+
+
+# Columns this version added for the usage-shape work; a ledger written before has none.
+_NEW_EVENT_COLUMNS = (
+    "cache_write_1h_tokens",
+    "image_input_tokens",
+    "image_output_tokens",
+    "web_search_requests",
+    "cost_reason",
+    "service_tier",
+    "provider_cost_usd",
+)
+_NEW_ROLLUP_COLUMNS = (
+    "cache_write_1h_tokens",
+    "image_input_tokens",
+    "image_output_tokens",
+    "web_search_requests",
+    "unpriced_token_type",
+    "unknown_tier",
+)
+
+
+def _old_schema_ledger(url: str) -> None:
+    """A ledger as the previous version wrote it: without the new columns, with rows."""
+    from ai_usage_exporter.ledger.base import EVENT_COLUMNS
+    from ai_usage_exporter.rollup import KEY_FIELDS, VALUE_COLUMNS
+
+    ledger = open_ledger(url)
+    ledger.write([_priced(3, "old-1")], 1.0)
+    ledger.write(
+        [
+            (
+                UsageEvent(provider="x", model="nope", input_tokens=1),
+                Cost(0, 0, 0, "unpriced", "unknown_model"),
+            )
+        ],
+        1.0,
+    )
+    assert isinstance(ledger, SQLLedger)
+    conn = ledger._write_conn()
+    cur = conn.cursor()
+    for c in _NEW_EVENT_COLUMNS:
+        cur.execute(f'ALTER TABLE events DROP COLUMN "{c}"')
+    for c in _NEW_ROLLUP_COLUMNS:
+        cur.execute(f'ALTER TABLE rollup DROP COLUMN "{c}"')
+    conn.commit()
+    ledger.close()
+    assert set(_NEW_EVENT_COLUMNS) <= set(EVENT_COLUMNS)
+    assert set(_NEW_ROLLUP_COLUMNS) <= set(VALUE_COLUMNS) and KEY_FIELDS
+
+
+def test_a_ledger_without_the_new_token_kinds_is_migrated_at_open(ledger_url: str) -> None:
+    """Old rows read as none of the new kinds; new events with them are stored and summed."""
+    _old_schema_ledger(ledger_url)
+    ledger = open_ledger(ledger_url)
+    try:
+        (old, unpriced) = ledger.events()
+        assert (old["input_tokens"], old["image_output_tokens"], old["web_search_requests"]) == (
+            3,
+            0,
+            0,
+        )
+        assert (old["cost_reason"], old["service_tier"], old["provider_cost_usd"]) == (
+            "",
+            None,
+            None,
+        )
+        assert unpriced["cost_source"] == "unpriced"
+        e = UsageEvent(
+            provider="google", model="gemini-2.5-flash", input_tokens=10, output_tokens=20,
+            image_output_tokens=15, cache_write_1h_tokens=0, web_search_requests=2,
+            service_tier="flex", idempotency_key="new-1",
+        )  # fmt: skip
+        ledger.write([(e, Cost(1e-6, 2e-6, 3e-6, "genai-prices", "unknown_tier"))], 2.0)
+        summary = ledger.summary()
+        assert summary["totals"]["tokens"]["image_output_tokens"] == 15
+        assert summary["totals"]["web_search_requests"] == 2
+        assert summary["totals"]["unpriced_requests"] == 1
+        assert summary["totals"]["approximately_priced_requests"] == {
+            "unpriced_token_type": 0,
+            "unknown_tier": 1,
+        }
+        assert summary["unpriced_models"] == [
+            {
+                "provider": "google",
+                "model": "gemini-2.5-flash",
+                "reason": "unknown_tier",
+                "requests": 1,
+            },
+            {"provider": "x", "model": "nope", "reason": "unknown_model", "requests": 1},
+        ]
+        new = ledger.events()[-1]
+        assert (new["service_tier"], new["cost_reason"], new["image_output_tokens"]) == (
+            "flex",
+            "unknown_tier",
+            15,
+        )
+        widths = {len(v) for _, v in ledger.load_rollup()}
+        from ai_usage_exporter.rollup import VALUE_COLUMNS
+
+        assert widths == {len(VALUE_COLUMNS)}
+    finally:
+        ledger.close()
