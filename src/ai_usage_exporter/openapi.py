@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .events import ATTRIBUTION_FIELDS, LEVELS, STATUSES, TOKEN_ALIASES, TOKEN_FIELDS, Limits
+from .events import ATTRIBUTION_FIELDS, LEVELS, STATUSES, TOKEN_ALIASES, USAGE_FIELDS, Limits
+from .shapes import STREAM_FORMATS
 
 
 def _event_schema(limits: Limits) -> dict[str, Any]:
@@ -21,7 +22,14 @@ def _event_schema(limits: Limits) -> dict[str, Any]:
         "model": label,
         "operation": {**label, "default": "chat"},
         "service": {**label, "default": "default"},
-        **{name: count for name in (*TOKEN_FIELDS, *TOKEN_ALIASES, "total_tokens")},
+        **{name: count for name in (*USAGE_FIELDS, *TOKEN_ALIASES, "total_tokens")},
+        "service_tier": {**label, "description": "default, flex, batch, priority, ..."},
+        "provider_cost_usd": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": limits.max_cost_usd,
+            "description": "what the provider billed; read from OpenRouter and xAI responses",
+        },
         "duration_ms": ms,
         "ttft_ms": ms,
         "status": {"type": "string", "enum": list(STATUSES), "default": "ok"},
@@ -56,6 +64,12 @@ def _event_schema(limits: Limits) -> dict[str, Any]:
             "type": "object",
             "description": "a provider's whole response body holding its usage",
         },
+        "stream": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "the decoded events of a streamed call, folded into its usage",
+        },
+        "stream_format": {"type": "string", "enum": list(STREAM_FORMATS)},
     }
     return {
         "type": "object",

@@ -1,0 +1,170 @@
+"""Provider shapes at the event level: inference, clamping instead of refusing, SDK spellings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ai_usage_exporter.events import USAGE_FIELDS, EventError, normalise_usage, parse_event
+from ai_usage_exporter.shapes import MAPS, infer_provider
+
+NOW = 1_790_000_000.0
+
+
+def counts(**nonzero: int) -> dict[str, int]:
+    return {**dict.fromkeys(USAGE_FIELDS, 0), **nonzero}
+
+
+def one(event: dict[str, Any]) -> Any:
+    (parsed,) = parse_event(event, now=NOW)
+    return parsed
+
+
+def test_reasoning_outside_completion_is_told_by_total_tokens_for_any_provider() -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 35,
+             "completion_tokens_details": {"reasoning_tokens": 20}}  # fmt: skip
+    e = one({"provider": "some-new-host", "model": "m", "usage": usage})
+    assert (e.output_tokens, e.reasoning_tokens) == (25, 20)
+    inside = {**usage, "completion_tokens": 25, "total_tokens": 35}
+    e = one({"provider": "some-new-host", "model": "m", "usage": inside})
+    assert (e.output_tokens, e.reasoning_tokens) == (25, 20)
+
+
+def test_xai_reasoning_is_outside_even_without_a_total() -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": 5,
+             "completion_tokens_details": {"reasoning_tokens": 2}}  # fmt: skip
+    assert one({"provider": "xai", "model": "grok-3-mini", "usage": usage}).output_tokens == 7
+    assert one({"provider": "openai", "model": "o3", "usage": usage}).output_tokens == 5
+
+
+def test_a_providers_inconsistent_object_is_clamped_not_refused() -> None:
+    usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110,
+             "prompt_tokens_details": {"cached_tokens": 150, "audio_tokens": 120},
+             "completion_tokens_details": {"reasoning_tokens": 30, "audio_tokens": 40}}  # fmt: skip
+    e = one({"provider": "openai", "model": "gpt-4o", "usage": usage})
+    assert (e.input_tokens, e.cached_input_tokens, e.audio_input_tokens) == (100, 100, 100)
+    assert (e.output_tokens, e.reasoning_tokens, e.audio_output_tokens) == (10, 10, 10)
+    # The same numbers sent by hand are the caller's mistake, and refused by name.
+    with pytest.raises(EventError) as err:
+        parse_event({"provider": "openai", "model": "gpt-4o", "input_tokens": 100,
+                     "cached_input_tokens": 150}, now=NOW)  # fmt: skip
+    assert err.value.details[0].field == "cached_input_tokens"
+
+
+def test_garbage_in_a_provider_object_is_still_refused_by_field() -> None:
+    with pytest.raises(EventError) as err:
+        parse_event({"provider": "openai", "model": "m", "usage": {"prompt_tokens": -1}}, now=NOW)
+    assert err.value.details[0].field == "usage.prompt_tokens"
+    # A whole-number float from an SDK dump is that number.
+    assert (
+        one({"provider": "openai", "model": "m", "usage": {"prompt_tokens": 12.0}}).input_tokens
+        == 12
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "provider", "model"),
+    [
+        ({"type": "message", "role": "assistant", "model": "claude-x",
+          "usage": {"input_tokens": 1, "output_tokens": 2}}, "anthropic", "claude-x"),
+        ({"usageMetadata": {"promptTokenCount": 1}, "modelVersion": "gemini-2.5-flash"},
+         "google", "gemini-2.5-flash"),
+        ({"output": {"message": {}}, "usage": {"inputTokens": 1, "outputTokens": 1},
+          "metrics": {"latencyMs": 5}}, "bedrock", None),
+        ({"model": "llama3", "done": True, "prompt_eval_count": 1, "eval_count": 1}, "ollama", "llama3"),
+        ({"object": "chat.completion", "model": "gpt-4o", "usage": {"prompt_tokens": 1}}, "openai", "gpt-4o"),
+        ({"object": "response", "model": "gpt-4.1", "usage": {"input_tokens": 1}}, "openai", "gpt-4.1"),
+        ({"object": "chat.completion", "model": "grok-4", "usage": {"prompt_tokens": 1}}, "xai", "grok-4"),
+        ({"object": "chat.completion", "model": "deepseek-chat",
+          "usage": {"prompt_tokens": 1, "prompt_cache_hit_tokens": 0}}, "deepseek", "deepseek-chat"),
+    ],
+)  # fmt: skip
+def test_the_provider_and_model_are_taken_from_a_whole_response(
+    body: dict[str, Any], provider: str, model: str | None
+) -> None:
+    assert infer_provider(body) == provider
+    event: dict[str, Any] = {"response": body}
+    if model is None:
+        event["model"] = "given"
+    e = one(event)
+    assert (e.provider, e.model) == (provider, model or "given")
+
+
+def test_a_given_provider_wins_over_the_inferred_one() -> None:
+    body = {"object": "chat.completion", "model": "gpt-4o", "usage": {"prompt_tokens": 1}}
+    assert one({"provider": "azure", "response": body}).provider == "azure"
+
+
+def test_a_shape_shared_by_many_providers_still_needs_a_provider() -> None:
+    with pytest.raises(EventError) as err:
+        parse_event({"model": "m", "usage": {"prompt_tokens": 1}}, now=NOW)
+    assert err.value.details[0].field == "provider"
+    assert one({"model": "m", "usage": {"cache_read_input_tokens": 1}}).provider == "anthropic"
+    assert one({"model": "m", "usageMetadata": {"promptTokenCount": 1}}).provider == "google"
+
+
+def test_gemini_sdk_dump_in_snake_case_reads_like_the_rest_api() -> None:
+    dump = {"prompt_token_count": 100, "candidates_token_count": 20, "thoughts_token_count": 5,
+            "cached_content_token_count": 40, "tool_use_prompt_token_count": 3,
+            "prompt_tokens_details": [{"modality": "MediaModality.AUDIO", "token_count": 30}],
+            "candidates_tokens_details": [{"modality": "IMAGE", "token_count": 10}]}  # fmt: skip
+    assert normalise_usage(dump) == counts(
+        input_tokens=103, output_tokens=25, cached_input_tokens=40, reasoning_tokens=5,
+        audio_input_tokens=30, image_output_tokens=10,
+    )  # fmt: skip
+
+
+def test_bedrock_one_hour_cache_writes_from_cache_details() -> None:
+    usage = {"inputTokens": 10, "outputTokens": 5, "cacheReadInputTokens": 100,
+             "cacheWriteInputTokens": 300, "totalTokens": 415,
+             "cacheDetails": [{"ttl": "5m", "inputTokens": 100}, {"ttl": "1h", "inputTokens": 200}]}  # fmt: skip
+    assert normalise_usage(usage) == counts(
+        input_tokens=410, output_tokens=5, cached_input_tokens=100, cache_write_tokens=300,
+        cache_write_1h_tokens=200,
+    )  # fmt: skip
+
+
+def test_anthropic_compaction_iterations_are_added_as_documented() -> None:
+    # Anthropic's compaction docs: the top level leaves out the compaction pass.
+    usage = {"input_tokens": 23000, "output_tokens": 1000, "iterations": [
+        {"type": "compaction", "input_tokens": 180000, "output_tokens": 3500},
+        {"type": "message", "input_tokens": 23000, "output_tokens": 1000}]}  # fmt: skip
+    got = normalise_usage(usage, provider="anthropic")
+    assert (got["input_tokens"], got["output_tokens"]) == (203000, 4500)
+
+
+def test_anthropic_cache_creation_without_the_flat_total() -> None:
+    usage = {"input_tokens": 5, "output_tokens": 1,
+             "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20}}  # fmt: skip
+    assert normalise_usage(usage) == counts(
+        input_tokens=35, output_tokens=1, cache_write_tokens=30, cache_write_1h_tokens=20
+    )
+
+
+def test_a_responses_tier_and_a_groq_tier_are_recorded() -> None:
+    body = {"object": "response", "model": "gpt-4o-mini", "service_tier": "flex",
+            "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
+    assert one({"response": body}).service_tier == "flex"
+    assert one({"provider": "openai", "model": "m", "service_tier": "priority",
+                "usage": {"prompt_tokens": 1}}).service_tier == "priority"  # fmt: skip
+
+
+def test_the_readme_provider_table_lists_every_mapping() -> None:
+    """Each (provider field, our field) pair of every shape module appears in the README."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Provider usage shapes", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        tuple(cell.strip().strip("`") for cell in line.strip("|").split("|"))
+        for line in section.splitlines()
+        if line.startswith("|") and not re.match(r"^\|\s*-", line)
+    }
+    missing = [
+        (shape, source, target)
+        for shape, table in MAPS.items()
+        for source, target in table
+        if (shape, source, target) not in rows
+    ]
+    assert missing == []
