@@ -101,15 +101,13 @@ def test_a_tier_override_prices_that_tier_only() -> None:
     }}}})  # fmt: skip
     flex = book.price(event("openai", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0,
                             service_tier="flex"))  # fmt: skip
-    assert (flex.source, flex.reason, flex.total) == ("override", "", pytest.approx(0.075))
+    assert (flex.source, flex.reason) == ("override", "")
+    assert flex.total == pytest.approx(0.075)
     # A glob without a tier is not that tier's price: batch falls back, approximately.
     batch = book.price(event("openai", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0,
                              service_tier="batch"))  # fmt: skip
-    assert (batch.source, batch.reason, batch.total) == (
-        "override",
-        "unknown_tier",
-        pytest.approx(1.0),
-    )
+    assert (batch.source, batch.reason) == ("override", "unknown_tier")
+    assert batch.total == pytest.approx(1.0)
 
 
 def test_vertex_model_names_with_an_at_sign_are_not_tiers() -> None:
@@ -117,7 +115,8 @@ def test_vertex_model_names_with_an_at_sign_are_not_tiers() -> None:
         {"providers": {"vertex": {"models": {"claude-x@20250101": {"input": 1, "output": 2}}}}}
     )
     cost = book.price(event("vertex", "claude-x@20250101", input_tokens=1_000_000, output_tokens=0))
-    assert (cost.source, cost.reason, cost.total) == ("override", "", pytest.approx(1.0))
+    assert (cost.source, cost.reason) == ("override", "")
+    assert cost.total == pytest.approx(1.0)
 
 
 def test_cost_precedence_event_then_provider_then_override() -> None:
