@@ -168,3 +168,17 @@ def test_the_readme_provider_table_lists_every_mapping() -> None:
         if (shape, source, target) not in rows
     ]
     assert missing == []
+
+
+def test_perplexity_reasoning_and_citations_are_output_and_searches_are_counted() -> None:
+    # Perplexity's usage (as genai-prices' perplexity extractor reads it): reasoning and
+    # citation tokens beside completion_tokens, searches as num_search_queries.
+    usage = {"prompt_tokens": 7, "completion_tokens": 3000, "citation_tokens": 500,
+             "num_search_queries": 20, "reasoning_tokens": 40000}  # fmt: skip
+    e = one({"provider": "perplexity", "model": "sonar-deep-research", "usage": usage})
+    assert (e.input_tokens, e.output_tokens, e.reasoning_tokens, e.web_search_requests) == (
+        7,
+        43500,
+        40000,
+        20,
+    )

@@ -21,7 +21,7 @@ from typing import Any
 from ._common import Counter, Reading, cost_value, sub, tier_value
 
 # Providers whose documentation says reasoning tokens are not in completion_tokens.
-REASONING_OUTSIDE: frozenset[str] = frozenset(("xai", "x-ai", "grok"))
+REASONING_OUTSIDE: frozenset[str] = frozenset(("xai", "x-ai", "grok", "perplexity"))
 
 # Where each count comes from, for the README's mapping table (checked by a test).
 CHAT_MAP: tuple[tuple[str, str], ...] = (
@@ -35,6 +35,8 @@ CHAT_MAP: tuple[tuple[str, str], ...] = (
     ("completion_tokens_details.reasoning_tokens", "reasoning_tokens"),
     ("completion_tokens_details.audio_tokens", "audio_output_tokens"),
     ("completion_tokens_details.image_tokens", "image_output_tokens"),
+    ("reasoning_tokens, citation_tokens (Perplexity)", "added to output_tokens"),
+    ("num_search_queries (Perplexity)", "web_search_requests"),
     ("cost (OpenRouter), cost_in_usd_ticks / 1e10 (xAI)", "provider-reported cost"),
     ("service_tier", "service_tier"),
 )
@@ -98,7 +100,10 @@ def read_chat(
     completion = count(usage, "completion_tokens")
     reasoning = count(completion_d, "reasoning_tokens", cw)
     if not reasoning and "reasoning_tokens" in usage:
-        reasoning = count(usage, "reasoning_tokens")  # xAI's older top-level spelling
+        # xAI's older top-level spelling, and Perplexity's: beside the completion.
+        reasoning = count(usage, "reasoning_tokens")
+    # Perplexity bills citation tokens as output, reported beside completion_tokens.
+    citations = count(usage, "citation_tokens")
     cached = count(prompt_d, "cached_tokens", pw)
     if not cached:
         # DeepSeek reports its cache hits beside the OpenAI fields; xAI once did the same.
@@ -106,9 +111,9 @@ def read_chat(
             usage, "cached_prompt_text_tokens"
         )
     c["input_tokens"] = prompt
-    c["output_tokens"] = completion
-    if _reasoning_outside(usage, prompt, completion, reasoning, provider):
-        c["output_tokens"] = completion + reasoning
+    c["output_tokens"] = completion + citations
+    if _reasoning_outside(usage, prompt, completion + citations, reasoning, provider):
+        c["output_tokens"] += reasoning
         reading.notes.append("reasoning_tokens reported beside completion_tokens; added to output")
     c["cached_input_tokens"] = cached
     c["cache_write_tokens"] = count(prompt_d, "cache_write_tokens", pw)
@@ -117,6 +122,7 @@ def read_chat(
     c["reasoning_tokens"] = reasoning
     c["audio_output_tokens"] = count(completion_d, "audio_tokens", cw)
     c["image_output_tokens"] = count(completion_d, "image_tokens", cw)
+    c["web_search_requests"] = count(usage, "num_search_queries")
     reading.cost_usd = _provider_cost(usage)
     reading.service_tier = tier_value(usage.get("service_tier"))
 
