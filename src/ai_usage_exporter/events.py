@@ -439,33 +439,21 @@ def _build(
         except _Invalid as exc:
             mine.append(exc)
 
-    found = _Found()
+    found: _Found | None = None
     try:
-        counts = _counts(obj, flat, sources, limits, kw.get("provider"), found)
+        if sources:
+            found = _Found()
+            counts = _source_counts(obj, flat, sources, limits, kw.get("provider"), found)
+        else:
+            counts = _flat_counts(obj, flat)
     except _Invalid as exc:
         mine.append(exc)
-    # What a whole response says fills only what the event left out.
-    for name, value in (("provider", found.provider), ("model", found.model)):
-        if name not in kw and value is not None and not any(e.field == name for e in mine):
-            try:
-                kw[name] = _string(name, value, label_max)
-            except _Invalid as exc:
-                mine.append(_Invalid(name, f"(from {found.source}) {exc.message}"))
-    for name in ("provider", "model"):
-        if name not in kw and not any(e.field == name for e in mine):
-            hint = (
-                "; it could not be told from the usage object's shape"
-                if name == "provider" and found.source
-                else ""
-            )
-            mine.append(_Invalid(name, f"is required{hint}"))
-    if "duration_ms" not in kw and found.duration_ms is not None:
-        kw["duration_ms"] = found.duration_ms
-    if "service_tier" not in kw and found.service_tier is not None:
-        kw["service_tier"] = found.service_tier
-    if "provider_cost_usd" not in kw and found.cost_usd is not None:
-        if found.cost_usd <= limits.max_cost_usd:
-            kw["provider_cost_usd"] = found.cost_usd
+    if found is not None:
+        _fill_from(found, kw, mine, limits)
+    elif "provider" not in kw or "model" not in kw:
+        for name in ("provider", "model"):
+            if name not in kw and not any(e.field == name for e in mine):
+                mine.append(_Invalid(name, "is required"))
     if "level" not in kw:
         kw["level"] = "error" if kw.get("status") == "error" else "info"
     if "timestamp" not in kw:
@@ -531,7 +519,32 @@ class _Found:
     cost_usd: float | None = None
 
 
-def _counts(
+def _fill_from(found: _Found, kw: dict[str, Any], mine: list[_Invalid], limits: Limits) -> None:
+    """What a provider object said fills only what the event left out."""
+    for name, value in (("provider", found.provider), ("model", found.model)):
+        if name not in kw and value is not None and not any(e.field == name for e in mine):
+            try:
+                kw[name] = _string(name, value, limits.max_label_length)
+            except _Invalid as exc:
+                mine.append(_Invalid(name, f"(from {found.source}) {exc.message}"))
+    for name in ("provider", "model"):
+        if name not in kw and not any(e.field == name for e in mine):
+            hint = (
+                "; it could not be told from the usage object's shape"
+                if name == "provider" and found.source
+                else ""
+            )
+            mine.append(_Invalid(name, f"is required{hint}"))
+    if "duration_ms" not in kw and found.duration_ms is not None:
+        kw["duration_ms"] = found.duration_ms
+    if "service_tier" not in kw and found.service_tier is not None:
+        kw["service_tier"] = found.service_tier
+    if "provider_cost_usd" not in kw and found.cost_usd is not None:
+        if found.cost_usd <= limits.max_cost_usd:
+            kw["provider_cost_usd"] = found.cost_usd
+
+
+def _source_counts(
     obj: Mapping[str, Any],
     flat: dict[str, int],
     sources: list[str],
@@ -539,50 +552,50 @@ def _counts(
     provider: str | None,
     found: _Found,
 ) -> dict[str, int]:
-    """The counts from flat fields or from `usage`, `usageMetadata` or `response`.
+    """The counts from `usage`, `usageMetadata`, `response` or `stream`.
 
-    Flat fields are checked strictly (a sub-count above its parent is the caller's
-    mistake); a provider's own object is mapped and, if inconsistent, clamped.
+    A provider's own object is mapped and, if inconsistent, clamped (never refused for
+    its arithmetic); flat fields are checked strictly by `_flat_counts`.
     """
     if len(sources) > 1:
         raise _Invalid(
             sources[1],
             f"give one of usage, usageMetadata, response or stream, not {' and '.join(sources)}",
         )
-    if sources and flat:
+    if flat:
         raise _Invalid(
             next(iter(flat)),
             f"give token counts either as flat fields or inside {sources[0]}, not both",
         )
-    if sources:
-        key = sources[0]
-        container = obj[key]
-        found.source = key
-        if key == "stream":
-            if not isinstance(container, list) or not all(
-                isinstance(e, Mapping) for e in container
-            ):
-                raise _Invalid(
-                    key,
-                    f"must be an array of decoded stream events (objects), got {_describe(container)}",
-                )
-        elif not isinstance(container, Mapping):
-            raise _Invalid(key, f"must be a JSON object, got {_describe(container)}")
-        if key == "stream":
-            return _stream_counts(obj, container, limits, provider, found)
-        if key == "response":
-            got = read_response(container, limits.max_tokens, provider)
-            reading = got.reading
-            found.provider = got.provider
-            found.model = got.model
-            found.duration_ms = got.duration_ms
-        else:
-            reading = read_usage(container, key, limits.max_tokens, provider)
-            if provider is None:
-                found.provider = _provider_of_usage(container)
-        found.service_tier = reading.service_tier
-        found.cost_usd = reading.cost_usd
-        return reading.counts
+    key = sources[0]
+    container = obj[key]
+    found.source = key
+    if key == "stream":
+        if not isinstance(container, list) or not all(isinstance(e, Mapping) for e in container):
+            raise _Invalid(
+                key,
+                f"must be an array of decoded stream events (objects), got {_describe(container)}",
+            )
+        return _stream_counts(obj, container, limits, provider, found)
+    if not isinstance(container, Mapping):
+        raise _Invalid(key, f"must be a JSON object, got {_describe(container)}")
+    if key == "response":
+        got = read_response(container, limits.max_tokens, provider)
+        reading = got.reading
+        found.provider = got.provider
+        found.model = got.model
+        found.duration_ms = got.duration_ms
+    else:
+        reading = read_usage(container, key, limits.max_tokens, provider)
+        if provider is None:
+            found.provider = _provider_of_usage(container)
+    found.service_tier = reading.service_tier
+    found.cost_usd = reading.cost_usd
+    return reading.counts
+
+
+def _flat_counts(obj: Mapping[str, Any], flat: dict[str, int]) -> dict[str, int]:
+    """The counts from flat fields; a sub-count above its parent is the caller's mistake."""
     counts = dict.fromkeys(USAGE_FIELDS, 0)
     for name, value in flat.items():
         canonical = TOKEN_ALIASES.get(name)
