@@ -282,7 +282,11 @@ def test_query_summary_errors_point_into_the_inference() -> None:
     )
     assert details == [
         {"index": 0, "field": "inferences[0].prompt_tokens", "message": "must be >= 0, got -1"},
-        {"index": 0, "field": "inferences[1].nodename", "message": "unknown field 'nodename'; did you mean 'node_name'?"},
+        {
+            "index": 0,
+            "field": "inferences[1].nodename",
+            "message": "unknown field 'nodename'; did you mean 'node_name'?",
+        },
     ]
 
 

@@ -159,14 +159,15 @@ def test_an_older_ledger_gains_the_query_columns(ledger_url: str) -> None:
     if ledger_url.startswith("postgresql://"):
         import psycopg
 
-        with psycopg.connect(ledger_url, autocommit=True) as conn:
+        with psycopg.connect(ledger_url, autocommit=True) as pg:
             for c in query_columns:
-                conn.execute(f"ALTER TABLE events DROP COLUMN {c}")
+                pg.execute(f"ALTER TABLE events DROP COLUMN {c}")
     else:
-        with sqlite3.connect(ledger_url) as conn:
-            for c in query_columns:
-                conn.execute(f"ALTER TABLE events DROP COLUMN {c}")
-        conn.close()
+        lite = sqlite3.connect(ledger_url)
+        for c in query_columns:
+            lite.execute(f"ALTER TABLE events DROP COLUMN {c}")
+        lite.commit()
+        lite.close()
 
     reopened = open_ledger(ledger_url, store_text=True)
     try:

@@ -183,18 +183,18 @@ def test_the_line_posted_to_the_sidecar_lands_in_the_ledger(tmp_path: Path) -> N
         r = httpx.post(f"{server.url}/api/usage", json=LINE, timeout=10)
         assert r.status_code == 200, r.text
         assert r.json() == {"accepted": 3, "duplicates": 0}
-    rows = _ledger_rows(db)
+    stored = _ledger_rows(db)
     assert [
-        (r["node"], r["input_tokens"], r["output_tokens"], r["user"], r["query_id"]) for r in rows
+        (r["node"], r["input_tokens"], r["output_tokens"], r["user"], r["query_id"]) for r in stored
     ] == [
         ("manager", 350, 100, "+5491112345001", "abc-123-def"),
         ("researcher", 400, 50, "+5491112345001", "abc-123-def"),
         ("writer", 250, 100, "+5491112345001", "abc-123-def"),
     ]
-    for r in rows:
-        assert (r["query_start"], r["query_end"], r["query_duration_ms"]) == (
+    for row in stored:
+        assert (row["query_start"], row["query_end"], row["query_duration_ms"]) == (
             START,
             START + 5,
             5200.0,
         )
-        assert r["query_text"] == REDACTED_TEXT
+        assert row["query_text"] == REDACTED_TEXT

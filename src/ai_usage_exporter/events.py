@@ -796,9 +796,7 @@ def _summary_totals(
             return [_Invalid("totals", f"must be a JSON object, got {_describe(totals)}")]
         bad = _unknown(totals, frozenset(TOTALS_FIELDS))
         if bad:
-            errors.append(
-                _Invalid(f"totals.{bad[0]}", unknown_fields_message(bad, TOTALS_FIELDS))
-            )
+            errors.append(_Invalid(f"totals.{bad[0]}", unknown_fields_message(bad, TOTALS_FIELDS)))
         claims.extend((f"totals.{k}", k, totals.get(k)) for k in TOTALS_FIELDS)
     claims.append(("total_prompt_tokens", "prompt_tokens", obj.get("total_prompt_tokens")))
     claims.append(
@@ -889,8 +887,8 @@ def _summary_events(
                 merged["idempotency_key"] = base_key
         sub: list[_Invalid] = []
         event = _build(merged, limits, now, sub, assume_utc=True)
-        for exc in sub:
-            errors.append(_Invalid(f"{where}.{exc.field}", exc.message))
+        for problem in sub:
+            errors.append(_Invalid(f"{where}.{problem.field}", problem.message))
         if event is not None:
             events.append(event)
         else:
