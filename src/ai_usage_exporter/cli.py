@@ -205,7 +205,10 @@ def serve(settings: Settings) -> int:
 
 
 def prices(settings: Settings, provider: str | None, models: Sequence[str]) -> int:
-    """Print the rates table; 1 when a model asked for has no price, 2 when nothing was asked."""
+    """Print the rates table; exit 1 when a model asked for has no price.
+
+    With nothing asked and no overrides to list, print what the command can do.
+    """
     book = _price_book(settings)
     pairs = rate_pairs(book, provider, models)
     if not pairs:
@@ -220,7 +223,8 @@ def prices(settings: Settings, provider: str | None, models: Sequence[str]) -> i
         print(_parsers()[1]["prices"].format_help(), end="")
         return 0
     print(describe_rates(book, provider, models, pairs))
-    unknown = [m for p, m in pairs if p == "?" or book.rates(p, m) is None]
+    named = set(models)
+    unknown = [m for p, m in pairs if m in named and (p == "?" or book.rates(p, m) is None)]
     if unknown:
         print(
             f"ai-usage-exporter prices: no price for {', '.join(map(repr, unknown))}: check "
