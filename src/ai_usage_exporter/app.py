@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,8 @@ from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
 from .recorder import Recorder, RecorderBusyError, RecorderClosedError
+from .timeseries import ParamError
+from .timeseries import parse_query as parse_timeseries_query
 
 log = logging.getLogger("ai_usage_exporter.http")
 
@@ -185,6 +188,18 @@ def create_app(
             return error_response(503, str(exc))
         return JSONResponse(view)
 
+    async def api_timeseries(request: Request) -> Response:
+        params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
+        try:
+            query = parse_timeseries_query(params, time.time())
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
+        try:
+            body = await run_in_threadpool(recorder.timeseries, query)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return JSONResponse(body)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -210,6 +225,7 @@ def create_app(
     routes = [
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
+        Route("/api/metrics/timeseries", api_timeseries, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -27,6 +27,8 @@ from .ledger import Ledger, LedgerError, open_ledger
 from .metrics import MetricsState, UsageCollector
 from .pricing import Cost, PriceBook
 from .redact import redact_event
+from .timeseries import TimeseriesQuery
+from .timeseries import build as build_timeseries
 from .views import json_view
 
 log = logging.getLogger("ai_usage_exporter")
@@ -312,6 +314,13 @@ class Recorder:
             version=__version__,
             genai_prices_version=self.prices.genai_prices_version,
         )
+
+    def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
+        """A chart's series from the ledger's time buckets."""
+        rows = self.ledger.bucket_sums(
+            query.step_seconds, query.start, query.end, query.group_by, query.filters
+        )
+        return build_timeseries(query, rows)
 
     def exposition(self) -> bytes:
         """Prometheus text format 0.0.4: our families, then anything else in the registry."""
