@@ -21,6 +21,7 @@ from ..events import ATTRIBUTION_FIELDS, TOKEN_FIELDS, UsageEvent
 from ..pricing import Cost
 from ..rollup import KEY_FIELDS, NANO, STEPS, VALUE_COLUMNS, Delta, RollupKey, aggregate_timed
 from . import buckets
+from .queries import INDEXES, EventQueries
 
 log = logging.getLogger("ai_usage_exporter.ledger")
 
@@ -91,6 +92,22 @@ class Ledger(Protocol):
         group_by: Sequence[str] = (),
         filters: Mapping[str, str] | None = None,
     ) -> list[tuple[Any, ...]]: ...
+    def select_events(
+        self,
+        columns: tuple[str, ...],
+        filters: Mapping[str, str],
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10,
+    ) -> list[dict[str, Any]]: ...
+    def query_sums(
+        self, since: float, until: float, order: str = "cost", limit: int = 10
+    ) -> list[dict[str, Any]]: ...
+    def count_events_before(self, ts: float) -> int: ...
+    def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
+    def delete_buckets_before(self, step: int, ts: float) -> int: ...
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -140,7 +157,7 @@ def event_row(e: UsageEvent, cost: Cost, received_at: float, store_text: bool) -
     )
 
 
-class SQLLedger:
+class SQLLedger(EventQueries):
     """Dialect-neutral ledger; subclasses supply connections and a few SQL words."""
 
     url: str
@@ -186,6 +203,7 @@ class SQLLedger:
             f"  PRIMARY KEY ({', '.join(q(c) for c in KEY_FIELDS)})\n)",
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
             *buckets.schema(self.int_type),
+            *INDEXES,
         ]
 
     def create_schema(self, cur: Any) -> None:
