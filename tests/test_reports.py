@@ -304,3 +304,51 @@ def test_follow_survives_rotation(tmp_path: Path) -> None:
         assert sorted(r["input_tokens"] for r in ledger.events()) == [1, 2, 3, 4, 5]
     finally:
         ledger.close()
+
+
+def test_docs_sql_runs_on_both_databases(tmp_path: Path) -> None:
+    import re
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+
+    blocks = re.findall(
+        r"```sql\n(.*?)```", (Path(__file__).parent.parent / "docs" / "sql.md").read_text(), re.S
+    )
+    assert len(blocks) == 5
+    sqlite_url, base = _both_ledgers(tmp_path)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    pg_url = f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={schema}')}"
+    try:
+        results = []
+        for url in (sqlite_url, pg_url):
+            with Recorder(url) as rec:
+                rec.record_many(SUMMARIES)
+            if url == sqlite_url:
+                import sqlite3
+
+                with sqlite3.connect(url) as lite:
+                    results.append([lite.execute(b).fetchall() for b in blocks])
+            else:
+                with psycopg.connect(url) as conn:
+                    results.append([conn.execute(b).fetchall() for b in blocks])
+        lite_rows, pg_rows = results
+        assert _norm(lite_rows) == _norm(pg_rows)
+        assert len(lite_rows[4]) == 5  # +15550001's five calls
+        assert lite_rows[3][0][0] == "q4"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _norm(blocks: list[list[Any]]) -> list[list[tuple[Any, ...]]]:
+    """Numbers as floats rounded to 1e-9: PostgreSQL sums to Decimal, SQLite to float."""
+    from decimal import Decimal
+
+    def one(v: Any) -> Any:
+        return round(float(v), 9) if isinstance(v, int | float | Decimal) else v
+
+    return [[tuple(one(v) for v in row) for row in rows] for rows in blocks]

@@ -143,7 +143,7 @@ def test_old_ledger_gets_buckets_built_from_its_events(ledger_url: str) -> None:
         import psycopg
 
         with psycopg.connect(ledger_url, autocommit=True) as conn:
-            conn.execute(f"DROP TABLE {TABLE}")
+            conn.execute(f"DROP TABLE {TABLE} CASCADE")
     else:
         with sqlite3.connect(ledger_url) as lite:
             lite.execute(f"DROP TABLE {TABLE}")

@@ -22,6 +22,9 @@ def q(name: str) -> str:
     return f'"{name}"'
 
 
+VIEW_DAILY = "usage_daily"
+
+
 def schema(int_type: str) -> list[str]:
     key_cols = ",\n  ".join(
         [f"step {int_type} NOT NULL", f"bucket {int_type} NOT NULL"]
@@ -31,6 +34,15 @@ def schema(int_type: str) -> list[str]:
     return [
         f"CREATE TABLE IF NOT EXISTS {TABLE} (\n  {key_cols},\n  {value_cols},\n"
         f"  PRIMARY KEY ({', '.join(q(c) for c in BUCKET_KEY)})\n)",
+        # For people writing SQL (docs/sql.md): the day buckets in plain units. Made
+        # anew at every open, so it follows columns a newer version adds.
+        f"DROP VIEW IF EXISTS {VIEW_DAILY}",
+        f"CREATE VIEW {VIEW_DAILY} AS SELECT bucket AS day_start, "
+        + ", ".join(q(c) for c in KEY_FIELDS)
+        + ", requests, "
+        + ", ".join(q(t) for t in TOKEN_FIELDS)
+        + f", input_tokens + output_tokens AS total_tokens, cost_total_nusd / {NANO}.0 AS cost_usd, "
+        f"duration_count, duration_sum_us / 1000.0 AS duration_sum_ms FROM {TABLE} WHERE step = 86400",
     ]
 
 
