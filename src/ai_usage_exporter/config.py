@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .events import Limits
 from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from .pricing import LineLoader
+
+if TYPE_CHECKING:
+    from .gateway.config import GatewayConfig
 
 DEFAULT_PORT = 9478
 DEFAULT_HOST = "127.0.0.1"
@@ -42,12 +45,15 @@ class Settings:
     log_level: str = "info"
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
+    gateway: GatewayConfig | None = None  # the config file's `gateway:` section
+    # Tokens for the gateway's routes; from gateway.client_tokens or the environment.
+    gateway_tokens: tuple[str, ...] = ()
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
-    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated",
+    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "gateway",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -143,6 +149,12 @@ def load_file(path: str) -> dict[str, Any]:
         elif key == "limits":
             sec = _section(value, where, _LIMIT_KEYS)
             out["limits"] = {k: v for k, v in sec.items()}
+        elif key == "gateway":
+            from .gateway.config import parse_gateway
+
+            out["gateway"] = parse_gateway(value, where)
+            if out["gateway"].client_tokens:
+                out["gateway_tokens"] = out["gateway"].client_tokens
     return out
 
 
@@ -186,6 +198,10 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, key in (("WRITE_TOKEN", "write_tokens"), ("READ_TOKEN", "read_tokens")):
         if get(name):
             out[key] = tuple(t.strip() for t in str(get(name)).split(",") if t.strip())
+    for name in ("GATEWAY_TOKENS", "GATEWAY_TOKEN"):
+        if get(name):
+            out["gateway_tokens"] = tuple(t.strip() for t in str(get(name)).split(",") if t.strip())
+            break
     for name in ("ALLOW_UNAUTHENTICATED", "STORE_TEXT"):
         if get(name):
             out[name.lower()] = _bool(get(name), ENV_PREFIX + name)
