@@ -38,7 +38,10 @@ OPENAI_KEY = "sk-proj-openaiTESTKEY0123456789abcdef"
 DEEPSEEK_KEY = "sk-deepseekTESTKEY9876543210fedcba"
 CLIENT_TOKEN = "gw-client-token-1"
 WRITE_TOKEN = "write-token-1"
-CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
+CHAT_BODY: dict[str, Any] = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Say hi"}],
+}
 
 
 @dataclass
