@@ -26,8 +26,9 @@ from _fake_upstream import (
     sse_events,
     without_usage,
 )
-from _server import SampleKey, free_port, scrape, serve_app
+from _server import SampleKey, ServerProcess, free_port, scrape, serve_app
 from ai_usage_exporter.calllog import CallLogger
+from ai_usage_exporter.cli import main
 from ai_usage_exporter.events import UsageEvent
 from ai_usage_exporter.gateway.config import parse_gateway
 from ai_usage_exporter.gateway.proxy import Gateway
@@ -488,3 +489,74 @@ def test_without_include_usage_helper_matches_openai_reference() -> None:
     derived = without_usage(CHAT_STREAM)
     assert b'"usage"' not in derived
     assert len(sse_events(derived)) == len(sse_events(CHAT_STREAM)) - 1
+
+
+# ---------------------------------------------------------------- the serve command
+
+
+def test_serve_with_a_gateway_section_logs_json_lines_without_keys(tmp_path: Path) -> None:
+    with fake_upstream("openai") as up:
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            "gateway:\n"
+            "  upstreams:\n"
+            f"    openai: {{provider: openai, base_url: '{up.url}/v1', api_key_env: OPENAI_API_KEY}}\n"
+        )
+        env = {
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "AI_USAGE_EXPORTER_GATEWAY_TOKEN": CLIENT_TOKEN,
+            "LOG_LEVEL": "debug",
+            "ENABLE_DETAILED_LOGGING": "1",
+        }
+        server = ServerProcess(tmp_path / "s.db", ["--config", str(config)], env)
+        try:
+            with OpenAI(base_url=server.url + "/v1", api_key=CLIENT_TOKEN, max_retries=0) as client:
+                chunks = list(client.chat.completions.create(**CHAT_BODY, stream=True))
+            assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hi, how are you?"
+            assert up.requests[-1]["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if scrape(server.url).get(
+                    (
+                        "ai_tokens_total",
+                        frozenset(
+                            {
+                                "type": "input",
+                                "service": "openai",
+                                "provider": "openai",
+                                "model": "gpt-3.5-turbo-0125",
+                            }.items()
+                        ),
+                    )  # fmt: skip
+                ):
+                    break
+                time.sleep(0.05)
+            server.proc.terminate()
+            output = server.proc.communicate(timeout=30)[0].decode()
+            assert server.proc.returncode == 0
+        finally:
+            server.kill()
+    lines = [orjson.loads(x) for x in output.splitlines() if x.startswith("{")]
+    calls = [x for x in lines if x["msg"] == "gateway call"]
+    assert [(c["level"], c["input_tokens"], c["output_tokens"], c["stream"]) for c in calls] == [
+        ("info", 10, 5, True)
+    ]
+    assert [x["level"] for x in lines if x["msg"] == "gateway call bodies"] == ["debug"]
+    assert OPENAI_KEY not in output
+
+
+def test_serve_refuses_an_open_gateway_off_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AI_USAGE_EXPORTER_WRITE_TOKEN", WRITE_TOKEN)
+    monkeypatch.delenv("AI_USAGE_EXPORTER_GATEWAY_TOKEN", raising=False)
+    monkeypatch.delenv("AI_USAGE_EXPORTER_GATEWAY_TOKENS", raising=False)
+    config = tmp_path / "c.yaml"
+    config.write_text("gateway:\n  upstreams:\n    a: {provider: openai, base_url: 'http://x'}\n")
+    code = main(
+        ["serve", "--host", "0.0.0.0", "--config", str(config), "--db", str(tmp_path / "x.db")]
+    )
+    assert code == 2
+    assert "refusing to serve the gateway on 0.0.0.0 without a client token" in (
+        capsys.readouterr().err
+    )
