@@ -27,7 +27,7 @@ from ..errortypes import CANCELLED, error_type_for_exception, error_type_for_sta
 from ..events import EventError
 from ..recorder import Recorder
 from ..redact import redact_text
-from ._fold import StreamFolder
+from ..shapes.streams import StreamFolder
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .fallback import fallback_reason_for_exception, fallback_reason_for_status
 from .metrics import FallbackCounter

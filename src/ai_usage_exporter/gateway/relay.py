@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import anyio
 import httpx
-import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ._fold import StreamFolder
+from ..shapes.streams import StreamFolder
 from .sse import SSEFramer, data_of
 
 
@@ -67,15 +66,10 @@ class StreamRelay(Response):
         folder = self._outcome.folder
         for block in blocks:
             data = data_of(block)
-            if data is not None and data[:1] == b"{":
-                try:
-                    event = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    event = None
-                if isinstance(event, dict):
-                    folder.add(event)
-                    if self._strip and folder.is_usage_only(event):
-                        continue
+            if data is not None:
+                event = folder.add_data(data)
+                if self._strip and isinstance(event, dict) and folder.is_usage_only(event):
+                    continue
             keep.append(block)
         return keep
 
