@@ -29,7 +29,7 @@ from _fake_upstream import (
 from _server import SampleKey, ServerProcess, free_port, scrape, serve_app
 from ai_usage_exporter.calllog import CallLogger
 from ai_usage_exporter.cli import main
-from ai_usage_exporter.events import UsageEvent
+from ai_usage_exporter.events import Limits, UsageEvent
 from ai_usage_exporter.gateway.config import parse_gateway
 from ai_usage_exporter.gateway.proxy import Gateway
 from ai_usage_exporter.pricing import PriceBook
@@ -389,6 +389,15 @@ def test_client_error_is_served_not_retried(sidecar: Sidecar) -> None:
     )
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "model: expected a non-empty string, got 5"
+    sidecar.recorder.limits = Limits(max_body_bytes=100)
+    r = httpx.post(
+        sidecar.url + "/v1/chat/completions",
+        json={**CHAT_BODY, "messages": [{"role": "user", "content": "x" * 200}]},
+        headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+    )
+    assert (r.status_code, r.json()["error"]["message"]) == (
+        413, "request body exceeds 100 bytes",
+    )  # fmt: skip
     assert sidecar.openai.requests == [] and sidecar.rows() == []
 
 

@@ -149,9 +149,15 @@ class Gateway:
         self, request: Request, route: RouteConfig, operation: str
     ) -> _Call | Response:
         limit = self.recorder.limits.max_body_bytes
-        body = await request.body()
-        if len(body) > limit:
-            return gateway_error(413, f"request body exceeds {limit} bytes", code="too_large")
+        chunks: list[bytes] = []
+        size = 0
+        # Read as it comes, so an oversized body is refused without being held whole.
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return gateway_error(413, f"request body exceeds {limit} bytes", code="too_large")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
