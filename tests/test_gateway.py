@@ -6,7 +6,7 @@ import io
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -280,8 +280,13 @@ def test_embeddings_and_models(sidecar: Sidecar) -> None:
     assert result.usage.prompt_tokens == 8
     (row,) = sidecar.rows(1)
     assert (row["operation"], row["input_tokens"], row["output_tokens"]) == ("embeddings", 8, 0)
-    # /v1/models proxies the default route's first upstream.
+    # /v1/models proxies the default route's first upstream...
     assert [m.id for m in client.models.list()] == ["openai-model"]
+    # ...or merges every upstream of the default route, skipping one that is down.
+    sidecar.gateway.config = replace(sidecar.gateway.config, models_endpoint="aggregate")
+    assert [m.id for m in client.models.list()] == ["openai-model", "deepseek-model"]
+    sidecar.openai.mode = "500"
+    assert [m.id for m in client.models.list()] == ["deepseek-model"]
 
 
 # ---------------------------------------------------------------- fallback
