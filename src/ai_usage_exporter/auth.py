@@ -9,7 +9,9 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 WRITE_PATHS = frozenset(("/api/usage",))
-READ_PATHS = frozenset(("/api/metrics", "/metrics"))
+READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/metrics/timeseries"))
+# Every path under these is read-protected too (one route per report).
+READ_PREFIXES = ("/api/reports/",)
 # The gateway's routes (see gateway.routes) take their own client tokens.
 GATEWAY_PREFIXES = ("/v1/", "/api/ai/")
 
@@ -51,7 +53,7 @@ class BearerAuthMiddleware:
             self.write_tokens
             if path in WRITE_PATHS
             else self.read_tokens
-            if path in READ_PATHS
+            if path in READ_PATHS or path.startswith(READ_PREFIXES)
             else self.gateway_tokens
             if path.startswith(GATEWAY_PREFIXES)
             else None
