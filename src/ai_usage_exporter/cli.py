@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -24,6 +25,7 @@ from .config import (
     is_loopback,
     resolve,
 )
+from .gateway.config import read_keys
 from .ledger import LedgerError
 from .logs import UsageLog
 from .pricing import PriceBook, PriceConfigError, describe_rates, rate_pairs
@@ -34,6 +36,11 @@ UNAUTHENTICATED_REFUSAL = (
     "refusing to listen on {host} without a write token: anyone who can reach it could "
     "write usage. Set AI_USAGE_EXPORTER_WRITE_TOKEN (and READ_TOKEN), or pass "
     "--allow-unauthenticated if the network is trusted."
+)
+GATEWAY_UNAUTHENTICATED_REFUSAL = (
+    "refusing to serve the gateway on {host} without a client token: anyone who can reach it "
+    "could spend the provider keys. Set gateway.client_tokens or AI_USAGE_EXPORTER_GATEWAY_TOKEN, "
+    "or pass --allow-unauthenticated if the network is trusted."
 )
 
 
@@ -162,6 +169,18 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if (
+        settings.gateway is not None
+        and not settings.gateway_tokens
+        and not settings.allow_unauthenticated
+        and not is_loopback(settings.host)
+    ):
+        print(
+            f"ai-usage-exporter: {GATEWAY_UNAUTHENTICATED_REFUSAL.format(host=settings.host)}",
+            file=sys.stderr,
+        )
+        return 2
+    keys = read_keys(settings.gateway, os.environ) if settings.gateway is not None else {}
     recorder = Recorder(
         settings.db,
         prices=_price_book(settings),
@@ -182,8 +201,32 @@ def serve(settings: Settings) -> int:
         recorder.ledger.url,
         recorder.rebuild_seconds,
     )
+    gateway = None
+    if settings.gateway is not None:
+        from .calllog import CallLogger
+        from .gateway.proxy import Gateway
+
+        gateway = Gateway(
+            settings.gateway,
+            recorder,
+            keys=keys,
+            logger=CallLogger.from_env(
+                os.environ,
+                default_level=settings.log_level,
+                secrets=[k for k in keys.values() if k],
+            ),
+        )
+        log.info(
+            "gateway: routes %s, default %s",
+            ", ".join(settings.gateway.routes),
+            settings.gateway.default_route,
+        )
     app = recorder.app(
-        write_tokens=settings.write_tokens, read_tokens=settings.read_tokens, close_recorder=True
+        write_tokens=settings.write_tokens,
+        read_tokens=settings.read_tokens,
+        close_recorder=True,
+        gateway=gateway,
+        gateway_tokens=settings.gateway_tokens,
     )
     config = uvicorn.Config(
         app,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .events import Limits
 from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from .pricing import LineLoader
+
+if TYPE_CHECKING:
+    from .gateway.config import GatewayConfig
 
 DEFAULT_PORT = 9478
 DEFAULT_HOST = "127.0.0.1"
@@ -56,13 +59,16 @@ class Settings:
     usage_log: str | None = None
     usage_log_max_bytes: int = 100 * 1024 * 1024
     usage_log_backups: int = 5
+    gateway: GatewayConfig | None = None  # the config file's `gateway:` section
+    # Tokens for the gateway's routes; from gateway.client_tokens or the environment.
+    gateway_tokens: tuple[str, ...] = ()
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated",
-    "retention", "timeseries", "usage_log",
+    "retention", "timeseries", "usage_log", "gateway",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -181,6 +187,12 @@ def load_file(path: str) -> dict[str, Any]:
                 )
             if "backups" in sec:
                 out["usage_log_backups"] = _int(sec["backups"], _where(path, value, "backups"), 0)
+        elif key == "gateway":
+            from .gateway.config import parse_gateway
+
+            out["gateway"] = parse_gateway(value, where)
+            if out["gateway"].client_tokens:
+                out["gateway_tokens"] = out["gateway"].client_tokens
     return out
 
 
@@ -280,6 +292,10 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             value = _secret_file(file_path, f"{ENV_PREFIX}{name}_FILE")
         if value:
             out[key] = tuple(t.strip() for t in value.split(",") if t.strip())
+    for name in ("GATEWAY_TOKENS", "GATEWAY_TOKEN"):
+        if get(name):
+            out["gateway_tokens"] = tuple(t.strip() for t in str(get(name)).split(",") if t.strip())
+            break
     for name in ("ALLOW_UNAUTHENTICATED", "STORE_TEXT"):
         if get(name):
             out[name.lower()] = _bool(get(name), ENV_PREFIX + name)
