@@ -194,6 +194,9 @@ def _old_schema_ledger(url: str) -> None:
         cur.execute(f'ALTER TABLE events DROP COLUMN "{c}"')
     for c in _NEW_ROLLUP_COLUMNS:
         cur.execute(f'ALTER TABLE rollup DROP COLUMN "{c}"')
+    # A ledger from before time buckets: they are rebuilt from the events at open.
+    cur.execute("DROP VIEW IF EXISTS usage_daily")
+    cur.execute("DROP TABLE rollup_buckets")
     conn.commit()
     ledger.close()
     assert set(_NEW_EVENT_COLUMNS) <= set(EVENT_COLUMNS)
@@ -246,9 +249,58 @@ def test_a_ledger_without_the_new_token_kinds_is_migrated_at_open(ledger_url: st
             "unknown_tier",
             15,
         )
+        conn = ledger._write_conn()  # type: ignore[attr-defined]
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT sum(requests), sum(input_tokens), sum(unpriced), sum(unknown_tier), "
+            "sum(image_output_tokens), sum(web_search_requests) FROM rollup_buckets WHERE step = 60"
+        )
+        # Rebuilt from the two old events, then the new one added live.
+        assert tuple(int(v) for v in cur.fetchone()) == (3, 14, 1, 1, 15, 2)
+        conn.rollback()
         widths = {len(v) for _, v in ledger.load_rollup()}
         from ai_usage_exporter.rollup import VALUE_COLUMNS
 
         assert widths == {len(VALUE_COLUMNS)}
     finally:
         ledger.close()
+
+
+def test_an_older_ledger_gains_the_query_columns(ledger_url: str) -> None:
+    """A ledger made before the query columns existed gets them at open, on both dialects."""
+    query_columns = ("query_start", "query_end", "query_duration_ms", "query_text")
+    ledger = open_ledger(ledger_url)
+    ledger.write([_priced(1, "before")], received_at=1.0)
+    ledger.close()
+    if ledger_url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(ledger_url, autocommit=True) as pg:
+            for c in query_columns:
+                pg.execute(f"ALTER TABLE events DROP COLUMN {c}")
+    else:
+        lite = sqlite3.connect(ledger_url)
+        for c in query_columns:
+            lite.execute(f"ALTER TABLE events DROP COLUMN {c}")
+        lite.commit()
+        lite.close()
+
+    reopened = open_ledger(ledger_url, store_text=True)
+    try:
+        event, cost = _priced(2, "after")
+        event.query_start, event.query_end = 1_768_923_000.0, 1_768_923_005.0
+        event.query_duration_ms, event.query_text = 5200.0, "hola"
+        reopened.write([(event, cost)], received_at=2.0)
+        rows = [{c: r[c] for c in ("idempotency_key", *query_columns)} for r in reopened.events()]
+    finally:
+        reopened.close()
+    assert rows == [
+        {"idempotency_key": "before", **dict.fromkeys(query_columns)},
+        {
+            "idempotency_key": "after",
+            "query_start": 1_768_923_000.0,
+            "query_end": 1_768_923_005.0,
+            "query_duration_ms": 5200.0,
+            "query_text": "hola",
+        },
+    ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -14,13 +15,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .auth import BearerAuthMiddleware
 from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
 from .recorder import Recorder, RecorderBusyError, RecorderClosedError
+from .reports import REPORTS, build_report, render_csv, window
+from .timeseries import ParamError
+from .timeseries import parse_query as parse_timeseries_query
+
+if TYPE_CHECKING:
+    from .gateway.proxy import Gateway
 
 log = logging.getLogger("ai_usage_exporter.http")
 
@@ -98,8 +105,13 @@ def create_app(
     write_tokens: Sequence[str] = (),
     read_tokens: Sequence[str] = (),
     close_recorder: bool = False,
+    gateway: Gateway | None = None,
+    gateway_tokens: Sequence[str] = (),
 ) -> Starlette:
-    """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it."""
+    """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it.
+
+    With a `gateway`, its OpenAI-compatible routes are served too, behind `gateway_tokens`.
+    """
     limits = recorder.limits
 
     async def post_usage(request: Request) -> Response:
@@ -185,6 +197,57 @@ def create_app(
             return error_response(503, str(exc))
         return JSONResponse(view)
 
+    async def api_timeseries(request: Request) -> Response:
+        params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
+        try:
+            query = parse_timeseries_query(params, time.time())
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
+        try:
+            body = await run_in_threadpool(recorder.timeseries, query)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return JSONResponse(body)
+
+    async def api_report(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in REPORTS:
+            return error_response(404, f"no report {name!r}; reports: {', '.join(REPORTS)}")
+        params = request.query_params
+        for key in params.keys():
+            if key not in ("since", "until", "format", "workflow", "limit"):
+                return error_response(
+                    400, f"unknown parameter {key!r}; known: format, limit, since, until, workflow"
+                )
+            if len(params.getlist(key)) > 1:
+                return error_response(400, f"give {key} once, got {params.getlist(key)!r}")
+        fmt = params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            return error_response(400, f"format: must be json or csv, got {fmt!r}")
+        raw_limit = params.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+            return error_response(
+                400, f"limit must be an integer from 1 to 10000, got {raw_limit!r}"
+            )
+        try:
+            w = window(params.get("since"), params.get("until"), time.time())
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
+        try:
+            body = await run_in_threadpool(
+                build_report, recorder.ledger, name, w,
+                workflow=params.get("workflow"), limit=int(raw_limit),
+            )  # fmt: skip
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        if fmt == "csv":
+            return Response(
+                render_csv(body),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+            )
+        return JSONResponse(body)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -203,18 +266,26 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if gateway is not None:
+            await gateway.aclose()
         if close_recorder:
             # In-flight requests have finished (uvicorn waits for them); commit the rest.
             await run_in_threadpool(recorder.close)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
+        Route("/api/metrics/timeseries", api_timeseries, methods=["GET"]),
+        Route("/api/reports/{name}", api_report, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
+    if gateway is not None:
+        from .gateway.routes import gateway_routes
+
+        routes.extend(gateway_routes(gateway))
     # With no token configured every path is open, and the middleware would only cost
     # a hop per request.
     middleware = (
@@ -223,10 +294,11 @@ def create_app(
                 BearerAuthMiddleware,
                 write_tokens=list(write_tokens),
                 read_tokens=list(read_tokens),
+                gateway_tokens=list(gateway_tokens),
                 on_reject=lambda: recorder.count_rejected("unauthorized"),
             )
         ]
-        if write_tokens or read_tokens
+        if write_tokens or read_tokens or gateway_tokens
         else []
     )
     return Starlette(

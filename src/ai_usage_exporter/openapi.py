@@ -5,8 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .events import ATTRIBUTION_FIELDS, LEVELS, STATUSES, TOKEN_ALIASES, USAGE_FIELDS, Limits
+from .events import (
+    ATTRIBUTION_FIELDS,
+    LEVEL_ALIASES,
+    LEVELS,
+    STATUSES,
+    TOKEN_ALIASES,
+    USAGE_FIELDS,
+    Limits,
+)
+from .rollup import STEPS
 from .shapes import STREAM_FORMATS
+from .timeseries import DIMENSIONS, MAX_LIMIT, STATS, UNITS
 
 
 def _event_schema(limits: Limits) -> dict[str, Any]:
@@ -34,7 +44,11 @@ def _event_schema(limits: Limits) -> dict[str, Any]:
         "ttft_ms": ms,
         "status": {"type": "string", "enum": list(STATUSES), "default": "ok"},
         "error_type": label,
-        "level": {"type": "string", "enum": list(LEVELS)},
+        "level": {
+            "type": "string",
+            "enum": [*LEVELS, *LEVEL_ALIASES],
+            "description": "warning is read as warn",
+        },
         **{name: text for name in ATTRIBUTION_FIELDS},
         "idempotency_key": label,
         "timestamp": {
@@ -54,6 +68,21 @@ def _event_schema(limits: Limits) -> dict[str, Any]:
         "response_text": {
             "type": "string",
             "description": "stored only when the operator enables it",
+        },
+        "query_start": {
+            "type": "string",
+            "format": "date-time",
+            "description": "when the user query this call served started (RFC 3339)",
+        },
+        "query_end": {
+            "type": "string",
+            "format": "date-time",
+            "description": "when that query ended (RFC 3339)",
+        },
+        "query_duration_ms": {**ms, "description": "that query's duration"},
+        "query_text": {
+            "type": "string",
+            "description": "that query's text; stored only when the operator enables it",
         },
         "usage": {
             "type": "object",
@@ -198,6 +227,30 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/metrics/timeseries": {
+                "get": {
+                    "summary": "Series per time bucket (minute, hour or day) from the ledger, for charts.",
+                    "security": bearer,
+                    "parameters": [
+                        _query("metric", {"type": "string", "enum": list(UNITS)}),
+                        _query("by", {"type": "string", "enum": list(DIMENSIONS)}),
+                        _query("step", {"type": "string", "enum": list(STEPS)}),
+                        _query("stat", {"type": "string", "enum": list(STATS)}),
+                        _query("from", {"type": "string"}),
+                        _query("to", {"type": "string"}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "timestamps (every bucket start) and one value list per series",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": _error("bad query parameter"),
+                        "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus text exposition (OpenMetrics when the Accept header asks).",
@@ -229,3 +282,7 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema}
