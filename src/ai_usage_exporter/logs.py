@@ -25,12 +25,12 @@ from typing import IO, Any
 import orjson
 
 from .config import Settings
-from .events import EVENT_FIELDS, TOKEN_ALIASES, TOKEN_FIELDS, EventError, UsageEvent, event_fields
+from .events import EVENT_FIELDS, TOKEN_ALIASES, USAGE_FIELDS, EventError, UsageEvent, event_fields
 
 BATCH_LINES = 5000
 MAX_REJECTS_SHOWN = 20
-_INT_FIELDS = frozenset((*TOKEN_FIELDS, *TOKEN_ALIASES, "total_tokens"))
-_FLOAT_FIELDS = frozenset(("duration_ms", "ttft_ms", "cost_usd"))
+_INT_FIELDS = frozenset((*USAGE_FIELDS, *TOKEN_ALIASES, "total_tokens"))
+_FLOAT_FIELDS = frozenset(("duration_ms", "ttft_ms", "cost_usd", "provider_cost_usd"))
 
 
 @dataclass
