@@ -19,6 +19,7 @@ from starlette.routing import Route
 from .auth import BearerAuthMiddleware
 from .events import EventError
 from .ledger import LedgerError
+from .ledger.base import SCOPES
 from .openapi import openapi_document
 from .recorder import Recorder, RecorderBusyError, RecorderClosedError
 
@@ -177,13 +178,24 @@ def create_app(
             return error_response(
                 400, f"limit must be an integer from 1 to 10000, got {raw_limit!r}"
             )
+        scopes = request.query_params.getlist("scope")
+        scope = scopes[0] if len(scopes) == 1 else "instance" if not scopes else ",".join(scopes)
+        if scope not in SCOPES:
+            return error_response(400, f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         if fmt == "prometheus":
-            return await exposition(request)
+            return await (fleet_exposition(request) if scope == "fleet" else exposition(request))
         try:
-            view = await run_in_threadpool(recorder.view, int(raw_limit))
+            view = await run_in_threadpool(recorder.view, int(raw_limit), scope)
         except LedgerError as exc:
             return error_response(503, str(exc))
         return JSONResponse(view)
+
+    async def fleet_exposition(request: Request) -> Response:
+        try:
+            body = await run_in_threadpool(recorder.fleet_exposition)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return Response(body, media_type=PROMETHEUS_TEXT)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -211,6 +223,7 @@ def create_app(
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),
+        Route("/metrics/fleet", fleet_exposition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -9,7 +9,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 WRITE_PATHS = frozenset(("/api/usage",))
-READ_PATHS = frozenset(("/api/metrics", "/metrics"))
+READ_PATHS = frozenset(("/api/metrics", "/metrics", "/metrics/fleet"))
 
 MISSING_TOKEN = "this endpoint needs an Authorization: Bearer <token> header"
 WRONG_TOKEN = "the bearer token is not valid for this endpoint"

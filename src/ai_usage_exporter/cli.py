@@ -1,4 +1,5 @@
-"""Command line: `serve` runs the sidecar; `prices` shows resolved rates."""
+"""Command line: `serve` runs the sidecar; `prices` shows resolved rates; `instances`
+and `retire-instance` look after the sidecars sharing one ledger."""
 
 from __future__ import annotations
 
@@ -63,10 +64,27 @@ def _parser() -> argparse.ArgumentParser:
         "--ssl-certfile", help="TLS certificate (PEM) (env AI_USAGE_EXPORTER_SSL_CERTFILE)"
     )
     s.add_argument(
+        "--instance",
+        help="this sidecar's name in a shared ledger (default: POD_NAME, HOSTNAME or the "
+        "host name; env AI_USAGE_EXPORTER_INSTANCE)",
+    )
+    s.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log level (default info)",
     )
+
+    ins = sub.add_parser(
+        "instances", help="list the instances with rows in the ledger, with their requests"
+    )
+    rt = sub.add_parser(
+        "retire-instance",
+        help="move a gone sidecar's rollup rows into the fleet-wide __retired__ instance",
+    )
+    rt.add_argument("name", help="the instance to retire (see `instances`)")
+    for cmd in (ins, rt):
+        cmd.add_argument("--db", help="the shared ledger's URL (env AI_USAGE_EXPORTER_DB)")
+        cmd.add_argument("--config", help="YAML config file (env AI_USAGE_EXPORTER_CONFIG)")
 
     pr = sub.add_parser("prices", help="print resolved per-1M-token rates and where they come from")
     pr.add_argument("--provider", help="provider name, e.g. openai, anthropic, azure")
@@ -107,10 +125,12 @@ def serve(settings: Settings) -> int:
         extra_labels=settings.extra_labels,
         store_text=settings.store_text,
         synchronous=settings.synchronous,
+        instance=settings.instance,
     )
     log.info(
-        "ledger %s: counters rebuilt from the rollup in %.3f s",
+        "ledger %s: counters of instance %r rebuilt from the rollup in %.3f s",
         recorder.ledger.url,
+        recorder.instance,
         recorder.rebuild_seconds,
     )
     app = recorder.app(
@@ -143,9 +163,36 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def instances(settings: Settings, retire: str | None) -> int:
+    """List the ledger's instances, or retire one; a tool's connection adopts nothing."""
+    from .ledger import open_ledger
+
+    ledger = open_ledger(settings.db)
+    try:
+        if retire is not None:
+            moved = ledger.retire_instance(retire)
+            if not moved:
+                known = ", ".join(repr(n) for n in ledger.instances()) or "none"
+                print(
+                    f"ai-usage-exporter: instance {retire!r} has no rows in {ledger.url}; "
+                    f"known: {known}",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"retired {retire!r}: {moved} rollup rows moved into '__retired__'")
+            return 0
+        for name, requests in ledger.instances().items():
+            print(f"{name or '(unassigned)'}\t{requests}")
+        return 0
+    finally:
+        ledger.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "models", "provider")}
+    flags = {
+        k: v for k, v in vars(args).items() if k not in ("command", "models", "provider", "name")
+    }
     logging.basicConfig(
         level=(flags.get("log_level") or "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -155,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prices":
             print(describe_rates(_price_book(settings), args.provider, args.models))
             return 0
+        if args.command in ("instances", "retire-instance"):
+            return instances(settings, args.name if args.command == "retire-instance" else None)
         return serve(settings)
     except (ConfigError, PriceConfigError, LedgerError) as exc:
         print(f"ai-usage-exporter: {exc}", file=sys.stderr)

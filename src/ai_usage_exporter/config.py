@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -12,6 +13,7 @@ import yaml
 from .events import Limits
 from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from .pricing import LineLoader
+from .rollup import check_instance
 
 DEFAULT_PORT = 9478
 DEFAULT_HOST = "127.0.0.1"
@@ -42,12 +44,13 @@ class Settings:
     log_level: str = "info"
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
+    instance: str | None = None  # None: default_instance() when the sidecar starts
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
-    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated",
+    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -115,7 +118,7 @@ def load_file(path: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{where}: unknown setting {key!r}; known: {', '.join(sorted(_FILE_KEYS))}"
             )
-        if key in ("host", "db", "prices_file", "log_level", "synchronous"):
+        if key in ("host", "db", "prices_file", "log_level", "synchronous", "instance"):
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
             out[key] = value
@@ -176,7 +179,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     def get(name: str) -> str | None:
         return environ.get(ENV_PREFIX + name)
 
-    for name in ("HOST", "DB", "CONFIG", "LOG_LEVEL", "SYNCHRONOUS"):
+    for name in ("HOST", "DB", "CONFIG", "LOG_LEVEL", "SYNCHRONOUS", "INSTANCE"):
         if get(name):
             out[name.lower()] = get(name)
     if get("PRICES"):
@@ -220,7 +223,26 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         raise ConfigError(f"synchronous must be full or normal, got {settings.synchronous!r}")
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be 0..65535, got {settings.port}")
+    if settings.instance is not None:
+        try:
+            check_instance(settings.instance)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return settings
+
+
+def default_instance(environ: Mapping[str, str] | None = None) -> str:
+    """The sidecar's name when none is set: the pod name in Kubernetes, else the host name.
+
+    Kubernetes sets HOSTNAME to the pod name; POD_NAME is the conventional variable a
+    manifest fills from the downward API (metadata.name) and wins when present.
+    """
+    env = os.environ if environ is None else environ
+    for name in ("POD_NAME", "HOSTNAME"):
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return socket.gethostname()
 
 
 def is_loopback(host: str) -> bool:

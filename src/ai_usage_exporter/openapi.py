@@ -169,6 +169,14 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
                         },
+                        {
+                            "name": "scope",
+                            "in": "query",
+                            "description": "instance (default): this sidecar's events; "
+                            "fleet: every sidecar sharing the ledger (with format=prometheus, "
+                            "the ai_fleet_* gauges)",
+                            "schema": {"type": "string", "enum": ["instance", "fleet"]},
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -194,6 +202,20 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
                         "401": _error("missing or wrong bearer token"),
+                    },
+                }
+            },
+            "/metrics/fleet": {
+                "get": {
+                    "summary": "Fleet-wide totals from the shared ledger as ai_fleet_* gauges.",
+                    "security": bearer,
+                    "responses": {
+                        "200": {
+                            "description": "exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
                     },
                 }
             },

@@ -22,9 +22,10 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 
 from . import __version__
+from .config import default_instance
 from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
 from .ledger import Ledger, LedgerError, open_ledger
-from .metrics import MetricsState, UsageCollector
+from .metrics import MetricsState, UsageCollector, render_fleet
 from .pricing import Cost, PriceBook
 from .redact import redact_event
 from .views import json_view
@@ -87,14 +88,21 @@ class Recorder:
         synchronous: str = "full",
         max_batch_events: int = 20_000,
         max_pending_events: int = 200_000,
+        instance: str | None = None,
     ) -> None:
         self.limits = limits
         self.prices = prices if prices is not None else PriceBook()
         self.ledger: Ledger = (
-            open_ledger(db, synchronous=synchronous, store_text=store_text)
+            open_ledger(
+                db,
+                synchronous=synchronous,
+                store_text=store_text,
+                instance=instance if instance is not None else default_instance(),
+            )
             if isinstance(db, str)
             else db
         )
+        self.instance = self.ledger.instance
         self.store_text = store_text
         self.state = MetricsState(
             label_caps=label_caps,
@@ -302,16 +310,29 @@ class Recorder:
     def count_rejected(self, reason: str, n: int = 1) -> None:
         self.state.count_rejected(reason, n)
 
-    def view(self, limit: int = 100) -> dict[str, Any]:
-        """The JSON view: totals and breakdowns from the ledger's rollup."""
-        return json_view(
-            summary=self.ledger.summary(limit),
+    def view(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
+        """The JSON view: totals and breakdowns from the ledger's rollup.
+
+        `scope` "instance" (the default) covers the events this sidecar committed, the
+        same as its counters; "fleet" covers every sidecar sharing the ledger.
+        """
+        view = json_view(
+            summary=self.ledger.summary(limit, scope),
             exporter=self.state.exporter,
             started_at=self.started_at,
             now=time.time(),
             version=__version__,
             genai_prices_version=self.prices.genai_prices_version,
         )
+        view["scope"] = scope
+        view["exporter"]["instance"] = self.instance
+        if scope == "fleet":
+            view["instances"] = self.ledger.instances()
+        return view
+
+    def fleet_exposition(self) -> bytes:
+        """Fleet-wide totals from the ledger as `ai_fleet_*` gauges (text format 0.0.4)."""
+        return render_fleet(self.ledger.fleet_totals()).encode()
 
     def exposition(self) -> bytes:
         """Prometheus text format 0.0.4: our families, then anything else in the registry."""

@@ -3,6 +3,10 @@
 One write is one transaction: drop events whose idempotency_key is already stored
 (or repeated earlier in the batch), insert the rest, and add their rollup deltas to
 the rollup table. The caller updates counters only after that commit returns.
+
+Every ledger belongs to an *instance* (a sidecar's name): its event rows carry it and
+its rollup rows are keyed by it, so several sidecars can share one PostgreSQL
+database while each rebuilds its counters from its own rows only.
 """
 
 from __future__ import annotations
@@ -18,12 +22,24 @@ import orjson
 
 from ..events import ATTRIBUTION_FIELDS, TOKEN_FIELDS, UsageEvent
 from ..pricing import Cost
-from ..rollup import KEY_FIELDS, NANO, VALUE_COLUMNS, Delta, RollupKey, aggregate
+from ..rollup import (
+    INSTANCE,
+    KEY_FIELDS,
+    NANO,
+    RETIRED_INSTANCE,
+    UNASSIGNED_INSTANCE,
+    VALUE_COLUMNS,
+    Delta,
+    RollupKey,
+    aggregate,
+    check_instance,
+)
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "idempotency_key",
     "ts",
     "received_at",
+    INSTANCE,
     "provider",
     "model",
     "operation",
@@ -51,6 +67,14 @@ _REAL_COLUMNS = frozenset(
 Priced = tuple[UsageEvent, Cost]
 
 # Breakdowns of the JSON view: name -> the rollup columns grouped by.
+SCOPES = ("instance", "fleet")
+
+# Tables whose rows are per instance: name -> (key columns after `instance`, value
+# columns). Adopting or retiring an instance moves its rows in every one of them.
+PER_INSTANCE_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "rollup": (KEY_FIELDS, VALUE_COLUMNS),
+}
+
 BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "by_service": ("service",),
     "by_model": ("provider", "model"),
@@ -72,10 +96,14 @@ class WriteResult:
 
 class Ledger(Protocol):
     url: str
+    instance: str
 
     def write(self, priced: Sequence[Priced], received_at: float) -> WriteResult: ...
     def load_rollup(self) -> Iterator[tuple[RollupKey, Delta]]: ...
-    def summary(self, limit: int = 100) -> dict[str, Any]: ...
+    def summary(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]: ...
+    def fleet_totals(self) -> dict[str, Any]: ...
+    def instances(self) -> dict[str, int]: ...
+    def retire_instance(self, name: str) -> int: ...
     def check_writable(self) -> None: ...
     def count_events(self) -> int: ...
     def events(self) -> list[dict[str, Any]]: ...
@@ -87,11 +115,14 @@ def q(name: str) -> str:
     return f'"{name}"'
 
 
-def event_row(e: UsageEvent, cost: Cost, received_at: float, store_text: bool) -> tuple[Any, ...]:
+def event_row(
+    e: UsageEvent, cost: Cost, received_at: float, store_text: bool, instance: str
+) -> tuple[Any, ...]:
     return (
         e.idempotency_key,
         e.timestamp,
         received_at,
+        instance,
         e.provider,
         e.model,
         e.operation,
@@ -137,40 +168,56 @@ class SQLLedger:
     real_type = "REAL"
     id_column = "id INTEGER PRIMARY KEY"
     store_text: bool = False
+    instance: str = ""
 
-    def __init__(self) -> None:
+    def __init__(self, instance: str | None) -> None:
+        try:
+            self.instance = check_instance(instance)
+        except ValueError as exc:
+            raise LedgerError(str(exc)) from None
+        self._adopts = instance is not None
         self._read_lock = threading.Lock()
         self._insert_cache: dict[
             tuple[bool, ...], tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]
         ] = {}
         ph = self.placeholder
-        all_cols = (*KEY_FIELDS, *VALUE_COLUMNS)
+        all_cols = (INSTANCE, *KEY_FIELDS, *VALUE_COLUMNS)
         updates = ", ".join(f"{q(c)} = rollup.{q(c)} + excluded.{q(c)}" for c in VALUE_COLUMNS)
         self._upsert_sql = (
             f"INSERT INTO rollup ({', '.join(q(c) for c in all_cols)}) "
             f"VALUES ({', '.join([ph] * len(all_cols))}) "
-            f"ON CONFLICT ({', '.join(q(c) for c in KEY_FIELDS)}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({', '.join(q(c) for c in (INSTANCE, *KEY_FIELDS))}) "
+            f"DO UPDATE SET {updates}"
         )
 
     # ---------------------------------------------------------------- schema
 
     def schema(self) -> list[str]:
+        # `instance` keeps its default so a tool writing rows by hand needs not name it.
         event_cols = ",\n  ".join(
-            f"{q(c)} {self._column_type(c)}{' NOT NULL' if c not in _NULLABLE else ''}"
+            f"{q(c)} {self._column_decl(c)}"
+            if c == INSTANCE
+            else f"{q(c)} {self._column_type(c)}{' NOT NULL' if c not in _NULLABLE else ''}"
             for c in EVENT_COLUMNS
-        )
-        key_cols = ",\n  ".join(f"{q(c)} TEXT NOT NULL" for c in KEY_FIELDS)
-        value_cols = ",\n  ".join(
-            f"{q(c)} {self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS
         )
         return [
             f"CREATE TABLE IF NOT EXISTS events (\n  {self.id_column},\n  {event_cols}\n)",
             "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events (idempotency_key)",
             "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
-            f"CREATE TABLE IF NOT EXISTS rollup (\n  {key_cols},\n  {value_cols},\n"
-            f"  PRIMARY KEY ({', '.join(q(c) for c in KEY_FIELDS)})\n)",
+            self._per_instance_table("rollup", "rollup"),
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]
+
+    def _per_instance_table(self, name: str, kind: str) -> str:
+        """CREATE TABLE for a table of PER_INSTANCE_TABLES, keyed by instance first."""
+        keys, values = PER_INSTANCE_TABLES[kind]
+        # Key columns default to '' so a rebuild can fill one an older table lacks.
+        key_cols = ",\n  ".join(f"{q(c)} TEXT NOT NULL DEFAULT ''" for c in (INSTANCE, *keys))
+        value_cols = ",\n  ".join(f"{q(c)} {self.int_type} NOT NULL DEFAULT 0" for c in values)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {name} (\n  {key_cols},\n  {value_cols},\n"
+            f"  PRIMARY KEY ({', '.join(q(c) for c in (INSTANCE, *keys))})\n)"
+        )
 
     def create_schema(self, cur: Any) -> None:
         """Create missing tables, then add columns a newer version defines to older tables.
@@ -181,11 +228,67 @@ class SQLLedger:
         """
         for stmt in self.schema():
             cur.execute(stmt)
+        for table in PER_INSTANCE_TABLES:
+            self._rebuild_if_key_changed(cur, table)
         for table, wanted in self._columns_by_table().items():
             have = self._existing_columns(cur, table)
             for name, decl in wanted.items():
                 if name not in have:
                     cur.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {decl}")
+
+    def _rebuild_if_key_changed(self, cur: Any, table: str) -> None:
+        """Copy a table whose primary key lacks a column (e.g. `instance`) into a new one.
+
+        A primary key cannot be altered in SQLite, so the table is rebuilt: create the
+        new shape, copy every row (missing key columns become '', rows written before
+        instances existed belong to no instance until a sidecar adopts them), drop
+        the old, rename. The caller runs this inside the schema transaction, so a
+        crash midway leaves the old table as it was.
+        """
+        keys, values = PER_INSTANCE_TABLES[table]
+        have = self._existing_columns(cur, table)
+        if all(c in have for c in (INSTANCE, *keys)):
+            return
+        new = f"{table}_rebuild"
+        cur.execute(f"DROP TABLE IF EXISTS {new}")
+        cur.execute(self._per_instance_table(new, table))
+        copied = ", ".join(q(c) for c in (*keys, *values) if c in have)
+        cur.execute(
+            f"INSERT INTO {new} ({q(INSTANCE)}, {copied}) "
+            f"SELECT '{UNASSIGNED_INSTANCE}', {copied} FROM {table}"
+        )
+        cur.execute(f"DROP TABLE {table}")
+        cur.execute(f"ALTER TABLE {new} RENAME TO {table}")
+
+    def _move_instance_rows(self, cur: Any, where: str, params: Sequence[Any], to: str) -> int:
+        """Add the rows matching `where` into instance `to`'s rows, then delete them.
+
+        Sums per key, so moving never loses a count and never makes two rows of one key.
+        Returns how many rows of the rollup table were moved.
+        """
+        ph = self.placeholder
+        moved = 0
+        for table, (keys, values) in PER_INSTANCE_TABLES.items():
+            key_list = ", ".join(q(c) for c in keys)
+            sums = ", ".join(f"sum({q(c)})" for c in values)
+            updates = ", ".join(f"{q(c)} = {table}.{q(c)} + excluded.{q(c)}" for c in values)
+            cur.execute(f"SELECT count(*) FROM {table} WHERE {where}", params)
+            n = int(cur.fetchone()[0])
+            if table == "rollup":
+                moved = n
+            if not n:
+                continue
+            # The WHERE before GROUP BY keeps SQLite from reading ON CONFLICT as a join.
+            cur.execute(
+                f"INSERT INTO {table} ({q(INSTANCE)}, {key_list}, "
+                f"{', '.join(q(c) for c in values)}) "
+                f"SELECT {ph}, {key_list}, {sums} FROM {table} WHERE {where} "
+                f"GROUP BY {key_list} "
+                f"ON CONFLICT ({q(INSTANCE)}, {key_list}) DO UPDATE SET {updates}",
+                (to, *params),
+            )
+            cur.execute(f"DELETE FROM {table} WHERE {where}", params)
+        return moved
 
     def _columns_by_table(self) -> dict[str, dict[str, str]]:
         """Column declarations that may be missing from a ledger made by an older version."""
@@ -239,26 +342,11 @@ class SQLLedger:
         try:
             cur = conn.cursor()
             self._begin(cur)
-            keys = [e.idempotency_key for e, _ in priced if e.idempotency_key is not None]
-            seen = self._existing_keys(cur, keys) if keys else set()
-            inserted: list[bool] = []
-            fresh: list[Priced] = []
-            for p in priced:
-                key = p[0].idempotency_key
-                if key is not None:
-                    if key in seen:
-                        inserted.append(False)
-                        continue
-                    seen.add(key)
-                inserted.append(True)
-                fresh.append(p)
-            deltas = aggregate(fresh)
-            if fresh:
-                store_text = self.store_text
-                self._insert_events(
-                    cur, [event_row(e, c, received_at, store_text) for e, c in fresh]
-                )
-                cur.executemany(self._upsert_sql, [(*k, *v) for k, v in deltas.items()])
+            inserted = self._insert_new(cur, priced, received_at)
+            deltas = aggregate(p for p, new in zip(priced, inserted, strict=True) if new)
+            if deltas:
+                me = self.instance
+                cur.executemany(self._upsert_sql, [(me, *k, *v) for k, v in deltas.items()])
             conn.commit()
         except Exception as exc:
             try:
@@ -269,6 +357,29 @@ class SQLLedger:
                 f"ledger {self.url}: could not commit {len(priced)} events: {exc}"
             ) from exc
         return WriteResult(inserted, deltas)
+
+    def _insert_new(self, cur: Any, priced: Sequence[Priced], received_at: float) -> list[bool]:
+        """Insert the events not stored yet; per event, whether it was new.
+
+        Needs the write lock `_begin` takes: the check and the insert are two statements.
+        """
+        keys = [e.idempotency_key for e, _ in priced if e.idempotency_key is not None]
+        seen = self._existing_keys(cur, keys) if keys else set()
+        inserted: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        store_text, me = self.store_text, self.instance
+        for e, c in priced:
+            key = e.idempotency_key
+            if key is not None:
+                if key in seen:
+                    inserted.append(False)
+                    continue
+                seen.add(key)
+            inserted.append(True)
+            rows.append(event_row(e, c, received_at, store_text, me))
+        if rows:
+            self._insert_events(cur, rows)
+        return inserted
 
     def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows binding only their non-NULL columns.
@@ -323,11 +434,15 @@ class SQLLedger:
     # ---------------------------------------------------------------- reading
 
     def load_rollup(self) -> Iterator[tuple[RollupKey, Delta]]:
+        """This instance's rollup rows: what its counters are rebuilt from."""
         nk = len(KEY_FIELDS)
         cols = ", ".join(q(c) for c in (*KEY_FIELDS, *VALUE_COLUMNS))
         with self._read_lock:
             cur = self._read_conn().cursor()
-            cur.execute(f"SELECT {cols} FROM rollup")
+            cur.execute(
+                f"SELECT {cols} FROM rollup WHERE {q(INSTANCE)} = {self.placeholder}",
+                (self.instance,),
+            )
             rows = cur.fetchall()
         for row in rows:
             yield tuple(row[:nk]), list(row[nk:])
@@ -340,15 +455,30 @@ class SQLLedger:
         return int(n)
 
     def events(self) -> list[dict[str, Any]]:
-        """Every stored event as a dict, oldest first; for tests and exports."""
+        """Every stored event as a dict in commit order; for tests and exports.
+
+        Within one PostgreSQL commit, rows are in idempotency-key order.
+        """
         with self._read_lock:
             cur = self._read_conn().cursor()
             cur.execute(f"SELECT {', '.join(q(c) for c in EVENT_COLUMNS)} FROM events ORDER BY id")
             rows = cur.fetchall()
         return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
 
-    def summary(self, limit: int = 100) -> dict[str, Any]:
-        """Totals and breakdowns from the rollup table, with real (unfolded) label values."""
+    def _scope_filter(self, scope: str) -> tuple[str, tuple[Any, ...]]:
+        if scope == "instance":
+            return f"{q(INSTANCE)} = {self.placeholder}", (self.instance,)
+        if scope == "fleet":
+            return "1 = 1", ()
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+    def summary(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
+        """Totals and breakdowns from the rollup table, with real (unfolded) label values.
+
+        `scope` "instance" sums this instance's rows; "fleet" sums every row of the
+        ledger, retired instances' included.
+        """
+        where, params = self._scope_filter(scope)
         sums = (
             "sum(requests), sum(CASE WHEN status = 'error' THEN requests ELSE 0 END), "
             + ", ".join(f"sum({q(c)})" for c in TOKEN_FIELDS)
@@ -358,15 +488,19 @@ class SQLLedger:
         out: dict[str, Any] = {}
         with self._read_lock:
             cur = self._read_conn().cursor()
-            cur.execute(f"SELECT {sums} FROM rollup")
+            cur.execute(f"SELECT {sums} FROM rollup WHERE {where}", params)
             out["totals"] = _sum_row(cur.fetchone())
-            cur.execute("SELECT level, sum(requests) FROM rollup GROUP BY level ORDER BY level")
+            cur.execute(
+                f"SELECT level, sum(requests) FROM rollup WHERE {where} GROUP BY level ORDER BY level",
+                params,
+            )
             out["by_level"] = {r[0]: int(r[1]) for r in cur.fetchall()}
             for name, dims in BREAKDOWNS.items():
                 group = ", ".join(q(d) for d in dims)
                 cur.execute(
-                    f"SELECT {group}, {sums} FROM rollup GROUP BY {group} "
-                    f"ORDER BY sum(requests) DESC, {group} LIMIT {int(limit) + 1}"
+                    f"SELECT {group}, {sums} FROM rollup WHERE {where} GROUP BY {group} "
+                    f"ORDER BY sum(requests) DESC, {group} LIMIT {int(limit) + 1}",
+                    params,
                 )
                 rows = cur.fetchall()
                 items = []
@@ -377,18 +511,77 @@ class SQLLedger:
                 out[name] = items
                 if len(rows) > limit:
                     cur.execute(
-                        f"SELECT count(*) FROM (SELECT 1 FROM rollup GROUP BY {group}) AS g"
+                        f"SELECT count(*) FROM (SELECT 1 FROM rollup WHERE {where} "
+                        f"GROUP BY {group}) AS g",
+                        params,
                     )
                     out[f"{name}_truncated"] = int(cur.fetchone()[0]) - limit
             cur.execute(
-                "SELECT provider, model, sum(unpriced) FROM rollup WHERE unpriced > 0 "
+                f"SELECT provider, model, sum(unpriced) FROM rollup WHERE {where} "
+                "AND unpriced > 0 "
                 "GROUP BY provider, model ORDER BY sum(unpriced) DESC, provider, model "
-                f"LIMIT {int(limit)}"
+                f"LIMIT {int(limit)}",
+                params,
             )
             out["unpriced_models"] = [
                 {"provider": r[0], "model": r[1], "requests": int(r[2])} for r in cur.fetchall()
             ]
         return out
+
+    def fleet_totals(self) -> dict[str, Any]:
+        """Totals over every instance's rows, and requests per instance."""
+        sums = "sum(requests), sum(CASE WHEN status = 'error' THEN requests ELSE 0 END), " + (
+            ", ".join(f"sum({q(c)})" for c in TOKEN_FIELDS)
+            + ", sum(cost_input_nusd), sum(cost_output_nusd), sum(cost_total_nusd), "
+            "sum(unpriced), sum(duration_count), sum(duration_sum_us)"
+        )
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(f"SELECT {sums} FROM rollup")
+            totals = _sum_row(cur.fetchone())
+        return {"totals": totals, "instances": self.instances()}
+
+    def instances(self) -> dict[str, int]:
+        """Requests per instance in the rollup ('' is rows no sidecar has adopted yet)."""
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(
+                f"SELECT {q(INSTANCE)}, sum(requests) FROM rollup "
+                f"GROUP BY {q(INSTANCE)} ORDER BY {q(INSTANCE)}"
+            )
+            return {r[0]: int(r[1] or 0) for r in cur.fetchall()}
+
+    def retire_instance(self, name: str) -> int:
+        """Move instance `name`'s rollup rows into RETIRED_INSTANCE; returns rows moved.
+
+        Fleet totals keep them; no live sidecar reports them any more. Retire only an
+        instance whose sidecar is gone: a live one keeps counting them until it restarts.
+        """
+        if name == RETIRED_INSTANCE:
+            raise LedgerError(f"{name!r} holds the retired rows already")
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            self._begin_admin(cur)
+            ph = self.placeholder
+            moved = self._move_instance_rows(
+                cur, f"{q(INSTANCE)} = {ph}", (name,), RETIRED_INSTANCE
+            )
+            conn.commit()
+        except LedgerError:
+            conn.rollback()
+            raise
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001
+                pass
+            raise LedgerError(f"ledger {self.url}: could not retire {name!r}: {exc}") from exc
+        return moved
+
+    def _begin_admin(self, cur: Any) -> None:
+        """Begin a transaction that moves rows between instances."""
+        self._begin(cur)
 
     def close(self) -> None:
         raise NotImplementedError
