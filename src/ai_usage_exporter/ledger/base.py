@@ -535,11 +535,17 @@ class SQLLedger:
             + ", sum(cost_input_nusd), sum(cost_output_nusd), sum(cost_total_nusd), "
             "sum(unpriced), sum(duration_count), sum(duration_sum_us)"
         )
-        with self._read_lock:
-            cur = self._read_conn().cursor()
-            cur.execute(f"SELECT {sums} FROM rollup")
-            totals = _sum_row(cur.fetchone())
-        return {"totals": totals, "instances": self.instances()}
+        try:
+            with self._read_lock:
+                cur = self._read_conn().cursor()
+                cur.execute(f"SELECT {sums} FROM rollup")
+                totals = _sum_row(cur.fetchone())
+            return {"totals": totals, "instances": self.instances()}
+        except LedgerError:
+            raise
+        except Exception as exc:
+            # A database that is down answers the scrape with a 503, not a 500.
+            raise LedgerError(f"ledger {self.url}: cannot read fleet totals: {exc}") from exc
 
     def instances(self) -> dict[str, int]:
         """Requests per instance in the rollup ('' is rows no sidecar has adopted yet)."""
