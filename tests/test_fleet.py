@@ -230,7 +230,7 @@ def test_scope_and_fleet_gauges_over_http(pg_url: str) -> None:
             bad = httpx.get(f"{url}/api/metrics", params={"scope": "everything"})
             assert bad.status_code == 400
             assert bad.json()["error"]["message"] == (
-                "scope must be one of instance, fleet, got 'everything'"
+                "scope: must be one of instance, fleet, got 'everything'"
             )
 
             text = httpx.get(f"{url}/metrics/fleet").text

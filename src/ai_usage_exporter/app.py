@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,14 +20,18 @@ from starlette.routing import Route
 from .auth import BearerAuthMiddleware
 from .events import EventError
 from .ledger import LedgerError
-from .ledger.base import SCOPES
 from .openapi import openapi_document
 from .recorder import Recorder, RecorderBusyError, RecorderClosedError
+from .reports import REPORTS, build_report, render_csv, window
+from .timeseries import ParamError, parse_scope
+from .timeseries import parse_query as parse_timeseries_query
 
 log = logging.getLogger("ai_usage_exporter.http")
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TEXT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# Query parameters GET /api/reports/<name> takes.
+_REPORT_PARAMS = ("format", "limit", "scope", "since", "until", "workflow")
 JSON_TYPES = ("application/json", "text/json")
 NDJSON_TYPES = (
     "application/x-ndjson",
@@ -178,10 +183,10 @@ def create_app(
             return error_response(
                 400, f"limit must be an integer from 1 to 10000, got {raw_limit!r}"
             )
-        scopes = request.query_params.getlist("scope")
-        scope = scopes[0] if len(scopes) == 1 else "instance" if not scopes else ",".join(scopes)
-        if scope not in SCOPES:
-            return error_response(400, f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        try:
+            scope = parse_scope(request.query_params.getlist("scope"))
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
         if fmt == "prometheus":
             return await (fleet_exposition(request) if scope == "fleet" else exposition(request))
         try:
@@ -196,6 +201,60 @@ def create_app(
         except LedgerError as exc:
             return error_response(503, str(exc))
         return Response(body, media_type=PROMETHEUS_TEXT)
+
+    async def api_timeseries(request: Request) -> Response:
+        params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
+        try:
+            query = parse_timeseries_query(params, time.time())
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
+        try:
+            body = await run_in_threadpool(recorder.timeseries, query)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return JSONResponse(body)
+
+    async def api_report(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in REPORTS:
+            return error_response(404, f"no report {name!r}; reports: {', '.join(REPORTS)}")
+        params = request.query_params
+        for key in params.keys():
+            if key not in _REPORT_PARAMS:
+                return error_response(
+                    400, f"unknown parameter {key!r}; known: {', '.join(_REPORT_PARAMS)}"
+                )
+            if len(params.getlist(key)) > 1:
+                return error_response(400, f"give {key} once, got {params.getlist(key)!r}")
+        fmt = params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            return error_response(400, f"format: must be json or csv, got {fmt!r}")
+        raw_limit = params.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+            return error_response(
+                400, f"limit must be an integer from 1 to 10000, got {raw_limit!r}"
+            )
+        try:
+            w = window(params.get("since"), params.get("until"), time.time())
+            scope = parse_scope(params.getlist("scope"))
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
+        try:
+            body = await run_in_threadpool(
+                build_report, recorder.ledger, name, w,
+                workflow=params.get("workflow"), limit=int(raw_limit),
+                instance=recorder.ledger.scope_instance(scope),
+            )  # fmt: skip
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        body["scope"] = scope
+        if fmt == "csv":
+            return Response(
+                render_csv(body),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+            )
+        return JSONResponse(body)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -222,6 +281,8 @@ def create_app(
     routes = [
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
+        Route("/api/metrics/timeseries", api_timeseries, methods=["GET"]),
+        Route("/api/reports/{name}", api_report, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),
         Route("/metrics/fleet", fleet_exposition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -1,5 +1,6 @@
 """Command line: `serve` runs the sidecar; `prices` shows resolved rates; `instances`
-and `retire-instance` look after the sidecars sharing one ledger."""
+and `retire-instance` look after the sidecars sharing one ledger; `report`, `query`,
+`import` and `prune` work on the ledger (see commands.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, commands
 from .config import (
     DEFAULT_DB,
     DEFAULT_HOST,
@@ -20,6 +21,7 @@ from .config import (
     resolve,
 )
 from .ledger import LedgerError
+from .logs import UsageLog
 from .pricing import PriceBook, PriceConfigError, describe_rates
 
 log = logging.getLogger("ai_usage_exporter")
@@ -91,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--prices", dest="prices_file", help="YAML price overrides")
     pr.add_argument("--config", help="YAML config file with a prices: section")
     pr.add_argument("models", nargs="*", help="model names (default: every model of --provider)")
+    commands.add_parsers(sub)
     return p
 
 
@@ -126,7 +129,13 @@ def serve(settings: Settings) -> int:
         store_text=settings.store_text,
         synchronous=settings.synchronous,
         instance=settings.instance,
+        usage_log=(
+            UsageLog(settings.usage_log, settings.usage_log_max_bytes, settings.usage_log_backups)
+            if settings.usage_log
+            else None
+        ),
     )
+    retention = commands.start_retention(settings)
     log.info(
         "ledger %s: counters of instance %r rebuilt from the rollup in %.3f s",
         recorder.ledger.url,
@@ -160,6 +169,7 @@ def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
     server.run()
+    retention.set()
     return 0
 
 
@@ -190,6 +200,14 @@ def instances(settings: Settings, retire: str | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in commands.COMMANDS:
+        logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+        try:
+            settings = resolve({k: getattr(args, k, None) for k in ("db", "config", "prices_file")})
+            return commands.run(args, settings)
+        except (ConfigError, PriceConfigError, LedgerError) as exc:
+            print(f"ai-usage-exporter: {exc}", file=sys.stderr)
+            return 2
     flags = {
         k: v for k, v in vars(args).items() if k not in ("command", "models", "provider", "name")
     }

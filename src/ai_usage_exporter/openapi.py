@@ -6,6 +6,17 @@ from typing import Any
 
 from . import __version__
 from .events import ATTRIBUTION_FIELDS, LEVELS, STATUSES, TOKEN_ALIASES, TOKEN_FIELDS, Limits
+from .reports import REPORTS
+from .rollup import SCOPES, STEPS
+from .timeseries import DIMENSIONS, MAX_LIMIT, STATS, UNITS
+
+_SCOPE = {
+    "name": "scope",
+    "in": "query",
+    "description": "instance (default): this sidecar's rows, the same events as its counters "
+    "(on a SQLite ledger, the whole file); fleet: every sidecar sharing the ledger",
+    "schema": {"type": "string", "enum": list(SCOPES)},
+}
 
 
 def _event_schema(limits: Limits) -> dict[str, Any]:
@@ -170,12 +181,9 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
                         },
                         {
-                            "name": "scope",
-                            "in": "query",
-                            "description": "instance (default): this sidecar's events; "
-                            "fleet: every sidecar sharing the ledger (with format=prometheus, "
+                            **_SCOPE,
+                            "description": f"{_SCOPE['description']} (with format=prometheus, "
                             "the ai_fleet_* gauges)",
-                            "schema": {"type": "string", "enum": ["instance", "fleet"]},
                         },
                     ],
                     "responses": {
@@ -188,6 +196,64 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                         },
                         "400": _error("bad query parameter"),
                         "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
+            "/api/metrics/timeseries": {
+                "get": {
+                    "summary": "Series per time bucket (minute, hour or day) from the ledger, for charts.",
+                    "security": bearer,
+                    "parameters": [
+                        _query("metric", {"type": "string", "enum": list(UNITS)}),
+                        _query("by", {"type": "string", "enum": list(DIMENSIONS)}),
+                        _query("step", {"type": "string", "enum": list(STEPS)}),
+                        _query("stat", {"type": "string", "enum": list(STATS)}),
+                        _query("from", {"type": "string"}),
+                        _query("to", {"type": "string"}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+                        _SCOPE,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "timestamps (every bucket start) and one value list per series",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": _error("bad query parameter"),
+                        "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
+            "/api/reports/{name}": {
+                "get": {
+                    "summary": "A report (per day, query, agent, model, tenant or service) as JSON or CSV.",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": list(REPORTS)},
+                        },
+                        _query("since", {"type": "string"}),
+                        _query("until", {"type": "string"}),
+                        _query("format", {"type": "string", "enum": ["json", "csv"]}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
+                        _query("workflow", {"type": "string"}),
+                        _SCOPE,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the report's rows",
+                            "content": {
+                                "application/json": {"schema": {"type": "object"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "400": _error("bad query parameter"),
+                        "401": _error("missing or wrong bearer token"),
+                        "404": _error("no such report"),
                         "503": _error("the ledger cannot be read"),
                     },
                 }
@@ -237,3 +303,7 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema}

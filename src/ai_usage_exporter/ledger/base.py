@@ -11,9 +11,10 @@ database while each rebuilds its counters from its own rows only.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
@@ -27,13 +28,19 @@ from ..rollup import (
     KEY_FIELDS,
     NANO,
     RETIRED_INSTANCE,
+    SCOPES,
+    STEPS,
     UNASSIGNED_INSTANCE,
     VALUE_COLUMNS,
     Delta,
     RollupKey,
-    aggregate,
+    aggregate_timed,
     check_instance,
 )
+from . import buckets
+from .queries import INDEXES, EventQueries
+
+log = logging.getLogger("ai_usage_exporter.ledger")
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "idempotency_key",
@@ -66,15 +73,15 @@ _REAL_COLUMNS = frozenset(
 
 Priced = tuple[UsageEvent, Cost]
 
-# Breakdowns of the JSON view: name -> the rollup columns grouped by.
-SCOPES = ("instance", "fleet")
-
 # Tables whose rows are per instance: name -> (key columns after `instance`, value
-# columns). Adopting or retiring an instance moves its rows in every one of them.
+# columns). Every one is written in the same commit as the events; adopting or
+# retiring an instance moves its rows in every one of them.
 PER_INSTANCE_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "rollup": (KEY_FIELDS, VALUE_COLUMNS),
+    buckets.TABLE: (buckets.BUCKET_KEY, VALUE_COLUMNS),
 }
 
+# Breakdowns of the JSON view: name -> the rollup columns grouped by.
 BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "by_service": ("service",),
     "by_model": ("provider", "model"),
@@ -107,6 +114,38 @@ class Ledger(Protocol):
     def check_writable(self) -> None: ...
     def count_events(self) -> int: ...
     def events(self) -> list[dict[str, Any]]: ...
+    def scope_instance(self, scope: str) -> str | None: ...
+    def bucket_sums(
+        self,
+        step: int,
+        start: int,
+        end: int,
+        group_by: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+        instance: str | None = None,
+    ) -> list[tuple[Any, ...]]: ...
+    def select_events(
+        self,
+        columns: tuple[str, ...],
+        filters: Mapping[str, str],
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10,
+        instance: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def query_sums(
+        self,
+        since: float,
+        until: float,
+        order: str = "cost",
+        limit: int = 10,
+        instance: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def count_events_before(self, ts: float) -> int: ...
+    def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
+    def delete_buckets_before(self, step: int, ts: float) -> int: ...
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -159,12 +198,14 @@ def event_row(
     )
 
 
-class SQLLedger:
+class SQLLedger(EventQueries):
     """Dialect-neutral ledger; subclasses supply connections and a few SQL words."""
 
     url: str
     placeholder = "?"
     int_type = "INTEGER"
+    # Rounds a numeric SQL expression down to an integer ({} is the expression).
+    floor_sql = "CAST({} AS INTEGER)"
     real_type = "REAL"
     id_column = "id INTEGER PRIMARY KEY"
     store_text: bool = False
@@ -189,10 +230,12 @@ class SQLLedger:
             f"ON CONFLICT ({', '.join(q(c) for c in (INSTANCE, *KEY_FIELDS))}) "
             f"DO UPDATE SET {updates}"
         )
+        self._bucket_upsert_sql = buckets.upsert_sql(ph)
 
     # ---------------------------------------------------------------- schema
 
     def schema(self) -> list[str]:
+        """The tables, created when missing; indexes and the view come after migration."""
         # `instance` keeps its default so a tool writing rows by hand needs not name it.
         event_cols = ",\n  ".join(
             f"{q(c)} {self._column_decl(c)}"
@@ -202,17 +245,29 @@ class SQLLedger:
         )
         return [
             f"CREATE TABLE IF NOT EXISTS events (\n  {self.id_column},\n  {event_cols}\n)",
+            *(self._per_instance_table(t, t) for t in PER_INSTANCE_TABLES),
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ]
+
+    def indexes(self) -> list[str]:
+        """Indexes, created after migration has added the columns they name."""
+        return [
             "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events (idempotency_key)",
             "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
-            self._per_instance_table("rollup", "rollup"),
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            *INDEXES,
+            buckets.RANGE_INDEX,
         ]
 
     def _per_instance_table(self, name: str, kind: str) -> str:
         """CREATE TABLE for a table of PER_INSTANCE_TABLES, keyed by instance first."""
         keys, values = PER_INSTANCE_TABLES[kind]
-        # Key columns default to '' so a rebuild can fill one an older table lacks.
-        key_cols = ",\n  ".join(f"{q(c)} TEXT NOT NULL DEFAULT ''" for c in (INSTANCE, *keys))
+        # Text key columns default to '' so a rebuild can fill one an older table lacks.
+        key_cols = ",\n  ".join(
+            f"{q(c)} {self.int_type} NOT NULL"
+            if c in buckets.INTEGER_KEYS
+            else f"{q(c)} TEXT NOT NULL DEFAULT ''"
+            for c in (INSTANCE, *keys)
+        )
         value_cols = ",\n  ".join(f"{q(c)} {self.int_type} NOT NULL DEFAULT 0" for c in values)
         return (
             f"CREATE TABLE IF NOT EXISTS {name} (\n  {key_cols},\n  {value_cols},\n"
@@ -220,12 +275,18 @@ class SQLLedger:
         )
 
     def create_schema(self, cur: Any) -> None:
-        """Create missing tables, then add columns a newer version defines to older tables.
+        """Create missing tables, then bring tables an older version made up to date.
 
-        A ledger written by an earlier version keeps its rows: each column it lacks is
-        added with the default a new table would have (NULL, or 0 for counts), so old
-        rows read as "none of that kind".
+        A ledger written by an earlier version keeps its rows: a per-instance table
+        whose key lacks a column is rebuilt (see `_rebuild_if_key_changed`), and each
+        column a table lacks is added with the default a new table would have (NULL,
+        or 0 for counts), so old rows read as "none of that kind". A ledger made
+        before time buckets existed gets them built from its events, once, so reports
+        cover its history. Indexes and the view come last: they name new columns.
         """
+        had_buckets = bool(self._existing_columns(cur, buckets.TABLE))
+        # The view reads the bucket table, which a rebuild below may drop.
+        cur.execute(buckets.DROP_VIEW)
         for stmt in self.schema():
             cur.execute(stmt)
         for table in PER_INSTANCE_TABLES:
@@ -235,6 +296,11 @@ class SQLLedger:
             for name, decl in wanted.items():
                 if name not in have:
                     cur.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {decl}")
+        for stmt in self.indexes():
+            cur.execute(stmt)
+        if not had_buckets:
+            self._backfill_buckets(cur)
+        cur.execute(buckets.create_view())
 
     def _rebuild_if_key_changed(self, cur: Any, table: str) -> None:
         """Copy a table whose primary key lacks a column (e.g. `instance`) into a new one.
@@ -294,8 +360,39 @@ class SQLLedger:
         """Column declarations that may be missing from a ledger made by an older version."""
         return {
             "events": {c: self._column_decl(c) for c in EVENT_COLUMNS},
-            "rollup": {c: f"{self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS},
+            **{
+                table: {c: f"{self.int_type} NOT NULL DEFAULT 0" for c in values}
+                for table, (_, values) in PER_INSTANCE_TABLES.items()
+            },
         }
+
+    def _backfill_buckets(self, cur: Any) -> None:
+        """Build the time buckets of a ledger that had none from its events, once.
+
+        Each event's buckets go to the instance that holds its rollup row, as far as
+        the events tell: events from before instances existed (instance '' or NULL)
+        make unassigned buckets, which the opening sidecar adopts with the unassigned
+        rollup rows in the same transaction; events of an instance that has no rollup
+        rows any more (retired) go to the retired instance, where its rollup rows went.
+        """
+        cur.execute("SELECT count(*) FROM events")
+        (n,) = cur.fetchone()
+        if not n:
+            return
+        t0 = time.perf_counter()
+        own = f"COALESCE({q(INSTANCE)}, '')"
+        instance = (
+            f"CASE WHEN {own} = '{UNASSIGNED_INSTANCE}' OR {own} IN "
+            f"(SELECT {q(INSTANCE)} FROM rollup) THEN {own} ELSE '{RETIRED_INSTANCE}' END"
+        )
+        for step in STEPS.values():
+            cur.execute(buckets.backfill_sql(step, self.floor_sql, self.int_type, instance))
+        log.info(
+            "ledger %s: built time buckets from %d existing events in %.1f s (once)",
+            self.url,
+            n,
+            time.perf_counter() - t0,
+        )
 
     def _column_decl(self, c: str) -> str:
         kind = self._column_type(c)
@@ -343,10 +440,15 @@ class SQLLedger:
             cur = conn.cursor()
             self._begin(cur)
             inserted = self._insert_new(cur, priced, received_at)
-            deltas = aggregate(p for p, new in zip(priced, inserted, strict=True) if new)
+            deltas, timed = aggregate_timed(
+                p for p, new in zip(priced, inserted, strict=True) if new
+            )
             if deltas:
+                # Only this instance's rows: sidecars sharing a database never wait
+                # for one another here (see postgres.py).
                 me = self.instance
                 cur.executemany(self._upsert_sql, [(me, *k, *v) for k, v in deltas.items()])
+                cur.executemany(self._bucket_upsert_sql, [(me, *k, *v) for k, v in timed.items()])
             conn.commit()
         except Exception as exc:
             try:
@@ -465,12 +567,47 @@ class SQLLedger:
             rows = cur.fetchall()
         return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
 
-    def _scope_filter(self, scope: str) -> tuple[str, tuple[Any, ...]]:
+    def scope_instance(self, scope: str) -> str | None:
+        """The instance whose rows a read in `scope` covers; None is every instance.
+
+        "instance" is this ledger's own; "fleet" is every row of the ledger, retired
+        instances' and unassigned ones included.
+        """
         if scope == "instance":
-            return f"{q(INSTANCE)} = {self.placeholder}", (self.instance,)
+            return self.instance
         if scope == "fleet":
-            return "1 = 1", ()
+            return None
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+    def _instance_where(self, instance: str | None) -> tuple[str, tuple[Any, ...]]:
+        """A WHERE condition keeping `instance`'s rows (None: all), and its parameters."""
+        if instance is None:
+            return "1 = 1", ()
+        return f"{q(INSTANCE)} = {self.placeholder}", (instance,)
+
+    def bucket_sums(
+        self,
+        step: int,
+        start: int,
+        end: int,
+        group_by: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+        instance: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Summed value columns of the `step` buckets in [start, end), per `group_by`.
+
+        Each row is the group values followed by one integer per VALUE_COLUMNS; with no
+        matching bucket and no grouping, there are no rows. `instance` keeps one
+        instance's buckets; None sums every instance's.
+        """
+        filters = filters or {}
+        where, params = self._instance_where(instance)
+        sql, ng = buckets.sums_sql(self.placeholder, group_by, filters, where)
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(sql, (step, start, end, *params, *filters.values()))
+            rows = cur.fetchall()
+        return [(*r[:ng], *(int(v) for v in r[ng:])) for r in rows if r[ng] is not None]
 
     def summary(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
         """Totals and breakdowns from the rollup table, with real (unfolded) label values.
@@ -478,7 +615,7 @@ class SQLLedger:
         `scope` "instance" sums this instance's rows; "fleet" sums every row of the
         ledger, retired instances' included.
         """
-        where, params = self._scope_filter(scope)
+        where, params = self._instance_where(self.scope_instance(scope))
         sums = (
             "sum(requests), sum(CASE WHEN status = 'error' THEN requests ELSE 0 END), "
             + ", ".join(f"sum({q(c)})" for c in TOKEN_FIELDS)

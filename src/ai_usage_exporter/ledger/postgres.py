@@ -4,8 +4,8 @@ Sidecars sharing one database write concurrently, with no lock between them: eac
 batch is one `INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING`, so the
 unique index decides which events are new (a retry that reached another sidecar is
 a duplicate), and only those go into the rollup deltas. The deltas are upserted into
-this instance's rollup rows, which no other sidecar writes, so writers do not wait
-on one another there either.
+this instance's rollup and time-bucket rows, which no other sidecar writes, so
+writers do not wait on one another there either.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ _FROM_STAGE_SQL = f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM {_STAGE_TAB
 class PostgresLedger(SQLLedger):
     placeholder = "%s"
     int_type = "BIGINT"
+    floor_sql = "CAST(floor({}) AS BIGINT)"
     real_type = "DOUBLE PRECISION"
     id_column = "id BIGSERIAL PRIMARY KEY"
 

@@ -21,9 +21,10 @@ class SQLiteLedger(SQLLedger):
     so the fsync is paid once per group.
 
     A SQLite file is the ledger of the one sidecar that opens it (it cannot be shared
-    across hosts), so at open it adopts every rollup row another instance name left
-    (a container whose host name changed, rows from before instances existed): its
-    counters continue across restarts whatever the instance is called.
+    across hosts), so at open it adopts every rollup and bucket row another instance
+    name left (a container whose host name changed, rows from before instances
+    existed): its counters continue across restarts whatever the instance is called,
+    and its reads in the "instance" scope cover the whole file.
     """
 
     def __init__(
@@ -50,7 +51,8 @@ class SQLiteLedger(SQLLedger):
             self._w = self._connect()
             self._w.execute("PRAGMA journal_mode=WAL")
             self._w.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            # One transaction: a rollup rebuild and the adoption happen whole or not at all.
+            # One transaction: a rebuild, the bucket backfill and the adoption happen whole or
+            # not at all, and two processes opening one file do not interleave DDL.
             cur = self._w.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
@@ -88,6 +90,14 @@ class SQLiteLedger(SQLLedger):
 
     def _begin(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")
+
+    def _instance_where(self, instance: str | None) -> tuple[str, tuple[Any, ...]]:
+        # The file is the ledger of the sidecar that opened it: its own scope is all of
+        # it, events committed under an earlier host name and rows a tool wrote since
+        # (an import) included. A tool naming an instance gets that instance's rows.
+        if self._adopts and instance == self.instance:
+            return "1 = 1", ()
+        return super()._instance_where(instance)
 
     def retire_instance(self, name: str) -> int:
         raise LedgerError(
