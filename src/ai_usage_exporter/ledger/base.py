@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..events import ATTRIBUTION_FIELDS, TOKEN_FIELDS, UsageEvent
+from ..events import ATTRIBUTION_FIELDS, QUERY_FIELDS, TOKEN_FIELDS, UsageEvent
 from ..pricing import Cost
 from ..rollup import (
     INSTANCE,
@@ -65,10 +65,26 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "metadata",
     "prompt_text",
     "response_text",
+    # The query this call served, on each of its calls' rows (see QUERY_FIELDS).
+    "query_start",
+    "query_end",
+    "query_duration_ms",
+    "query_text",
 )
 
 _REAL_COLUMNS = frozenset(
-    ("ts", "received_at", "duration_ms", "ttft_ms", "cost_input", "cost_output", "cost_total")
+    (
+        "ts",
+        "received_at",
+        "duration_ms",
+        "ttft_ms",
+        "cost_input",
+        "cost_output",
+        "cost_total",
+        "query_start",
+        "query_end",
+        "query_duration_ms",
+    )
 )
 
 Priced = tuple[UsageEvent, Cost]
@@ -195,6 +211,10 @@ def event_row(
         orjson.dumps(e.metadata).decode() if e.metadata is not None else None,
         e.prompt_text if store_text else None,
         e.response_text if store_text else None,
+        e.query_start,
+        e.query_end,
+        e.query_duration_ms,
+        e.query_text if store_text else None,
     )
 
 
@@ -740,6 +760,7 @@ _NULLABLE = frozenset(
         "metadata",
         "prompt_text",
         "response_text",
+        *QUERY_FIELDS,
     )
 )
 
