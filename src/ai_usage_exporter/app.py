@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .auth import BearerAuthMiddleware
+from .dashboard import dashboard_routes
 from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
@@ -214,6 +215,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *dashboard_routes(recorder, read_token_required=bool(read_tokens)),
     ]
     # With no token configured every path is open, and the middleware would only cost
     # a hop per request.

@@ -9,7 +9,9 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 WRITE_PATHS = frozenset(("/api/usage",))
-READ_PATHS = frozenset(("/api/metrics", "/metrics"))
+READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/status"))
+# Everything under these reads the ledger: the dashboard's timeseries and the reports.
+READ_PREFIXES = ("/api/metrics/", "/api/reports/")
 
 MISSING_TOKEN = "this endpoint needs an Authorization: Bearer <token> header"
 WRONG_TOKEN = "the bearer token is not valid for this endpoint"
@@ -47,7 +49,7 @@ class BearerAuthMiddleware:
             self.write_tokens
             if path in WRITE_PATHS
             else self.read_tokens
-            if path in READ_PATHS
+            if path in READ_PATHS or path.startswith(READ_PREFIXES)
             else None
         )
         if not tokens:

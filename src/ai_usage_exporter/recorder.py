@@ -119,6 +119,10 @@ class Recorder:
         self._closing = False
         self._closed = False
         self._writer_failing: str | None = None
+        # The readiness probe writes on the writer's connection; sharing a transaction
+        # with a commit in flight would let the probe's rollback undo that commit.
+        self._ledger_lock = threading.Lock()
+        self._last_event_at: float | None = None
         self._thread = threading.Thread(
             target=self._run, name="ai-usage-ledger-writer", daemon=True
         )
@@ -251,7 +255,8 @@ class Recorder:
     def _commit(self, group: list[_Submission]) -> bool:
         priced = [p for s in group for p in s.priced]
         try:
-            result = self.ledger.write(priced, time.time())
+            with self._ledger_lock:
+                result = self.ledger.write(priced, time.time())
         except LedgerError as exc:
             if self._writer_failing is None:
                 log.error("%s", exc)
@@ -273,6 +278,8 @@ class Recorder:
             self._writer_failing = None
         self.state.apply(result.deltas.items())
         accepted = sum(result.inserted)
+        if accepted:
+            self._last_event_at = time.time()
         self.state.count_exporter(accepted=accepted, duplicate=len(priced) - accepted)
         i = 0
         for s in group:
@@ -299,6 +306,11 @@ class Recorder:
         """The last commit error while the ledger keeps failing, else None."""
         return self._writer_failing
 
+    @property
+    def pending(self) -> int:
+        """Events accepted for writing and not yet committed."""
+        return self._pending
+
     def count_rejected(self, reason: str, n: int = 1) -> None:
         self.state.count_rejected(reason, n)
 
@@ -324,7 +336,18 @@ class Recorder:
 
     def check_ready(self) -> None:
         """Raise LedgerError unless the ledger takes writes now."""
-        self.ledger.check_writable()
+        with self._ledger_lock:
+            self.ledger.check_writable()
+
+    def last_event_at(self) -> float | None:
+        """When the newest event was committed (epoch s), else the newest stored event's time.
+
+        The fallback covers a restart: the ledger's newest timestamp is what a person
+        asking "when did the last call arrive" means before this process sees one.
+        """
+        if self._last_event_at is None:
+            self._last_event_at = self.ledger.latest_event_ts()
+        return self._last_event_at
 
     def app(self, **kwargs: Any) -> Any:
         """A Starlette app serving this recorder (see `app.create_app`)."""
