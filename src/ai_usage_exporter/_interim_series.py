@@ -13,8 +13,8 @@ import io
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -64,15 +64,15 @@ def _time(raw: str, name: str) -> float:
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise _ParamError(
-            f"{name} must be RFC 3339 or epoch seconds, got {raw!r}"
-        ) from None
+        raise _ParamError(f"{name} must be RFC 3339 or epoch seconds, got {raw!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
-def _one(request: Request, name: str, default: str | None, allowed: Sequence[str] | None) -> str | None:
+def _one(
+    request: Request, name: str, default: str | None, allowed: Sequence[str] | None
+) -> str | None:
     values = request.query_params.getlist(name)
     if len(values) > 1:
         raise _ParamError(f"give {name} once, got {', '.join(map(repr, values))}")
@@ -126,15 +126,13 @@ def build_series(
     timestamps = list(range(first, int(math.ceil(end / step) * step), step))
     n = len(timestamps)
     if metric == "tokens" and by == "type":
-        keys: list[tuple[str, dict[str, str], Callable[[tuple[Any, ...]], float]]] = [
-            (f, {"type": f.removesuffix("_tokens")}, lambda r, i=_I[f]: r[i]) for f in TOKEN_FIELDS
-        ]
-        out = []
-        for key, labels, get in keys:
-            values = [0.0] * n
+        out: list[dict[str, Any]] = []
+        for f in TOKEN_FIELDS:
+            counts = [0] * n
+            i = _I[f]
             for r in rows:
-                values[int((r[0] - first) // step)] += get(r)
-            out.append({"key": key, "labels": labels, "values": [int(v) for v in values]})
+                counts[int((r[0] - first) // step)] += r[i]
+            out.append({"key": f, "labels": {"type": f.removesuffix("_tokens")}, "values": counts})
         return timestamps, out
     dims = BY[by] if by else ()
     acc: dict[tuple[str, ...], list[Any]] = {}
@@ -167,22 +165,22 @@ def build_series(
             slot[b] += 1
         elif r[_I["status"]] == "error":
             slot[b] += 1
-    series = []
-    for key, slot in acc.items():
+    series: list[dict[str, Any]] = []
+    for k, slot in acc.items():
         if metric == "duration":
             values: list[Any] = (
                 [s / c if c else None for s, c in slot]
                 if stat == "avg"
                 else [_quantile(h, STATS[stat or "p95"]) for h in slot]
             )
-            weight = sum(1 for v in values if v is not None)
+            weight = float(sum(1 for v in values if v is not None))
         else:
             values = [round(v, 9) if metric == "cost" else int(v) for v in slot]
-            weight = sum(values)
+            weight = float(sum(values))
         series.append(
             {
-                "key": "/".join(key) if dims else "total",
-                "labels": dict(zip(dims, key, strict=True)),
+                "key": "/".join(k) if dims else "total",
+                "labels": dict(zip(dims, k, strict=True)),
                 "values": values,
                 "_w": weight,
             }
@@ -192,7 +190,7 @@ def build_series(
         del s["_w"]
     if len(series) > limit and metric != "duration":
         rest = series[limit - 1 :]
-        other = [sum(s["values"][i] for s in rest) for i in range(n)]
+        other = [sum(s["values"][j] for s in rest) for j in range(n)]
         series = [*series[: limit - 1], {"key": "other", "labels": {}, "values": other}]
     return timestamps, series[:limit]
 
@@ -203,9 +201,7 @@ def build_report(rows: Sequence[tuple[Any, ...]], name: str) -> list[dict[str, A
     acc: dict[tuple[str, ...], list[float]] = {}
     for r in rows:
         if name == "daily":
-            key: tuple[str, ...] = (
-                datetime.fromtimestamp(r[0], timezone.utc).date().isoformat(),
-            )
+            key: tuple[str, ...] = (datetime.fromtimestamp(r[0], UTC).date().isoformat(),)
         else:
             key = tuple(r[_I[d]] or "" for d in dims)
         a = acc.setdefault(key, [0, 0, 0, 0, 0.0, 0.0, 0])
@@ -218,7 +214,7 @@ def build_report(rows: Sequence[tuple[Any, ...]], name: str) -> list[dict[str, A
             a[5] += r[_I["duration_ms"]]
             a[6] += 1
     out = []
-    for key in sorted(acc, key=lambda k: (k if name == "daily" else (-acc[k][0], k))):
+    for key in sorted(acc, key=lambda k: k if name == "daily" else (-acc[k][0], k)):
         a = acc[key]
         out.append(
             {
