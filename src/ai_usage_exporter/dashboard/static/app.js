@@ -193,7 +193,11 @@
     } else {
       for (const row of rows) {
         const tr = el("tr");
-        for (const c of columns) tr.append(el("td", c[1](row), c[2] ? "num" : ""));
+        for (const c of columns) {
+          const td = el("td", c[1](row), c[2] ? "num" : "");
+          if (!c[2]) td.title = td.textContent; // names may be cut short with an ellipsis
+          tr.append(td);
+        }
         tbody.append(tr);
       }
     }
@@ -205,8 +209,8 @@
     ["Requests", (r) => count(r.requests), true],
     ["Error rate", (r) => pct(r.error_rate), true],
     ["Tokens", (r) => count(r.tokens.total_tokens), true],
-    ["Cost", (r) => money(r.cost_usd.total), true],
-    ["Avg cost", (r) => money(r.average_cost_usd), true],
+    ["Cost", (r) => (r.requests && r.unpriced_requests === r.requests ? "unpriced" : money(r.cost_usd.total)), true],
+    ["Avg cost", (r) => (r.requests && r.unpriced_requests === r.requests ? "unpriced" : money(r.average_cost_usd)), true],
     ["Avg duration", (r) => ms(r.average_duration_ms), true],
   ];
 
@@ -327,6 +331,9 @@
       emptyNote.textContent = "No calls in the last " + WINDOWS[windowName][3] + ". Pick a longer window, or post a call.";
     }
     const yLabel = (UNIT_LABEL[unit] || unit).replace("step", stepLabel);
+    // uPlot draws axis labels on the canvas; the figure names them for assistive tech.
+    fig.dataset.axes = "time (local)|" + yLabel;
+    fig.setAttribute("aria-label", fig.querySelector("figcaption").textContent + ", " + yLabel + " over time");
     const width = Math.max(240, plot.clientWidth || 300);
     const height = width < 420 ? 200 : 240;
     const data = [timestamps, ...series.map((s) => s.values.map((v) => (v === undefined ? null : v)))];
@@ -355,14 +362,20 @@
           width: 2,
           fill: s.fill || undefined,
           spanGaps: unit === "ms",
-          // A lone bucket draws no line, so show points where there are few.
-          points: { show: unit === "ms" || timestamps.length <= 100, size: 5 },
+          // A lone busy bucket draws no line; a dot marks every bucket with calls.
+          points: { show: true, space: 0, size: 7, fill: s.color || COLORS[i % COLORS.length], filter: busy },
           value: (u, v) => (v === null || v === undefined ? "–" : unit === "usd" ? money(v) : unit === "ms" ? ms(v) : count(v)),
         })),
       ],
     };
     plot.replaceChildren();
     charts[id] = { u: new uPlot(opts, data, plot), shape, plot };
+  }
+
+  function busy(u, seriesIdx) {
+    const out = [];
+    u.data[seriesIdx].forEach((v, i) => { if (v) out.push(i); });
+    return out;
   }
 
   function resizeCharts() {
@@ -395,7 +408,7 @@
     const stepLabel = step === "1m" ? "minute" : step === "1h" ? "hour" : "day";
     drawChart("chart-cost", "usd", cost.timestamps, cost.series, stepLabel);
     const tokenSeries = tokens.series.filter((s) => s.values.some((v) => v)).map((s) => ({
-      ...s, key: (s.labels && s.labels.type) || s.key,
+      ...s, key: ((s.labels && s.labels.type) || s.key).replace(/_/g, " "),
     }));
     drawChart("chart-tokens", "tokens", tokens.timestamps, tokenSeries.length ? tokenSeries : tokens.series.slice(0, 2), stepLabel);
     const req = requests.series[0] || { key: "total", values: requests.timestamps.map(() => 0) };
