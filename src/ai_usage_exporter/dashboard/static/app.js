@@ -98,6 +98,7 @@
     $("content").hidden = true;
     $("signin-panel").hidden = false;
     $("signout").hidden = true;
+    $("windows").hidden = true;
     $("signin-error").textContent = message || "";
     $("live-text").textContent = "signed out";
     $("live-dot").className = "dot";
@@ -407,10 +408,10 @@
     ]);
     const stepLabel = step === "1m" ? "minute" : step === "1h" ? "hour" : "day";
     drawChart("chart-cost", "usd", cost.timestamps, cost.series, stepLabel);
-    const tokenSeries = tokens.series.filter((s) => s.values.some((v) => v)).map((s) => ({
-      ...s, key: ((s.labels && s.labels.type) || s.key).replace(/_/g, " "),
-    }));
-    drawChart("chart-tokens", "tokens", tokens.timestamps, tokenSeries.length ? tokenSeries : tokens.series.slice(0, 2), stepLabel);
+    // Token types with no tokens in the window would only crowd the legend.
+    const named = tokens.series.map((s) => ({ ...s, key: ((s.labels && s.labels.type) || s.key).replace(/_tokens$/, "").replace(/_/g, " ") }));
+    const used = named.filter((s) => s.values.some((v) => v));
+    drawChart("chart-tokens", "tokens", tokens.timestamps, used.length ? used : named.slice(0, 2), stepLabel);
     const req = requests.series[0] || { key: "total", values: requests.timestamps.map(() => 0) };
     const err = errors.series[0] || { key: "total", values: errors.timestamps.map(() => 0) };
     drawChart("chart-requests", "requests", requests.timestamps, [
@@ -468,6 +469,7 @@
     stop();
     $("signin-panel").hidden = true;
     $("content").hidden = false;
+    $("windows").hidden = false;
     $("signout").hidden = !authRequired;
     timer = 0;
     refresh(generation);
