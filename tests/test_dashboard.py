@@ -133,3 +133,38 @@ def test_without_a_read_token_the_page_is_open(recorder: Recorder) -> None:
     with serve_app(recorder.app()) as url:
         assert 'data-auth="open"' in httpx.get(f"{url}/dashboard").text
         assert httpx.get(f"{url}/api/status").status_code == 200
+
+
+def test_readiness_probes_while_writing_lose_nothing_acknowledged(tmp_path: Path) -> None:
+    """Every open page polls the ledger probe; it must never share the writer's transaction.
+
+    The probe writes and rolls back on the writer's connection: interleaved with a
+    commit, its rollback used to undo events already acknowledged.
+    """
+    from ai_usage_exporter.ledger import LedgerError
+
+    recorder = Recorder(str(tmp_path / "ledger.db"), CollectorRegistry())
+    stop = False
+    probe_errors: list[str] = []
+
+    def probe() -> None:
+        while not stop:
+            try:
+                recorder.check_ready()
+            except LedgerError as exc:
+                probe_errors.append(str(exc))
+
+    import threading
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        accepted = sum(recorder.record_many([EVENT] * 20).accepted for _ in range(150))
+    finally:
+        stop = True
+        thread.join()
+    try:
+        assert (accepted, recorder.ledger.count_events()) == (3000, 3000)
+        assert probe_errors == []
+    finally:
+        recorder.close()
