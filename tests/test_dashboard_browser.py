@@ -399,3 +399,31 @@ def test_an_empty_open_sidecar_says_what_to_do_then_shows_the_first_call(
         assert tab.errors == []
     finally:
         server.kill()
+
+
+def test_budgets_show_when_the_view_has_them(tab: Page, sidecar: ServerProcess) -> None:
+    budgets = [
+        {"budget": "monthly", "scope": "service", "key": "rag", "period": "month",
+         "unit": "usd", "limit": 50.0, "used": 12.5, "remaining": 37.5,
+         "hours_to_exhaustion": 30.0},
+        {"budget": "daily-tokens", "scope": "global", "key": "", "period": "day",
+         "unit": "tokens", "limit": 1_000_000.0, "used": 250_000.0, "remaining": 750_000.0,
+         "hours_to_exhaustion": None},
+    ]  # fmt: skip
+
+    def with_budgets(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "budgets": budgets})
+
+    tab.page.route("**/api/metrics?limit=20", with_budgets)
+    tab.sign_in(sidecar.url)
+    tab.page.wait_for_selector("#b-budgets:not([hidden])")
+    rows = [
+        r.locator("td").all_inner_texts() for r in tab.page.locator("#b-budgets tbody tr").all()
+    ]
+    assert rows == [
+        ["monthly", "service rag", "month", "$12.50", "$50.00", "25%", "$37.50", "1 d"],
+        ["daily-tokens", "global", "day", "250,000 tokens", "1,000,000 tokens", "25%",
+         "750,000 tokens", "not at this rate"],
+    ]  # fmt: skip
+    assert tab.errors == []

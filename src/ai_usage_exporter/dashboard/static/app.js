@@ -236,6 +236,20 @@
         : [];
     panel.hidden = rows.length === 0;
     if (rows.length === 0) return;
+    if (rows.every((r) => "limit" in r && "used" in r && "unit" in r)) {
+      const amount = (r, v) => (v === null || v === undefined ? "–" : r.unit === "usd" ? money(v) : count(v) + " " + r.unit);
+      table("b-budgets", rows, [
+        ["Budget", (r) => r.budget || r.name || "–"],
+        ["Applies to", (r) => [r.scope, r.key].filter((x) => x).join(" ") || "all"],
+        ["Period", (r) => r.period || "–"],
+        ["Used", (r) => amount(r, r.used), true],
+        ["Limit", (r) => amount(r, r.limit), true],
+        ["Used %", (r) => (r.limit ? pct(r.used / r.limit) : "–"), true],
+        ["Remaining", (r) => amount(r, r.remaining), true],
+        ["Runs out in", (r) => (r.hours_to_exhaustion === null || r.hours_to_exhaustion === undefined ? "not at this rate" : duration(r.hours_to_exhaustion * 3600)), true],
+      ], "");
+      return;
+    }
     const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
     table("b-budgets", rows, keys.map((k) => [k.replace(/_/g, " "), (r) => cell(k, r[k]), typeof rows[0][k] === "number"]), "");
   }
