@@ -324,9 +324,11 @@ def test_export_downloads_the_report_apis_csv(tab: Page, sidecar: ServerProcess)
     with tab.page.expect_download() as info:
         tab.page.click('#b-model .exports button[data-format="csv"]')
     download = info.value
-    assert download.suggested_filename == "ai-usage-models.csv"
+    assert download.suggested_filename == "ai-usage-models-all-time.csv"
     got = Path(download.path()).read_text()
-    expected = httpx.get(f"{sidecar.url}/api/reports/models?format=csv", headers=READ_HEADERS)
+    expected = httpx.get(
+        f"{sidecar.url}/api/reports/models?format=csv&limit=10000&since=0", headers=READ_HEADERS
+    )
     assert got == expected.text
     rows = list(csv.DictReader(io.StringIO(got)))
     requests = {(r["provider"], r["model"]): int(r["requests"]) for r in rows}

@@ -9,9 +9,9 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 WRITE_PATHS = frozenset(("/api/usage",))
-READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/status"))
-# Everything under these reads the ledger: the dashboard's timeseries and the reports.
-READ_PREFIXES = ("/api/metrics/", "/api/reports/")
+READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/metrics/timeseries", "/api/status"))
+# Every path under these is read-protected too (one route per report).
+READ_PREFIXES = ("/api/reports/",)
 
 MISSING_TOKEN = "this endpoint needs an Authorization: Bearer <token> header"
 WRONG_TOKEN = "the bearer token is not valid for this endpoint"

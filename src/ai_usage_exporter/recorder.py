@@ -24,9 +24,12 @@ from prometheus_client.openmetrics.exposition import generate_latest as _generat
 from . import __version__
 from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
 from .ledger import Ledger, LedgerError, open_ledger
+from .logs import UsageLog
 from .metrics import MetricsState, UsageCollector
 from .pricing import Cost, PriceBook
 from .redact import redact_event
+from .timeseries import TimeseriesQuery
+from .timeseries import build as build_timeseries
 from .views import json_view
 
 log = logging.getLogger("ai_usage_exporter")
@@ -87,6 +90,7 @@ class Recorder:
         synchronous: str = "full",
         max_batch_events: int = 20_000,
         max_pending_events: int = 200_000,
+        usage_log: UsageLog | None = None,
     ) -> None:
         self.limits = limits
         self.prices = prices if prices is not None else PriceBook()
@@ -96,6 +100,7 @@ class Recorder:
             else db
         )
         self.store_text = store_text
+        self.usage_log = usage_log
         self.state = MetricsState(
             label_caps=label_caps,
             extra_labels=extra_labels,
@@ -172,9 +177,14 @@ class Recorder:
     ) -> RecordResult:
         """Record several events and wait until they are committed."""
         items = [event_fields(e) if isinstance(e, UsageEvent) else e for e in events]
-        parsed = parse_events(items, self.limits)
+        return self.record_parsed(parse_events(items, self.limits), timeout=timeout)
+
+    def record_parsed(
+        self, events: list[UsageEvent], *, timeout: float | None = None
+    ) -> RecordResult:
+        """Record events that `parse` returned and wait until they are committed."""
         done = threading.Event()
-        sub = _Submission(self._prepare(parsed), lambda _s: done.set(), retry=False)
+        sub = _Submission(self._prepare(events), lambda _s: done.set(), retry=False)
         self._enqueue(sub)
         if not done.wait(timeout):
             raise TimeoutError(f"events not committed within {timeout} s")
@@ -277,6 +287,8 @@ class Recorder:
             log.warning("ledger %s is writable again", self.ledger.url)
             self._writer_failing = None
         self.state.apply(result.deltas.items())
+        if self.usage_log is not None:
+            self._log_usage(group, result.inserted)
         accepted = sum(result.inserted)
         if accepted:
             self._last_event_at = time.time()
@@ -289,6 +301,22 @@ class Recorder:
             s.result = RecordResult(ok, k - ok)
         self._finish(group, len(priced))
         return True
+
+    def _log_usage(self, group: list[_Submission], inserted: list[bool]) -> None:
+        assert self.usage_log is not None
+        i = 0
+        try:
+            for s in group:
+                ok = [
+                    p
+                    for p, new in zip(s.priced, inserted[i : i + len(s.priced)], strict=True)
+                    if new
+                ]
+                i += len(s.priced)
+                self.usage_log.write([e for e, _ in ok], [c.total for _, c in ok])
+        except OSError as exc:
+            # The ledger holds the events; a full disk for the log must not stop recording.
+            log.error("usage log %s: %s", self.usage_log.path, exc)
 
     def _finish(self, group: list[_Submission], n_events: int) -> None:
         """Tell each submitter its outcome and release the group's place in the backlog."""
@@ -324,6 +352,13 @@ class Recorder:
             version=__version__,
             genai_prices_version=self.prices.genai_prices_version,
         )
+
+    def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
+        """A chart's series from the ledger's time buckets."""
+        rows = self.ledger.bucket_sums(
+            query.step_seconds, query.start, query.end, query.group_by, query.filters
+        )
+        return build_timeseries(query, rows)
 
     def exposition(self) -> bytes:
         """Prometheus text format 0.0.4: our families, then anything else in the registry."""
@@ -373,6 +408,8 @@ class Recorder:
             )
         self.registry.unregister(self.collector)
         self.ledger.close()
+        if self.usage_log is not None:
+            self.usage_log.close()
         self._closed = True
 
     def __enter__(self) -> Recorder:

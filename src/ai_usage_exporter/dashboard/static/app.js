@@ -283,15 +283,17 @@
     }
   }
 
+  // `range` is [since, until], or null for all time (the report API's default is 30 days).
   async function download(report, fmt, range) {
-    const q = new URLSearchParams({ format: fmt });
-    if (range) { q.set("since", range[0]); q.set("until", range[1]); }
+    const q = new URLSearchParams({ format: fmt, limit: "10000" });
+    q.set("since", range ? range[0] : "0");
+    if (range) q.set("until", range[1]);
     try {
       const r = await api("/api/reports/" + report + "?" + q.toString());
       const blob = await r.blob();
       const a = document.createElement("a");
       a.href = URL.createObjectURL(blob);
-      const span = range ? "-" + range[0].replace(/[:]/g, "") + "-" + range[1].replace(/[:]/g, "") : "";
+      const span = range ? "-" + range[0].replace(/[:]/g, "") + "-" + range[1].replace(/[:]/g, "") : "-all-time";
       a.download = "ai-usage-" + report + span + "." + fmt;
       document.body.append(a);
       a.click();
