@@ -20,6 +20,7 @@ Target: every request answers in < 100 ms at p50 (p99 printed beside it).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import socket
@@ -108,14 +109,27 @@ def requests_of_the_page(now: float) -> list[tuple[str, str]]:
             (f"{name} errors", f"/api/metrics/timeseries?metric=errors&{base}"),
             (f"{name} p95 duration", f"/api/metrics/timeseries?metric=duration&stat=p95&{base}"),
         ]
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 30 * DAY))
-    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    # The exports as app.js asks for them: all time from 0, a window widened to whole
+    # buckets of the chart's step (whole days for daily).
+    span, step = WINDOWS["30d"]
+    since = iso(int(now - span) // DAY * DAY)
+    until = iso(math.ceil(now / DAY) * DAY)
     out += [
-        ("export models, all time", "/api/reports/models?format=csv"),
-        ("export daily, 30d", f"/api/reports/daily?format=csv&since={since}&until={until}"),
-        ("export agents, 30d", f"/api/reports/agents?format=json&since={since}&until={until}"),
+        ("export models, all time", "/api/reports/models?format=csv&limit=10000&since=0"),
+        (
+            "export daily, 30d",
+            f"/api/reports/daily?format=csv&limit=10000&since={since}&until={until}",
+        ),
+        (
+            "export agents, 30d",
+            f"/api/reports/agents?format=json&limit=10000&since={since}&until={until}",
+        ),
     ]
     return out
+
+
+def iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def free_port() -> int:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -345,8 +348,19 @@ def test_export_downloads_the_report_apis_csv(tab: Page, sidecar: ServerProcess)
     assert info.value.suggested_filename.startswith("ai-usage-daily-")
     body = Path(info.value.path()).read_text()
     assert body == httpx.get(asked, headers=READ_HEADERS).text
-    since = tab.page.locator("#export-range").inner_text().split(" to ")[0]
-    assert httpx.URL(asked).params["since"] == since
+    # Whole UTC days for the daily report, so each row is one day.
+    params = httpx.URL(asked).params
+    since, until = (datetime.fromisoformat(params[k]) for k in ("since", "until"))
+    assert since.time() == until.time() == dt_time(0, 0)
+    assert until - since in (timedelta(days=1), timedelta(days=2))
+    rows = json.loads(body)["rows"]
+    assert len(rows) == len({r["day"] for r in rows}) >= 1
+    # The other reports: the charts' window in whole minutes (the 1 h window's step).
+    shown = tab.page.locator("#export-range").inner_text().split(" to ")
+    start, end = (datetime.fromisoformat(t) for t in shown)
+    assert (start.second, end.second) == (0, 0)
+    # 61 minutes, or 60 when the hour happened to end on a whole minute.
+    assert end - start in (timedelta(minutes=60), timedelta(minutes=61))
     assert tab.errors == []
 
 

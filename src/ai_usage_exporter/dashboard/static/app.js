@@ -30,7 +30,7 @@
   let windowName = "1h";
   let timer = null;
   let generation = 0;
-  let lastRange = null;
+  let lastWindow = null; // [from, to, step seconds] of the charts on screen
   const charts = {};
 
   // ------------------------------------------------------------ numbers
@@ -304,6 +304,17 @@
     }
   }
 
+  // The window widened to whole buckets of the charts' step (whole days for the daily
+  // report), so the report API sums the same buckets the charts show: minute buckets
+  // are kept for days only, and a daily report needs whole days.
+  function exportRange(report) {
+    if (!lastWindow) return null;
+    const step = report === "daily" ? 86400 : lastWindow[2];
+    const since = Math.floor(lastWindow[0] / step) * step;
+    const until = Math.ceil(lastWindow[1] / step) * step;
+    return [isoSeconds(since), isoSeconds(until)];
+  }
+
   function setupExports() {
     for (const panel of document.querySelectorAll(".table-panel[data-report]")) {
       exportButtons(panel.querySelector(".exports"), panel.dataset.report, () => null);
@@ -314,7 +325,7 @@
       const group = el("span", null, "export-group");
       group.append(el("span", report, "k"));
       const buttons = el("span");
-      exportButtons(buttons, report, () => lastRange);
+      exportButtons(buttons, report, () => exportRange(report));
       group.append(buttons);
       box.append(group);
     }
@@ -412,8 +423,9 @@
     const [span, step] = WINDOWS[windowName];
     const to = Math.ceil(Date.now() / 1000);
     const from = to - span;
-    lastRange = [isoSeconds(from), isoSeconds(to)];
-    $("export-range").textContent = lastRange[0] + " to " + lastRange[1];
+    lastWindow = [from, to, WINDOWS[windowName][2]];
+    const shown = exportRange("services");
+    $("export-range").textContent = shown[0] + " to " + shown[1];
     const base = { step, from: String(from), to: String(to) };
     const [cost, tokens, requests, errors, dur] = await Promise.all([
       series({ ...base, metric: "cost", by: "model" }),
