@@ -419,7 +419,7 @@
     return r.json();
   }
 
-  async function refreshCharts() {
+  async function refreshCharts(gen) {
     const [span, step] = WINDOWS[windowName];
     const to = Math.ceil(Date.now() / 1000);
     const from = to - span;
@@ -434,6 +434,7 @@
       series({ ...base, metric: "errors" }),
       series({ ...base, metric: "duration", stat: "p95" }),
     ]);
+    if (gen !== generation) return; // the window changed meanwhile; its own refresh draws
     const stepLabel = step === "1m" ? "minute" : step === "1h" ? "hour" : "day";
     drawChart("chart-cost", "usd", cost.timestamps, cost.series, stepLabel);
     // Token types with no tokens in the window would only crowd the legend.
@@ -471,7 +472,7 @@
       const [status, view] = await Promise.all([
         api("/api/status").then((r) => r.json()),
         api("/api/metrics?limit=20").then((r) => r.json()),
-        refreshCharts(),
+        refreshCharts(gen),
       ]);
       if (gen !== generation) return;
       renderStatus(status);
