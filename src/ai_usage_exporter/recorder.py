@@ -22,6 +22,7 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 
 from . import __version__
+from .bucketcache import BucketCache
 from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
 from .ledger import Ledger, LedgerError, open_ledger
 from .logs import UsageLog
@@ -128,6 +129,7 @@ class Recorder:
         # with a commit in flight would let the probe's rollback undo that commit.
         self._ledger_lock = threading.Lock()
         self._last_event_at: float | None = None
+        self.bucket_cache = BucketCache()
         self._thread = threading.Thread(
             target=self._run, name="ai-usage-ledger-writer", daemon=True
         )
@@ -292,6 +294,7 @@ class Recorder:
         accepted = sum(result.inserted)
         if accepted:
             self._last_event_at = time.time()
+            self.bucket_cache.note_commit(min(e.timestamp for e, _ in priced))
         self.state.count_exporter(accepted=accepted, duplicate=len(priced) - accepted)
         i = 0
         for s in group:
@@ -355,9 +358,14 @@ class Recorder:
 
     def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
         """A chart's series from the ledger's time buckets."""
-        rows = self.ledger.bucket_sums(
-            query.step_seconds, query.start, query.end, query.group_by, query.filters
-        )
+        step = query.step_seconds
+
+        def fetch(start: int, end: int) -> list[tuple[Any, ...]]:
+            return self.ledger.bucket_sums(step, start, end, query.group_by, query.filters)
+
+        # The rows hold every value column, so one entry serves each metric of a shape.
+        key = (step, query.group_by, tuple(sorted(query.filters.items())))
+        rows = self.bucket_cache.sums(key, step, query.start, query.end, time.time(), fetch)
         return build_timeseries(query, rows)
 
     def exposition(self) -> bytes:
