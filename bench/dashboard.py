@@ -163,9 +163,11 @@ def serve(db: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise TimeoutError("the sidecar did not start")
 
 
-def time_request(client: httpx.Client, path: str, reps: int) -> list[float]:
-    """Milliseconds per answer, after one untimed warm-up request."""
+def time_request(client: httpx.Client, path: str, reps: int) -> tuple[float, list[float]]:
+    """Milliseconds of the first answer, and of each repeat (as the page polls)."""
+    t0 = time.perf_counter()
     r = client.get(path)
+    first = (time.perf_counter() - t0) * 1000
     if r.status_code != 200:
         raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
     out: list[float] = []
@@ -177,7 +179,7 @@ def time_request(client: httpx.Client, path: str, reps: int) -> list[float]:
         r.raise_for_status()
         out.append(dt * 1000)
         spent += dt
-    return out
+    return first, out
 
 
 def p99(values: Sequence[float]) -> float:
@@ -229,18 +231,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"ledger {size:.0f} MiB"
             )
         proc, url = serve(db)
-        worst = 0.0
+        worst = coldest = 0.0
         try:
             with httpx.Client(base_url=url, timeout=120) as client:
                 print(
-                    f"\n{'request':<28} {'p50 ms':>9} {'p99 ms':>9} {'n':>3}  target < {TARGET_MS:.0f} ms"
+                    f"\n{'request':<28} {'first ms':>9} {'p50 ms':>9} {'p99 ms':>9} {'n':>3}  "
+                    f"p50 < {TARGET_MS:.0f} ms"
                 )
                 for label, path in requests_of_the_page(now):
-                    ms = time_request(client, path, reps)
+                    first, ms = time_request(client, path, reps)
                     med = statistics.median(ms)
                     worst = max(worst, med)
+                    coldest = max(coldest, first)
                     print(
-                        f"{label:<28} {med:9.1f} {p99(ms):9.1f} {len(ms):>3}  {verdict(med < TARGET_MS)}"
+                        f"{label:<28} {first:9.1f} {med:9.1f} {p99(ms):9.1f} {len(ms):>3}  "
+                        f"{verdict(med < TARGET_MS)}"
                     )
         finally:
             proc.terminate()
@@ -250,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             step_s = {"1m": 60, "1h": 3600, "1d": DAY}[step]
             print(f"{name:<5} {anchor_ms(db, now, span, step_s):9.1f} ms")
     print(
-        f"\nslowest request p50 {worst:.1f} ms: {verdict(worst < TARGET_MS)} (target < {TARGET_MS:.0f} ms)"
+        f"\nslowest request p50 {worst:.1f} ms: {verdict(worst < TARGET_MS)} "
+        f"(target < {TARGET_MS:.0f} ms); slowest first request {coldest:.1f} ms"
     )
     return 0
 
