@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .auth import BearerAuthMiddleware
 from .dashboard import dashboard_routes
@@ -26,6 +26,9 @@ from .recorder import Recorder, RecorderBusyError, RecorderClosedError
 from .reports import REPORTS, build_report, render_csv, window
 from .timeseries import ParamError
 from .timeseries import parse_query as parse_timeseries_query
+
+if TYPE_CHECKING:
+    from .gateway.proxy import Gateway
 
 log = logging.getLogger("ai_usage_exporter.http")
 
@@ -103,8 +106,13 @@ def create_app(
     write_tokens: Sequence[str] = (),
     read_tokens: Sequence[str] = (),
     close_recorder: bool = False,
+    gateway: Gateway | None = None,
+    gateway_tokens: Sequence[str] = (),
 ) -> Starlette:
-    """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it."""
+    """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it.
+
+    With a `gateway`, its OpenAI-compatible routes are served too, behind `gateway_tokens`.
+    """
     limits = recorder.limits
 
     async def post_usage(request: Request) -> Response:
@@ -259,11 +267,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if gateway is not None:
+            await gateway.aclose()
         if close_recorder:
             # In-flight requests have finished (uvicorn waits for them); commit the rest.
             await run_in_threadpool(recorder.close)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
         Route("/api/metrics/timeseries", api_timeseries, methods=["GET"]),
@@ -274,6 +284,10 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *dashboard_routes(recorder, read_token_required=bool(read_tokens)),
     ]
+    if gateway is not None:
+        from .gateway.routes import gateway_routes
+
+        routes.extend(gateway_routes(gateway))
     # With no token configured every path is open, and the middleware would only cost
     # a hop per request.
     middleware = (
@@ -282,10 +296,11 @@ def create_app(
                 BearerAuthMiddleware,
                 write_tokens=list(write_tokens),
                 read_tokens=list(read_tokens),
+                gateway_tokens=list(gateway_tokens),
                 on_reject=lambda: recorder.count_rejected("unauthorized"),
             )
         ]
-        if write_tokens or read_tokens
+        if write_tokens or read_tokens or gateway_tokens
         else []
     )
     return Starlette(
