@@ -70,7 +70,8 @@ def generate(db: str, n: int, end: int) -> None:
     )
     conn.execute(f"DELETE FROM {TABLE}")
     for step in STEPS.values():
-        conn.execute(backfill_sql(step, ledger.floor_sql, ledger.int_type))  # type: ignore[attr-defined]
+        # The rows above carry the unassigned instance (''), as a tool's writes do.
+        conn.execute(backfill_sql(step, ledger.floor_sql, ledger.int_type, "''"))  # type: ignore[attr-defined]
     conn.execute("COMMIT")
     ledger.close()
 

@@ -49,10 +49,14 @@ class ServerProcess:
     """`python -m ai_usage_exporter serve` as a child process."""
 
     def __init__(
-        self, db: Path | str, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+        self,
+        db: Path | str,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.db = db
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AI_USAGE_EXPORTER_")}
         full_env.update(env or {})

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 from prometheus_client import CollectorRegistry
 
+from _pg import fresh_schema
 from _server import SampleKey, exposition_samples
 from ai_usage_exporter import Recorder, UsageEvent
 from ai_usage_exporter.ledger import Ledger, LedgerError, open_ledger
@@ -64,7 +65,8 @@ def test_write_dedupe_rollup_and_rows(ledger_url: str) -> None:
         assert r1.inserted == [True, True, False, True]
         r2 = ledger.write([_priced(5, "b"), _priced(6, "c")], 1001.0)
         assert r2.inserted == [False, True]
-        rows = ledger.events()
+        # PostgreSQL stores a batch in key order (so concurrent writers cannot deadlock).
+        rows = sorted(ledger.events(), key=lambda r: r["input_tokens"])
         assert [(r["idempotency_key"], r["input_tokens"]) for r in rows] == [
             ("a", 1),
             ("b", 2),
@@ -264,6 +266,116 @@ def test_a_ledger_without_the_new_token_kinds_is_migrated_at_open(ledger_url: st
         assert widths == {len(VALUE_COLUMNS)}
     finally:
         ledger.close()
+
+
+def _raw_execute(url: str, statements: list[str]) -> list[list[tuple[object, ...]]]:
+    """Run SQL on the ledger's database behind the ledger's back; rows of each statement."""
+    out: list[list[tuple[object, ...]]] = []
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            for stmt in statements:
+                cur = pg.execute(stmt)
+                out.append([tuple(r) for r in cur.fetchall()] if cur.description else [])
+        return out
+    lite = sqlite3.connect(url)
+    try:
+        for stmt in statements:
+            out.append(list(lite.execute(stmt).fetchall()))
+        lite.commit()
+    finally:
+        lite.close()
+    return out
+
+
+def test_a_ledger_from_before_instances_and_the_new_kinds_is_rebuilt_and_adopted(
+    ledger_url: str,
+) -> None:
+    """Key rebuild, new value columns, bucket backfill and adoption in one open."""
+    from ai_usage_exporter.metrics import render_fleet
+    from ai_usage_exporter.rollup import INSTANCE, KEY_FIELDS, VALUE_COLUMNS
+
+    _old_schema_ledger(ledger_url)
+    # Older still: no instance in the rollup's key nor on the events.
+    kept = ", ".join(
+        f'"{c}"' for c in (*KEY_FIELDS, *VALUE_COLUMNS) if c not in _NEW_ROLLUP_COLUMNS
+    )
+    _raw_execute(
+        ledger_url,
+        [
+            f"CREATE TABLE rollup_old AS SELECT {kept} FROM rollup",
+            "DROP TABLE rollup",
+            "ALTER TABLE rollup_old RENAME TO rollup",
+            f'ALTER TABLE events DROP COLUMN "{INSTANCE}"',
+        ],
+    )
+    ledger = open_ledger(ledger_url, instance="pod-a")
+    try:
+        rollup, buckets = _raw_execute(
+            ledger_url,
+            [
+                f'SELECT "{INSTANCE}", sum(requests), sum(input_tokens), sum(unpriced), '
+                f'sum(image_output_tokens), sum(unknown_tier) FROM rollup GROUP BY "{INSTANCE}"',
+                f'SELECT "{INSTANCE}", sum(requests), sum(input_tokens), sum(unpriced), '
+                f"sum(image_output_tokens) FROM rollup_buckets WHERE step = 86400 "
+                f'GROUP BY "{INSTANCE}"',
+            ],
+        )
+        # The unassigned rows (and the buckets built from the events) are pod-a's now.
+        # PostgreSQL sums bigints as numeric: compare them as plain integers.
+        plain = [[tuple(v if isinstance(v, str) else int(str(v)) for v in r) for r in t] for t in (rollup, buckets)]  # fmt: skip
+        assert plain == [[("pod-a", 2, 4, 1, 0, 0)], [("pod-a", 2, 4, 1, 0)]]
+        e = UsageEvent(
+            provider="google", model="gemini-2.5-flash", input_tokens=10, output_tokens=20,
+            image_output_tokens=15, web_search_requests=2, timestamp=86400.0 * 3,
+        )  # fmt: skip
+        cost = Cost(1e-6, 2e-6, 3e-6, "genai-prices", "unknown_tier")
+        # Twice under one key: the instance-first primary key takes the upsert.
+        ledger.write([(e, cost)], 2.0)
+        ledger.write([(e, cost)], 3.0)
+        (keyed,) = _raw_execute(
+            ledger_url,
+            [
+                f'SELECT "{INSTANCE}", requests, image_output_tokens, web_search_requests, '
+                "unknown_tier FROM rollup WHERE model = 'gemini-2.5-flash'"
+            ],
+        )
+        assert [tuple(r) for r in keyed] == [("pod-a", 2, 30, 4, 2)]
+        fleet = ledger.fleet_totals()
+        assert fleet["totals"]["tokens"]["image_output_tokens"] == 30
+        assert fleet["totals"]["web_search_requests"] == 4
+        assert fleet["totals"]["approximately_priced_requests"]["unknown_tier"] == 2
+        assert 'ai_fleet_tokens{type="image_output"} 30.0' in render_fleet(fleet)
+        # Old events 3+6 and 1+0 tokens, the new one 10+20 twice.
+        assert ledger.summary()["totals"]["tokens"]["total_tokens"] == 70
+    finally:
+        ledger.close()
+
+
+def test_unpriced_models_by_reason_follow_the_scope() -> None:
+    """Another sidecar's unpriced models show in the fleet scope only."""
+    with fresh_schema() as pg_url:
+        _unpriced_models_by_scope(pg_url)
+
+
+def _unpriced_models_by_scope(pg_url: str) -> None:
+    a = open_ledger(pg_url, instance="pod-a")
+    b = open_ledger(pg_url, instance="pod-b")
+    try:
+        a.write([(UsageEvent(provider="x", model="nope", input_tokens=1), Cost(0, 0, 0, "unpriced", "unknown_model"))], 1.0)  # fmt: skip
+        b.write([(UsageEvent(provider="google", model="g", input_tokens=1), Cost(0, 0, 0, "genai-prices", "unknown_tier"))], 1.0)  # fmt: skip
+        mine = [{"provider": "x", "model": "nope", "reason": "unknown_model", "requests": 1}]
+        theirs = [{"provider": "google", "model": "g", "reason": "unknown_tier", "requests": 1}]
+        assert a.summary()["unpriced_models"] == mine
+        assert b.summary(scope="instance")["unpriced_models"] == theirs
+        assert a.summary(scope="fleet")["unpriced_models"] == [*theirs, *mine]
+        # Retired rows keep their reasons in the fleet's list.
+        assert a.retire_instance("pod-b") == 1
+        assert a.summary(scope="fleet")["unpriced_models"] == [*theirs, *mine]
+    finally:
+        a.close()
+        b.close()
 
 
 def test_an_older_ledger_gains_the_query_columns(ledger_url: str) -> None:

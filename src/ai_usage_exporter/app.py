@@ -18,12 +18,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .auth import BearerAuthMiddleware
+from .dashboard import dashboard_routes
 from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
 from .recorder import Recorder, RecorderBusyError, RecorderClosedError
 from .reports import REPORTS, build_report, render_csv, window
-from .timeseries import ParamError
+from .timeseries import ParamError, parse_scope
 from .timeseries import parse_query as parse_timeseries_query
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ log = logging.getLogger("ai_usage_exporter.http")
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TEXT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# Query parameters GET /api/reports/<name> takes.
+_REPORT_PARAMS = ("format", "limit", "scope", "since", "until", "workflow")
 JSON_TYPES = ("application/json", "text/json")
 NDJSON_TYPES = (
     "application/x-ndjson",
@@ -189,13 +192,24 @@ def create_app(
             return error_response(
                 400, f"limit must be an integer from 1 to 10000, got {raw_limit!r}"
             )
-        if fmt == "prometheus":
-            return await exposition(request)
         try:
-            view = await run_in_threadpool(recorder.view, int(raw_limit))
+            scope = parse_scope(request.query_params.getlist("scope"))
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
+        if fmt == "prometheus":
+            return await (fleet_exposition(request) if scope == "fleet" else exposition(request))
+        try:
+            view = await run_in_threadpool(recorder.view, int(raw_limit), scope)
         except LedgerError as exc:
             return error_response(503, str(exc))
         return JSONResponse(view)
+
+    async def fleet_exposition(request: Request) -> Response:
+        try:
+            body = await run_in_threadpool(recorder.fleet_exposition)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return Response(body, media_type=PROMETHEUS_TEXT)
 
     async def api_timeseries(request: Request) -> Response:
         params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
@@ -215,9 +229,9 @@ def create_app(
             return error_response(404, f"no report {name!r}; reports: {', '.join(REPORTS)}")
         params = request.query_params
         for key in params.keys():
-            if key not in ("since", "until", "format", "workflow", "limit"):
+            if key not in _REPORT_PARAMS:
                 return error_response(
-                    400, f"unknown parameter {key!r}; known: format, limit, since, until, workflow"
+                    400, f"unknown parameter {key!r}; known: {', '.join(_REPORT_PARAMS)}"
                 )
             if len(params.getlist(key)) > 1:
                 return error_response(400, f"give {key} once, got {params.getlist(key)!r}")
@@ -231,15 +245,18 @@ def create_app(
             )
         try:
             w = window(params.get("since"), params.get("until"), time.time())
+            scope = parse_scope(params.getlist("scope"))
         except ParamError as exc:
             return error_response(400, str(exc), [exc.as_dict()])
         try:
             body = await run_in_threadpool(
                 build_report, recorder.ledger, name, w,
                 workflow=params.get("workflow"), limit=int(raw_limit),
+                instance=recorder.ledger.scope_instance(scope),
             )  # fmt: skip
         except LedgerError as exc:
             return error_response(503, str(exc))
+        body["scope"] = scope
         if fmt == "csv":
             return Response(
                 render_csv(body),
@@ -278,9 +295,11 @@ def create_app(
         Route("/api/metrics/timeseries", api_timeseries, methods=["GET"]),
         Route("/api/reports/{name}", api_report, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),
+        Route("/metrics/fleet", fleet_exposition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *dashboard_routes(recorder, read_token_required=bool(read_tokens)),
     ]
     if gateway is not None:
         from .gateway.routes import gateway_routes

@@ -1,5 +1,7 @@
 """Command line: `serve` runs the sidecar; `prices` shows resolved rates; `healthcheck`
-probes a running sidecar the way its settings say it listens."""
+probes a running sidecar the way its settings say it listens; `instances` and
+`retire-instance` look after the sidecars sharing one ledger; `report`, `query`,
+`import` and `prune` work on the ledger (see commands.py)."""
 
 from __future__ import annotations
 
@@ -82,10 +84,27 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         "--ssl-certfile", help="TLS certificate (PEM) (env AI_USAGE_EXPORTER_SSL_CERTFILE)"
     )
     s.add_argument(
+        "--instance",
+        help="this sidecar's name in a shared ledger (default: POD_NAME, HOSTNAME or the "
+        "host name; env AI_USAGE_EXPORTER_INSTANCE)",
+    )
+    s.add_argument(
         "--log-level",
         choices=[*LOG_LEVELS, *LOG_LEVEL_ALIASES],
         help="log level (default info; env AI_USAGE_EXPORTER_LOG_LEVEL)",
     )
+
+    ins = sub.add_parser(
+        "instances", help="list the instances with rows in the ledger, with their requests"
+    )
+    rt = sub.add_parser(
+        "retire-instance",
+        help="move a gone sidecar's rollup and bucket rows into the fleet-wide __retired__ instance",
+    )
+    rt.add_argument("name", help="the instance to retire (see `instances`)")
+    for cmd in (ins, rt):
+        cmd.add_argument("--db", help="the shared ledger's URL (env AI_USAGE_EXPORTER_DB)")
+        cmd.add_argument("--config", help="YAML config file (env AI_USAGE_EXPORTER_CONFIG)")
 
     pr = sub.add_parser(
         "prices",
@@ -189,6 +208,7 @@ def serve(settings: Settings) -> int:
         extra_labels=settings.extra_labels,
         store_text=settings.store_text,
         synchronous=settings.synchronous,
+        instance=settings.instance,
         usage_log=(
             UsageLog(settings.usage_log, settings.usage_log_max_bytes, settings.usage_log_backups)
             if settings.usage_log
@@ -197,8 +217,9 @@ def serve(settings: Settings) -> int:
     )
     retention = commands.start_retention(settings)
     log.info(
-        "ledger %s: counters rebuilt from the rollup in %.3f s",
+        "ledger %s: counters of instance %r rebuilt from the rollup in %.3f s",
         recorder.ledger.url,
+        recorder.instance,
         recorder.rebuild_seconds,
     )
     gateway = None
@@ -256,6 +277,31 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def instances(settings: Settings, retire: str | None) -> int:
+    """List the ledger's instances, or retire one; a tool's connection adopts nothing."""
+    from .ledger import open_ledger
+
+    ledger = open_ledger(settings.db)
+    try:
+        if retire is not None:
+            moved = ledger.retire_instance(retire)
+            if not moved:
+                known = ", ".join(repr(n) for n in ledger.instances()) or "none"
+                print(
+                    f"ai-usage-exporter: instance {retire!r} has no rows in {ledger.url}; "
+                    f"known: {known}",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"retired {retire!r}: {moved} rollup rows moved into '__retired__'")
+            return 0
+        for name, requests in ledger.instances().items():
+            print(f"{name or '(unassigned)'}\t{requests}")
+        return 0
+    finally:
+        ledger.close()
+
+
 def prices(settings: Settings, provider: str | None, models: Sequence[str]) -> int:
     """Print the rates table; exit 1 when a model asked for has no price.
 
@@ -299,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ai-usage-exporter: {exc}", file=sys.stderr)
             return 2
     flags = {
-        k: v for k, v in vars(args).items() if k not in ("command", "models", "provider", "timeout")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "models", "provider", "timeout", "name")
     }
     try:
         settings = resolve(flags)
@@ -313,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "prices":
             return prices(settings, args.provider, args.models)
+        if args.command in ("instances", "retire-instance"):
+            return instances(settings, args.name if args.command == "retire-instance" else None)
         return serve(settings)
     except (ConfigError, PriceConfigError, LedgerError) as exc:
         print(f"ai-usage-exporter: {exc}", file=sys.stderr)

@@ -42,6 +42,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (env AI_USAGE_EXPORTER_CONFIG)")
 
 
+def _instance(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="only the rows of this instance (see `instances`; '' is the unassigned rows); "
+        "default: the whole ledger, every instance",
+    )
+
+
 def add_parsers(sub: Any) -> None:
     r = sub.add_parser("report", help="per day, query, agent, model, tenant or service")
     r.add_argument("name", choices=REPORTS)
@@ -51,6 +60,7 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--workflow", help="agents: also the step-by-step log of this workflow id")
     r.add_argument("--limit", type=int, default=100, help="rows of queries/models/... (100)")
     r.add_argument("--by", choices=("cost", "tokens"), default="cost", help="queries: order")
+    _instance(r)
     _common(r)
 
     q = sub.add_parser("query", help="the calls themselves, newest first")
@@ -61,6 +71,7 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("--since", help="RFC 3339, epoch seconds or an age like 2h")
     q.add_argument("--limit", type=int, default=10)
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _instance(q)
     _common(q)
 
     i = sub.add_parser("import", help="read usage log files into the ledger, idempotently")
@@ -99,7 +110,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _report(args: argparse.Namespace, ledger: Ledger) -> int:
     w = window(args.since, args.until, time.time())
     body = build_report(
-        ledger, args.name, w, workflow=args.workflow, limit=args.limit, order=args.by
+        ledger,
+        args.name,
+        w,
+        workflow=args.workflow,
+        limit=args.limit,
+        order=args.by,
+        instance=args.instance,
     )
     sys.stdout.write(render(body, args.format))
     return 0
@@ -118,7 +135,9 @@ def _query(args: argparse.Namespace, ledger: Ledger) -> int:
     }
     given = {k: v for k, v in filters.items() if v is not None and k in EVENT_FILTERS}
     since = parse_time("since", args.since, time.time()) if args.since else None
-    rows = ledger.select_events(QUERY_COLUMNS, given, since, None, limit=args.limit)
+    rows = ledger.select_events(
+        QUERY_COLUMNS, given, since, None, limit=args.limit, instance=args.instance
+    )
     for r in rows:
         r["ts"] = _iso(r["ts"])
     if args.format == "json":

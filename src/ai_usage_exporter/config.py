@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import yaml
 from .events import Limits
 from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from .pricing import LineLoader
+from .rollup import check_instance
 
 if TYPE_CHECKING:
     from .gateway.config import GatewayConfig
@@ -52,6 +54,7 @@ class Settings:
     log_level: str = "info"
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
+    instance: str | None = None  # None: default_instance() when the sidecar starts
     # Seconds; None keeps events forever. Retention never changes a total (see commands.prune).
     retention: float | None = None
     minute_retention: float | None = 7 * 86400.0
@@ -67,7 +70,7 @@ class Settings:
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
-    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated",
+    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance",
     "retention", "timeseries", "usage_log", "gateway",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
@@ -138,7 +141,7 @@ def load_file(path: str) -> dict[str, Any]:
             )
         if key == "synchronous":
             out[key] = _synchronous(value, where)
-        elif key in ("host", "db", "prices_file", "log_level"):
+        elif key in ("host", "db", "prices_file", "log_level", "instance"):
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
             if key == "log_level":
@@ -270,7 +273,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     def get(name: str) -> str | None:
         return environ.get(ENV_PREFIX + name)
 
-    for name in ("HOST", "DB", "CONFIG"):
+    for name in ("HOST", "DB", "CONFIG", "INSTANCE"):
         if get(name):
             out[name.lower()] = get(name)
     if get("LOG_LEVEL"):
@@ -330,7 +333,26 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
     settings = replace(settings, log_level=_log_level(settings.log_level, "--log-level"))
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be 0..65535, got {settings.port}")
+    if settings.instance is not None:
+        try:
+            check_instance(settings.instance)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return settings
+
+
+def default_instance(environ: Mapping[str, str] | None = None) -> str:
+    """The sidecar's name when none is set: the pod name in Kubernetes, else the host name.
+
+    Kubernetes sets HOSTNAME to the pod name; POD_NAME is the conventional variable a
+    manifest fills from the downward API (metadata.name) and wins when present.
+    """
+    env = os.environ if environ is None else environ
+    for name in ("POD_NAME", "HOSTNAME"):
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return socket.gethostname()
 
 
 def is_loopback(host: str) -> bool:

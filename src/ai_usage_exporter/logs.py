@@ -301,14 +301,21 @@ def _reopen_if_rotated(recorder: Any, src: _Source, stats: ImportStats) -> None:
 
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
     from .cli import _price_book
+    from .ledger import open_ledger
     from .recorder import Recorder
 
     for p in args.files:
         if not Path(p).is_file():
             print(f"ai-usage-exporter: import: {p}: no such file", file=sys.stderr)
             return 2
+    # Opened as a tool, not as a sidecar: the events go to the unassigned rows, which
+    # the next sidecar to start adopts (its counters then include them), and no
+    # sidecar's rows are taken over.
+    ledger = open_ledger(
+        settings.db, synchronous=settings.synchronous, store_text=settings.store_text
+    )
     recorder = Recorder(
-        settings.db,
+        ledger,
         prices=_price_book(settings),
         limits=settings.limits,
         store_text=settings.store_text,

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -37,10 +38,12 @@ from .rollup import (
     NANO,
     REASON_COLUMNS,
     REQUESTS,
+    RETIRED_INSTANCE,
     TOKEN_COLUMNS,
     TTFT_BUCKETS,
     TTFT_COUNT,
     TTFT_SUM_US,
+    UNASSIGNED_INSTANCE,
 )
 
 BUCKETS: tuple[float, ...] = BUCKETS_SECONDS
@@ -94,7 +97,22 @@ HELP = {
     "ai_exporter_label_values_folded": "Events whose label value was folded into __other__ "
     "because the label reached its cap of distinct values.",
     "ai_exporter_build_info": "Build information of the exporter; always 1.",
+    "ai_fleet_requests": "LLM calls recorded by every sidecar sharing the ledger, retired "
+    "ones included; the same value on every member, so take max(), never sum().",
+    "ai_fleet_tokens": "Tokens recorded by every sidecar sharing the ledger, by type as in "
+    "ai_tokens_total; the same value on every member, so take max(), never sum().",
+    "ai_fleet_cost_usd": "Cost in US dollars recorded by every sidecar sharing the ledger; "
+    "total is input plus output; the same value on every member, so take max(), never sum().",
+    "ai_fleet_instances": "Sidecar instances with rows in the shared ledger, retired ones "
+    "not counted.",
 }
+
+FLEET_GAUGES: tuple[str, ...] = (
+    "ai_fleet_requests",
+    "ai_fleet_tokens",
+    "ai_fleet_cost_usd",
+    "ai_fleet_instances",
+)
 
 
 def escape_label_value(value: str) -> str:
@@ -457,6 +475,36 @@ class MetricsState:
             if info_names:
                 info.add_metric([self.build_info[n] for n in info_names], 1)
         return [req, tok, cost, lvl, avg, dur, ttft, unpriced, acc, dup, rej, folded, info]
+
+
+def render_fleet(fleet: Mapping[str, Any]) -> str:
+    """The `ai_fleet_*` gauges, text format 0.0.4, from `Ledger.fleet_totals()` (pure).
+
+    Gauges, not counters, and under their own names: every member of a fleet serves
+    the same values, and no one should add them to the per-instance `ai_*_total`.
+    """
+    totals = fleet["totals"]
+    tokens = totals["tokens"]
+    lines: list[str] = []
+    add = lines.append
+
+    def header(name: str) -> None:
+        add(f"# HELP {name} {HELP[name]}")
+        add(f"# TYPE {name} gauge")
+
+    header("ai_fleet_requests")
+    add(f"ai_fleet_requests {float(totals['requests'])!r}")
+    header("ai_fleet_tokens")
+    for t in TOKEN_TYPES:
+        add(f'ai_fleet_tokens{{type="{t}"}} {float(tokens[f"{t}_tokens"])!r}')
+    header("ai_fleet_cost_usd")
+    for t in COST_TYPES:
+        add(f'ai_fleet_cost_usd{{type="{t}"}} {float(totals["cost_usd"][t])!r}')
+    header("ai_fleet_instances")
+    live = [n for n in fleet["instances"] if n not in (RETIRED_INSTANCE, UNASSIGNED_INSTANCE)]
+    add(f"ai_fleet_instances {float(len(live))!r}")
+    add("")
+    return "\n".join(lines)
 
 
 def _cumulative(buckets: Sequence[int]) -> list[tuple[str, float]]:

@@ -14,9 +14,18 @@ from .events import (
     USAGE_FIELDS,
     Limits,
 )
-from .rollup import STEPS
+from .reports import REPORTS
+from .rollup import SCOPES, STEPS
 from .shapes import STREAM_FORMATS
 from .timeseries import DIMENSIONS, MAX_LIMIT, STATS, UNITS
+
+_SCOPE = {
+    "name": "scope",
+    "in": "query",
+    "description": "instance (default): this sidecar's rows, the same events as its counters "
+    "(on a SQLite ledger, the whole file); fleet: every sidecar sharing the ledger",
+    "schema": {"type": "string", "enum": list(SCOPES)},
+}
 
 
 def _event_schema(limits: Limits) -> dict[str, Any]:
@@ -212,6 +221,11 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
                         },
+                        {
+                            **_SCOPE,
+                            "description": f"{_SCOPE['description']} (with format=prometheus, "
+                            "the ai_fleet_* gauges)",
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -239,6 +253,7 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                         _query("from", {"type": "string"}),
                         _query("to", {"type": "string"}),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+                        _SCOPE,
                     ],
                     "responses": {
                         "200": {
@@ -247,6 +262,39 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                         },
                         "400": _error("bad query parameter"),
                         "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
+            "/api/reports/{name}": {
+                "get": {
+                    "summary": "A report (per day, query, agent, model, tenant or service) as JSON or CSV.",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": list(REPORTS)},
+                        },
+                        _query("since", {"type": "string"}),
+                        _query("until", {"type": "string"}),
+                        _query("format", {"type": "string", "enum": ["json", "csv"]}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
+                        _query("workflow", {"type": "string"}),
+                        _SCOPE,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the report's rows",
+                            "content": {
+                                "application/json": {"schema": {"type": "object"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "400": _error("bad query parameter"),
+                        "401": _error("missing or wrong bearer token"),
+                        "404": _error("no such report"),
                         "503": _error("the ledger cannot be read"),
                     },
                 }
@@ -264,6 +312,20 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics/fleet": {
+                "get": {
+                    "summary": "Fleet-wide totals from the shared ledger as ai_fleet_* gauges.",
+                    "security": bearer,
+                    "responses": {
+                        "200": {
+                            "description": "exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "The process is alive.",
@@ -274,6 +336,31 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                 "get": {
                     "summary": "The ledger takes writes.",
                     "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
+                }
+            },
+            "/api/status": {
+                "get": {
+                    "summary": "Health for the dashboard: uptime, ledger writable, the writer's "
+                    "last error, time since the last event.",
+                    "security": bearer,
+                    "responses": {
+                        "200": {
+                            "description": "the status",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "401": _error("missing or wrong bearer token"),
+                    },
+                }
+            },
+            "/dashboard": {
+                "get": {
+                    "summary": "The dashboard page; its data needs the read token.",
+                    "responses": {
+                        "200": {
+                            "description": "the page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
                 }
             },
         },

@@ -22,10 +22,12 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 
 from . import __version__
+from .bucketcache import BucketCache
+from .config import default_instance
 from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
 from .ledger import Ledger, LedgerError, open_ledger
 from .logs import UsageLog
-from .metrics import MetricsState, UsageCollector
+from .metrics import MetricsState, UsageCollector, render_fleet
 from .pricing import Cost, PriceBook
 from .redact import redact_event
 from .timeseries import TimeseriesQuery
@@ -90,15 +92,22 @@ class Recorder:
         synchronous: str = "full",
         max_batch_events: int = 20_000,
         max_pending_events: int = 200_000,
+        instance: str | None = None,
         usage_log: UsageLog | None = None,
     ) -> None:
         self.limits = limits
         self.prices = prices if prices is not None else PriceBook()
         self.ledger: Ledger = (
-            open_ledger(db, synchronous=synchronous, store_text=store_text)
+            open_ledger(
+                db,
+                synchronous=synchronous,
+                store_text=store_text,
+                instance=instance if instance is not None else default_instance(),
+            )
             if isinstance(db, str)
             else db
         )
+        self.instance = self.ledger.instance
         self.store_text = store_text
         self.usage_log = usage_log
         self.state = MetricsState(
@@ -124,6 +133,11 @@ class Recorder:
         self._closing = False
         self._closed = False
         self._writer_failing: str | None = None
+        # The readiness probe writes on the writer's connection; sharing a transaction
+        # with a commit in flight would let the probe's rollback undo that commit.
+        self._ledger_lock = threading.Lock()
+        self._last_event_at: float | None = None
+        self.bucket_cache = BucketCache()
         self._thread = threading.Thread(
             target=self._run, name="ai-usage-ledger-writer", daemon=True
         )
@@ -262,7 +276,8 @@ class Recorder:
     def _commit(self, group: list[_Submission]) -> bool:
         priced = [p for s in group for p in s.priced]
         try:
-            result = self.ledger.write(priced, time.time())
+            with self._ledger_lock:
+                result = self.ledger.write(priced, time.time())
         except LedgerError as exc:
             if self._writer_failing is None:
                 log.error("%s", exc)
@@ -286,6 +301,9 @@ class Recorder:
         if self.usage_log is not None:
             self._log_usage(group, result.inserted)
         accepted = sum(result.inserted)
+        if accepted:
+            self._last_event_at = time.time()
+            self.bucket_cache.note_commit(min(e.timestamp for e, _ in priced))
         self.state.count_exporter(accepted=accepted, duplicate=len(priced) - accepted)
         i = 0
         for s in group:
@@ -328,26 +346,56 @@ class Recorder:
         """The last commit error while the ledger keeps failing, else None."""
         return self._writer_failing
 
+    @property
+    def pending(self) -> int:
+        """Events accepted for writing and not yet committed."""
+        return self._pending
+
     def count_rejected(self, reason: str, n: int = 1) -> None:
         self.state.count_rejected(reason, n)
 
-    def view(self, limit: int = 100) -> dict[str, Any]:
-        """The JSON view: totals and breakdowns from the ledger's rollup."""
-        return json_view(
-            summary=self.ledger.summary(limit),
+    def view(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
+        """The JSON view: totals and breakdowns from the ledger's rollup.
+
+        `scope` "instance" (the default) covers the events this sidecar committed, the
+        same as its counters; "fleet" covers every sidecar sharing the ledger.
+        """
+        view = json_view(
+            summary=self.ledger.summary(limit, scope),
             exporter=self.state.exporter,
             started_at=self.started_at,
             now=time.time(),
             version=__version__,
             genai_prices_version=self.prices.genai_prices_version,
         )
+        view["scope"] = scope
+        view["exporter"]["instance"] = self.instance
+        if scope == "fleet":
+            view["instances"] = self.ledger.instances()
+        return view
+
+    def fleet_exposition(self) -> bytes:
+        """Fleet-wide totals from the ledger as `ai_fleet_*` gauges (text format 0.0.4)."""
+        return render_fleet(self.ledger.fleet_totals()).encode()
 
     def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
-        """A chart's series from the ledger's time buckets."""
-        rows = self.ledger.bucket_sums(
-            query.step_seconds, query.start, query.end, query.group_by, query.filters
-        )
-        return build_timeseries(query, rows)
+        """A chart's series from the ledger's time buckets, in the query's scope."""
+        step = query.step_seconds
+        instance = self.ledger.scope_instance(query.scope)
+
+        def fetch(start: int, end: int) -> list[tuple[Any, ...]]:
+            return self.ledger.bucket_sums(
+                step, start, end, query.group_by, query.filters, instance=instance
+            )
+
+        # The rows hold every value column, so one entry serves each metric of a shape.
+        # In the fleet scope, other sidecars' commits are not noted here: the cache's
+        # max_age bounds how long a late one into a closed bucket stays unseen.
+        key = (step, query.group_by, tuple(sorted(query.filters.items())), instance)
+        rows = self.bucket_cache.sums(key, step, query.start, query.end, time.time(), fetch)
+        body = build_timeseries(query, rows)
+        body["scope"] = query.scope
+        return body
 
     def exposition(self) -> bytes:
         """Prometheus text format 0.0.4: our families, then anything else in the registry."""
@@ -360,7 +408,18 @@ class Recorder:
 
     def check_ready(self) -> None:
         """Raise LedgerError unless the ledger takes writes now."""
-        self.ledger.check_writable()
+        with self._ledger_lock:
+            self.ledger.check_writable()
+
+    def last_event_at(self) -> float | None:
+        """When the newest event was committed (epoch s), else the newest stored event's time.
+
+        The fallback covers a restart: the ledger's newest timestamp is what a person
+        asking "when did the last call arrive" means before this process sees one.
+        """
+        if self._last_event_at is None:
+            self._last_event_at = self.ledger.latest_event_ts()
+        return self._last_event_at
 
     def app(self, **kwargs: Any) -> Any:
         """A Starlette app serving this recorder (see `app.create_app`)."""

@@ -90,10 +90,13 @@ def measures(vec: Sequence[int], errors: int) -> dict[str, Any]:
     }
 
 
-def _grouped(ledger: Ledger, name: str, w: Window) -> list[tuple[tuple[Any, ...], list[int], int]]:
+def _grouped(
+    ledger: Ledger, name: str, w: Window, instance: str | None
+) -> list[tuple[tuple[Any, ...], list[int], int]]:
     """Bucket sums per key of the report (status folded into an error count), by cost."""
     keys = _KEYS[name]
-    rows = ledger.bucket_sums(pick_step(w.since, w.until), w.since, w.until, (*keys, "status"))
+    step = pick_step(w.since, w.until)
+    rows = ledger.bucket_sums(step, w.since, w.until, (*keys, "status"), instance=instance)
     merged: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
     n = len(keys)
     for r in rows:
@@ -122,14 +125,24 @@ def build_report(
     workflow: str | None = None,
     limit: int = 100,
     order: str = "cost",
+    instance: str | None = None,
 ) -> dict[str, Any]:
-    """The report as JSON-ready data: {"report", "since", "until", "rows", ...}."""
-    body: dict[str, Any] = {"report": name, "since": _iso(w.since), "until": _iso(w.until)}
+    """The report as JSON-ready data: {"report", "since", "until", "instance", "rows", ...}.
+
+    `instance` restricts it to one instance's rows (see `Ledger.scope_instance`); None,
+    the default, reports the whole ledger.
+    """
+    body: dict[str, Any] = {
+        "report": name,
+        "since": _iso(w.since),
+        "until": _iso(w.until),
+        "instance": instance,
+    }
     if name == "queries":
-        rows = ledger.query_sums(w.since, w.until, order=order, limit=limit)
+        rows = ledger.query_sums(w.since, w.until, order=order, limit=limit, instance=instance)
         body["rows"] = [_query_row(r) for r in rows]
         return body
-    grouped = _grouped(ledger, name, w)
+    grouped = _grouped(ledger, name, w, instance)
     if name == "daily":
         body["rows"] = [{"day": _iso(k[0])[:10], **measures(v, e)} for k, v, e in grouped]
     elif name == "agents":
@@ -138,7 +151,12 @@ def build_report(
         if workflow is not None:
             body["workflow"] = workflow
             steps = ledger.select_events(
-                STEP_COLUMNS, {"workflow_id": workflow}, w.since, w.until, limit=10_000
+                STEP_COLUMNS,
+                {"workflow_id": workflow},
+                w.since,
+                w.until,
+                limit=10_000,
+                instance=instance,
             )
             body["steps"] = [_step_row(i, s) for i, s in enumerate(reversed(steps), start=1)]
     else:

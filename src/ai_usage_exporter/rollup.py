@@ -30,6 +30,45 @@ KEY_FIELDS: tuple[str, ...] = (
     "node",
 )
 
+# The sidecar that committed a rollup row. It leads the rollup table's primary key
+# but is not part of a delta's key: a ledger adds its own instance when it stores
+# deltas, and rebuilds counters from its own instance's rows, so sidecars sharing
+# one PostgreSQL database never report one another's events.
+INSTANCE = "instance"
+# Rows of retired instances (pods gone for good) are folded into this one, so fleet
+# totals keep them while no live sidecar reports them.
+RETIRED_INSTANCE = "__retired__"
+# Rows written before instances existed; the first sidecar to open the ledger adopts them.
+UNASSIGNED_INSTANCE = ""
+MAX_INSTANCE_CHARS = 253  # a DNS name, which a Kubernetes pod name is
+# What a read covers: "instance", this sidecar's rows (the same events as its
+# counters), or "fleet", every row of the ledger.
+SCOPES: tuple[str, ...] = ("instance", "fleet")
+
+
+def check_instance(name: str | None) -> str:
+    """The instance name to store, or ValueError naming what is wrong with it.
+
+    None is a ledger opened without an instance (tools, tests): it writes and reads
+    the unassigned rows and adopts nothing.
+    """
+    if name is None:
+        return UNASSIGNED_INSTANCE
+    if not name or name.strip() != name:
+        raise ValueError(
+            f"instance must be a non-empty name without surrounding spaces, got {name!r}"
+        )
+    if len(name) > MAX_INSTANCE_CHARS:
+        raise ValueError(
+            f"instance must be at most {MAX_INSTANCE_CHARS} characters, got {len(name)}"
+        )
+    if not name.isprintable():
+        raise ValueError(f"instance must not contain control characters, got {name!r}")
+    if name == RETIRED_INSTANCE:
+        raise ValueError(f"instance {name!r} is reserved for retired instances' rows")
+    return name
+
+
 BUCKETS_SECONDS: tuple[float, ...] = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 600.0,
 )  # fmt: skip

@@ -24,6 +24,7 @@ from .rollup import (
     DUR_SUM_US,
     NANO,
     REQUESTS,
+    SCOPES,
     STEPS,
     TOKEN_COLUMNS,
     VALUE_COLUMNS,
@@ -79,6 +80,16 @@ def parse_duration(name: str, value: object) -> float:
     return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
+def parse_scope(values: Sequence[str]) -> str:
+    """The `scope` query parameter (given at most once): "instance" when absent."""
+    if not values:
+        return "instance"
+    value = values[0] if len(values) == 1 else ",".join(values)
+    if value not in SCOPES:
+        raise ParamError("scope", value, f"must be one of {', '.join(SCOPES)}")
+    return value
+
+
 def parse_time(name: str, value: str, now: float) -> float:
     """Epoch seconds, RFC 3339 (a date alone or no offset means UTC), or `7d` meaning 7 days ago."""
     text = value.strip()
@@ -112,6 +123,7 @@ class TimeseriesQuery:
     start: int  # first bucket start, inclusive
     end: int  # exclusive, a bucket boundary
     limit: int
+    scope: str = "instance"  # see rollup.SCOPES
 
     @property
     def step_seconds(self) -> int:
@@ -128,7 +140,7 @@ class TimeseriesQuery:
 
 def parse_query(params: Mapping[str, Sequence[str]], now: float) -> TimeseriesQuery:
     """Validate the query string (each name to its list of values); raise ParamError."""
-    known = {"metric", "by", "step", "stat", "from", "to", "limit"}
+    known = {"metric", "by", "step", "stat", "from", "to", "limit", "scope"}
     for name, values in params.items():
         if name not in known:
             raise ParamError(
@@ -182,7 +194,8 @@ def parse_query(params: Mapping[str, Sequence[str]], now: float) -> TimeseriesQu
             f"{(end - start) // seconds} buckets in the range; the limit is {MAX_POINTS}, "
             "choose a wider step or a shorter range",
         )
-    return TimeseriesQuery(metric, by, step, stat, start, end, int(raw_limit))
+    scope = parse_scope(params.get("scope", ()))
+    return TimeseriesQuery(metric, by, step, stat, start, end, int(raw_limit), scope)
 
 
 def _default(value: str | None, default: str) -> str:

@@ -3,6 +3,10 @@
 One write is one transaction: drop events whose idempotency_key is already stored
 (or repeated earlier in the batch), insert the rest, and add their rollup deltas to
 the rollup table. The caller updates counters only after that commit returns.
+
+Every ledger belongs to an *instance* (a sidecar's name): its event rows carry it and
+its rollup rows are keyed by it, so several sidecars can share one PostgreSQL
+database while each rebuilds its counters from its own rows only.
 """
 
 from __future__ import annotations
@@ -20,14 +24,19 @@ import orjson
 from ..events import ATTRIBUTION_FIELDS, QUERY_FIELDS, USAGE_FIELDS, UsageEvent
 from ..pricing import Cost
 from ..rollup import (
+    INSTANCE,
     KEY_FIELDS,
     NANO,
+    RETIRED_INSTANCE,
+    SCOPES,
     STEPS,
+    UNASSIGNED_INSTANCE,
     UNPRICED_COLUMNS,
     VALUE_COLUMNS,
     Delta,
     RollupKey,
     aggregate_timed,
+    check_instance,
 )
 from . import buckets
 from .queries import INDEXES, EventQueries
@@ -38,6 +47,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "idempotency_key",
     "ts",
     "received_at",
+    INSTANCE,
     "provider",
     "model",
     "operation",
@@ -85,6 +95,14 @@ _usage_values = attrgetter(*USAGE_FIELDS)
 
 Priced = tuple[UsageEvent, Cost]
 
+# Tables whose rows are per instance: name -> (key columns after `instance`, value
+# columns). Every one is written in the same commit as the events; adopting or
+# retiring an instance moves its rows in every one of them.
+PER_INSTANCE_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "rollup": (KEY_FIELDS, VALUE_COLUMNS),
+    buckets.TABLE: (buckets.BUCKET_KEY, VALUE_COLUMNS),
+}
+
 # Breakdowns of the JSON view: name -> the rollup columns grouped by.
 BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "by_service": ("service",),
@@ -107,13 +125,19 @@ class WriteResult:
 
 class Ledger(Protocol):
     url: str
+    instance: str
 
     def write(self, priced: Sequence[Priced], received_at: float) -> WriteResult: ...
     def load_rollup(self) -> Iterator[tuple[RollupKey, Delta]]: ...
-    def summary(self, limit: int = 100) -> dict[str, Any]: ...
+    def summary(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]: ...
+    def fleet_totals(self) -> dict[str, Any]: ...
+    def instances(self) -> dict[str, int]: ...
+    def retire_instance(self, name: str) -> int: ...
     def check_writable(self) -> None: ...
     def count_events(self) -> int: ...
+    def latest_event_ts(self) -> float | None: ...
     def events(self) -> list[dict[str, Any]]: ...
+    def scope_instance(self, scope: str) -> str | None: ...
     def bucket_sums(
         self,
         step: int,
@@ -121,6 +145,7 @@ class Ledger(Protocol):
         end: int,
         group_by: Sequence[str] = (),
         filters: Mapping[str, str] | None = None,
+        instance: str | None = None,
     ) -> list[tuple[Any, ...]]: ...
     def select_events(
         self,
@@ -129,9 +154,15 @@ class Ledger(Protocol):
         since: float | None = None,
         until: float | None = None,
         limit: int = 10,
+        instance: str | None = None,
     ) -> list[dict[str, Any]]: ...
     def query_sums(
-        self, since: float, until: float, order: str = "cost", limit: int = 10
+        self,
+        since: float,
+        until: float,
+        order: str = "cost",
+        limit: int = 10,
+        instance: str | None = None,
     ) -> list[dict[str, Any]]: ...
     def count_events_before(self, ts: float) -> int: ...
     def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
@@ -146,12 +177,15 @@ def q(name: str) -> str:
     return f'"{name}"'
 
 
-def event_row(e: UsageEvent, cost: Cost, received_at: float, store_text: bool) -> tuple[Any, ...]:
-    """The event's values in EVENT_COLUMNS order."""
+def event_row(
+    e: UsageEvent, cost: Cost, received_at: float, store_text: bool, instance: str
+) -> tuple[Any, ...]:
+    """The event's values in EVENT_COLUMNS order, stored under `instance`."""
     return (
         e.idempotency_key,
         e.timestamp,
         received_at,
+        instance,
         e.provider,
         e.model,
         e.operation,
@@ -200,83 +234,181 @@ class SQLLedger(EventQueries):
     real_type = "REAL"
     id_column = "id INTEGER PRIMARY KEY"
     store_text: bool = False
+    instance: str = ""
 
-    def __init__(self) -> None:
+    def __init__(self, instance: str | None) -> None:
+        try:
+            self.instance = check_instance(instance)
+        except ValueError as exc:
+            raise LedgerError(str(exc)) from None
+        self._adopts = instance is not None
         self._read_lock = threading.Lock()
         self._insert_cache: dict[
             tuple[bool, ...], tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]
         ] = {}
         ph = self.placeholder
-        all_cols = (*KEY_FIELDS, *VALUE_COLUMNS)
+        all_cols = (INSTANCE, *KEY_FIELDS, *VALUE_COLUMNS)
         updates = ", ".join(f"{q(c)} = rollup.{q(c)} + excluded.{q(c)}" for c in VALUE_COLUMNS)
         self._upsert_sql = (
             f"INSERT INTO rollup ({', '.join(q(c) for c in all_cols)}) "
             f"VALUES ({', '.join([ph] * len(all_cols))}) "
-            f"ON CONFLICT ({', '.join(q(c) for c in KEY_FIELDS)}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({', '.join(q(c) for c in (INSTANCE, *KEY_FIELDS))}) "
+            f"DO UPDATE SET {updates}"
         )
         self._bucket_upsert_sql = buckets.upsert_sql(ph)
 
     # ---------------------------------------------------------------- schema
 
     def schema(self) -> list[str]:
+        """The tables, created when missing; indexes and the view come after migration."""
+        # Each column has the default migration gives it (see _columns_by_table), so a
+        # new ledger and a migrated one agree, and a tool writing rows by hand (e.g.
+        # without `instance`) needs not name every column.
         event_cols = ",\n  ".join(f"{q(c)} {self._column_decl(c)}" for c in EVENT_COLUMNS)
-        key_cols = ",\n  ".join(f"{q(c)} TEXT NOT NULL" for c in KEY_FIELDS)
-        value_cols = ",\n  ".join(
-            f"{q(c)} {self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS
-        )
         return [
             f"CREATE TABLE IF NOT EXISTS events (\n  {self.id_column},\n  {event_cols}\n)",
-            "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events (idempotency_key)",
-            "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
-            f"CREATE TABLE IF NOT EXISTS rollup (\n  {key_cols},\n  {value_cols},\n"
-            f"  PRIMARY KEY ({', '.join(q(c) for c in KEY_FIELDS)})\n)",
+            *(self._per_instance_table(t, t) for t in PER_INSTANCE_TABLES),
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-            *buckets.schema(self.int_type),
-            *INDEXES,
         ]
 
-    def create_schema(self, cur: Any) -> None:
-        """Create missing tables, then add columns a newer version defines to older tables.
+    def indexes(self) -> list[str]:
+        """Indexes, created after migration has added the columns they name."""
+        return [
+            "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events (idempotency_key)",
+            "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
+            *INDEXES,
+            buckets.RANGE_INDEX,
+        ]
 
-        A ledger written by an earlier version keeps its rows: each column it lacks is
-        added with the default a new table would have (NULL, or 0 for counts), so old
-        rows read as "none of that kind". A ledger made before time buckets existed
-        gets them built from its events, once, so reports cover its history.
+    def _per_instance_table(self, name: str, kind: str) -> str:
+        """CREATE TABLE for a table of PER_INSTANCE_TABLES, keyed by instance first."""
+        keys, values = PER_INSTANCE_TABLES[kind]
+        # Text key columns default to '' so a rebuild can fill one an older table lacks.
+        key_cols = ",\n  ".join(
+            f"{q(c)} {self.int_type} NOT NULL"
+            if c in buckets.INTEGER_KEYS
+            else f"{q(c)} TEXT NOT NULL DEFAULT ''"
+            for c in (INSTANCE, *keys)
+        )
+        value_cols = ",\n  ".join(f"{q(c)} {self.int_type} NOT NULL DEFAULT 0" for c in values)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {name} (\n  {key_cols},\n  {value_cols},\n"
+            f"  PRIMARY KEY ({', '.join(q(c) for c in (INSTANCE, *keys))})\n)"
+        )
+
+    def create_schema(self, cur: Any) -> None:
+        """Create missing tables, then bring tables an older version made up to date.
+
+        A ledger written by an earlier version keeps its rows: a per-instance table
+        whose key lacks a column is rebuilt (see `_rebuild_if_key_changed`), and each
+        column a table lacks is added with the default a new table would have (NULL,
+        or 0 for counts), so old rows read as "none of that kind". A ledger made
+        before time buckets existed gets them built from its events, once, so reports
+        cover its history. Indexes and the view come last: they name new columns.
         """
         had_buckets = bool(self._existing_columns(cur, buckets.TABLE))
-        # Views name the newest columns, and the backfill reads them from the events:
-        # both wait until an older table has gained its missing columns.
-        statements = self.schema()
-        views = [s for s in statements if s.startswith(("DROP VIEW", "CREATE VIEW"))]
-        for stmt in statements:
-            if stmt not in views:
-                cur.execute(stmt)
+        # The view reads the bucket table, which a rebuild below may drop.
+        cur.execute(buckets.DROP_VIEW)
+        for stmt in self.schema():
+            cur.execute(stmt)
+        for table in PER_INSTANCE_TABLES:
+            self._rebuild_if_key_changed(cur, table)
         for table, wanted in self._columns_by_table().items():
             have = self._existing_columns(cur, table)
             for name, decl in wanted.items():
                 if name not in have:
                     cur.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {decl}")
-        for stmt in views:
+        for stmt in self.indexes():
             cur.execute(stmt)
         if not had_buckets:
             self._backfill_buckets(cur)
+        cur.execute(buckets.create_view())
+
+    def _rebuild_if_key_changed(self, cur: Any, table: str) -> None:
+        """Copy a table whose primary key lacks a column (e.g. `instance`) into a new one.
+
+        A primary key cannot be altered in SQLite, so the table is rebuilt: create the
+        new shape, copy every row (missing key columns become '', rows written before
+        instances existed belong to no instance until a sidecar adopts them), drop
+        the old, rename. The caller runs this inside the schema transaction, so a
+        crash midway leaves the old table as it was.
+        """
+        keys, values = PER_INSTANCE_TABLES[table]
+        have = self._existing_columns(cur, table)
+        if all(c in have for c in (INSTANCE, *keys)):
+            return
+        new = f"{table}_rebuild"
+        cur.execute(f"DROP TABLE IF EXISTS {new}")
+        cur.execute(self._per_instance_table(new, table))
+        copied = ", ".join(q(c) for c in (*keys, *values) if c in have)
+        cur.execute(
+            f"INSERT INTO {new} ({q(INSTANCE)}, {copied}) "
+            f"SELECT '{UNASSIGNED_INSTANCE}', {copied} FROM {table}"
+        )
+        cur.execute(f"DROP TABLE {table}")
+        cur.execute(f"ALTER TABLE {new} RENAME TO {table}")
+
+    def _move_instance_rows(self, cur: Any, where: str, params: Sequence[Any], to: str) -> int:
+        """Add the rows matching `where` into instance `to`'s rows, then delete them.
+
+        Sums per key, so moving never loses a count and never makes two rows of one key.
+        Returns how many rows of the rollup table were moved.
+        """
+        ph = self.placeholder
+        moved = 0
+        for table, (keys, values) in PER_INSTANCE_TABLES.items():
+            key_list = ", ".join(q(c) for c in keys)
+            sums = ", ".join(f"sum({q(c)})" for c in values)
+            updates = ", ".join(f"{q(c)} = {table}.{q(c)} + excluded.{q(c)}" for c in values)
+            cur.execute(f"SELECT count(*) FROM {table} WHERE {where}", params)
+            n = int(cur.fetchone()[0])
+            if table == "rollup":
+                moved = n
+            if not n:
+                continue
+            # The WHERE before GROUP BY keeps SQLite from reading ON CONFLICT as a join.
+            cur.execute(
+                f"INSERT INTO {table} ({q(INSTANCE)}, {key_list}, "
+                f"{', '.join(q(c) for c in values)}) "
+                f"SELECT {ph}, {key_list}, {sums} FROM {table} WHERE {where} "
+                f"GROUP BY {key_list} "
+                f"ON CONFLICT ({q(INSTANCE)}, {key_list}) DO UPDATE SET {updates}",
+                (to, *params),
+            )
+            cur.execute(f"DELETE FROM {table} WHERE {where}", params)
+        return moved
 
     def _columns_by_table(self) -> dict[str, dict[str, str]]:
         """Column declarations that may be missing from a ledger made by an older version."""
         return {
             "events": {c: self._column_decl(c) for c in EVENT_COLUMNS},
-            "rollup": {c: f"{self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS},
-            buckets.TABLE: {c: f"{self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS},
+            **{
+                table: {c: f"{self.int_type} NOT NULL DEFAULT 0" for c in values}
+                for table, (_, values) in PER_INSTANCE_TABLES.items()
+            },
         }
 
     def _backfill_buckets(self, cur: Any) -> None:
+        """Build the time buckets of a ledger that had none from its events, once.
+
+        Each event's buckets go to the instance that holds its rollup row, as far as
+        the events tell: events from before instances existed (instance '' or NULL)
+        make unassigned buckets, which the opening sidecar adopts with the unassigned
+        rollup rows in the same transaction; events of an instance that has no rollup
+        rows any more (retired) go to the retired instance, where its rollup rows went.
+        """
         cur.execute("SELECT count(*) FROM events")
         (n,) = cur.fetchone()
         if not n:
             return
         t0 = time.perf_counter()
+        own = f"COALESCE({q(INSTANCE)}, '')"
+        instance = (
+            f"CASE WHEN {own} = '{UNASSIGNED_INSTANCE}' OR {own} IN "
+            f"(SELECT {q(INSTANCE)} FROM rollup) THEN {own} ELSE '{RETIRED_INSTANCE}' END"
+        )
         for step in STEPS.values():
-            cur.execute(buckets.backfill_sql(step, self.floor_sql, self.int_type))
+            cur.execute(buckets.backfill_sql(step, self.floor_sql, self.int_type, instance))
         log.info(
             "ledger %s: built time buckets from %d existing events in %.1f s (once)",
             self.url,
@@ -329,27 +461,16 @@ class SQLLedger(EventQueries):
         try:
             cur = conn.cursor()
             self._begin(cur)
-            keys = [e.idempotency_key for e, _ in priced if e.idempotency_key is not None]
-            seen = self._existing_keys(cur, keys) if keys else set()
-            inserted: list[bool] = []
-            fresh: list[Priced] = []
-            for p in priced:
-                key = p[0].idempotency_key
-                if key is not None:
-                    if key in seen:
-                        inserted.append(False)
-                        continue
-                    seen.add(key)
-                inserted.append(True)
-                fresh.append(p)
-            deltas, timed = aggregate_timed(fresh)
-            if fresh:
-                store_text = self.store_text
-                self._insert_events(
-                    cur, [event_row(e, c, received_at, store_text) for e, c in fresh]
-                )
-                cur.executemany(self._upsert_sql, [(*k, *v) for k, v in deltas.items()])
-                cur.executemany(self._bucket_upsert_sql, [(*k, *v) for k, v in timed.items()])
+            inserted = self._insert_new(cur, priced, received_at)
+            deltas, timed = aggregate_timed(
+                p for p, new in zip(priced, inserted, strict=True) if new
+            )
+            if deltas:
+                # Only this instance's rows: sidecars sharing a database never wait
+                # for one another here (see postgres.py).
+                me = self.instance
+                cur.executemany(self._upsert_sql, [(me, *k, *v) for k, v in deltas.items()])
+                cur.executemany(self._bucket_upsert_sql, [(me, *k, *v) for k, v in timed.items()])
             conn.commit()
         except Exception as exc:
             try:
@@ -360,6 +481,29 @@ class SQLLedger(EventQueries):
                 f"ledger {self.url}: could not commit {len(priced)} events: {exc}"
             ) from exc
         return WriteResult(inserted, deltas)
+
+    def _insert_new(self, cur: Any, priced: Sequence[Priced], received_at: float) -> list[bool]:
+        """Insert the events not stored yet; per event, whether it was new.
+
+        Needs the write lock `_begin` takes: the check and the insert are two statements.
+        """
+        keys = [e.idempotency_key for e, _ in priced if e.idempotency_key is not None]
+        seen = self._existing_keys(cur, keys) if keys else set()
+        inserted: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        store_text, me = self.store_text, self.instance
+        for e, c in priced:
+            key = e.idempotency_key
+            if key is not None:
+                if key in seen:
+                    inserted.append(False)
+                    continue
+                seen.add(key)
+            inserted.append(True)
+            rows.append(event_row(e, c, received_at, store_text, me))
+        if rows:
+            self._insert_events(cur, rows)
+        return inserted
 
     def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows binding only their non-NULL columns.
@@ -414,11 +558,15 @@ class SQLLedger(EventQueries):
     # ---------------------------------------------------------------- reading
 
     def load_rollup(self) -> Iterator[tuple[RollupKey, Delta]]:
+        """This instance's rollup rows: what its counters are rebuilt from."""
         nk = len(KEY_FIELDS)
         cols = ", ".join(q(c) for c in (*KEY_FIELDS, *VALUE_COLUMNS))
         with self._read_lock:
             cur = self._read_conn().cursor()
-            cur.execute(f"SELECT {cols} FROM rollup")
+            cur.execute(
+                f"SELECT {cols} FROM rollup WHERE {q(INSTANCE)} = {self.placeholder}",
+                (self.instance,),
+            )
             rows = cur.fetchall()
         for row in rows:
             yield tuple(row[:nk]), list(row[nk:])
@@ -430,13 +578,43 @@ class SQLLedger(EventQueries):
             (n,) = cur.fetchone()
         return int(n)
 
+    def latest_event_ts(self) -> float | None:
+        """The newest event's timestamp (epoch s), or None when there are none."""
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            # max() over the indexed column reads one index entry, not the table.
+            cur.execute("SELECT max(ts) FROM events")
+            (ts,) = cur.fetchone()
+        return None if ts is None else float(ts)
+
     def events(self) -> list[dict[str, Any]]:
-        """Every stored event as a dict, oldest first; for tests and exports."""
+        """Every stored event as a dict in commit order; for tests and exports.
+
+        Within one PostgreSQL commit, rows are in idempotency-key order.
+        """
         with self._read_lock:
             cur = self._read_conn().cursor()
             cur.execute(f"SELECT {', '.join(q(c) for c in EVENT_COLUMNS)} FROM events ORDER BY id")
             rows = cur.fetchall()
         return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+
+    def scope_instance(self, scope: str) -> str | None:
+        """The instance whose rows a read in `scope` covers; None is every instance.
+
+        "instance" is this ledger's own; "fleet" is every row of the ledger, retired
+        instances' and unassigned ones included.
+        """
+        if scope == "instance":
+            return self.instance
+        if scope == "fleet":
+            return None
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+    def _instance_where(self, instance: str | None) -> tuple[str, tuple[Any, ...]]:
+        """A WHERE condition keeping `instance`'s rows (None: all), and its parameters."""
+        if instance is None:
+            return "1 = 1", ()
+        return f"{q(INSTANCE)} = {self.placeholder}", (instance,)
 
     def bucket_sums(
         self,
@@ -445,41 +623,47 @@ class SQLLedger(EventQueries):
         end: int,
         group_by: Sequence[str] = (),
         filters: Mapping[str, str] | None = None,
+        instance: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Summed value columns of the `step` buckets in [start, end), per `group_by`.
 
         Each row is the group values followed by one integer per VALUE_COLUMNS; with no
-        matching bucket and no grouping, there are no rows.
+        matching bucket and no grouping, there are no rows. `instance` keeps one
+        instance's buckets; None sums every instance's.
         """
         filters = filters or {}
-        sql, ng = buckets.sums_sql(self.placeholder, group_by, filters)
+        where, params = self._instance_where(instance)
+        sql, ng = buckets.sums_sql(self.placeholder, group_by, filters, where)
         with self._read_lock:
             cur = self._read_conn().cursor()
-            cur.execute(sql, (step, start, end, *filters.values()))
+            cur.execute(sql, (step, start, end, *params, *filters.values()))
             rows = cur.fetchall()
         return [(*r[:ng], *(int(v) for v in r[ng:])) for r in rows if r[ng] is not None]
 
-    def summary(self, limit: int = 100) -> dict[str, Any]:
-        """Totals and breakdowns from the rollup table, with real (unfolded) label values."""
-        sums = (
-            "sum(requests), sum(CASE WHEN status = 'error' THEN requests ELSE 0 END), "
-            + ", ".join(f"sum({q(c)})" for c in USAGE_FIELDS)
-            + ", sum(cost_input_nusd), sum(cost_output_nusd), sum(cost_total_nusd), "
-            + ", ".join(f"sum({q(c)})" for c in UNPRICED_COLUMNS.values())
-            + ", sum(duration_count), sum(duration_sum_us)"
-        )
+    def summary(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
+        """Totals and breakdowns from the rollup table, with real (unfolded) label values.
+
+        `scope` "instance" sums this instance's rows; "fleet" sums every row of the
+        ledger, retired instances' included.
+        """
+        where, params = self._instance_where(self.scope_instance(scope))
+        sums = _SUMS
         out: dict[str, Any] = {}
         with self._read_lock:
             cur = self._read_conn().cursor()
-            cur.execute(f"SELECT {sums} FROM rollup")
+            cur.execute(f"SELECT {sums} FROM rollup WHERE {where}", params)
             out["totals"] = _sum_row(cur.fetchone())
-            cur.execute("SELECT level, sum(requests) FROM rollup GROUP BY level ORDER BY level")
+            cur.execute(
+                f"SELECT level, sum(requests) FROM rollup WHERE {where} GROUP BY level ORDER BY level",
+                params,
+            )
             out["by_level"] = {r[0]: int(r[1]) for r in cur.fetchall()}
             for name, dims in BREAKDOWNS.items():
                 group = ", ".join(q(d) for d in dims)
                 cur.execute(
-                    f"SELECT {group}, {sums} FROM rollup GROUP BY {group} "
-                    f"ORDER BY sum(requests) DESC, {group} LIMIT {int(limit) + 1}"
+                    f"SELECT {group}, {sums} FROM rollup WHERE {where} GROUP BY {group} "
+                    f"ORDER BY sum(requests) DESC, {group} LIMIT {int(limit) + 1}",
+                    params,
                 )
                 rows = cur.fetchall()
                 items = []
@@ -490,15 +674,19 @@ class SQLLedger(EventQueries):
                 out[name] = items
                 if len(rows) > limit:
                     cur.execute(
-                        f"SELECT count(*) FROM (SELECT 1 FROM rollup GROUP BY {group}) AS g"
+                        f"SELECT count(*) FROM (SELECT 1 FROM rollup WHERE {where} "
+                        f"GROUP BY {group}) AS g",
+                        params,
                     )
                     out[f"{name}_truncated"] = int(cur.fetchone()[0]) - limit
             unpriced: list[dict[str, Any]] = []
             for reason, column in UNPRICED_COLUMNS.items():
                 cur.execute(
-                    f"SELECT provider, model, sum({q(column)}) FROM rollup WHERE {q(column)} > 0 "
+                    f"SELECT provider, model, sum({q(column)}) FROM rollup WHERE {where} "
+                    f"AND {q(column)} > 0 "
                     f"GROUP BY provider, model ORDER BY sum({q(column)}) DESC, provider, model "
-                    f"LIMIT {int(limit)}"
+                    f"LIMIT {int(limit)}",
+                    params,
                 )
                 unpriced.extend(
                     {"provider": r[0], "model": r[1], "reason": reason, "requests": int(r[2])}
@@ -507,6 +695,62 @@ class SQLLedger(EventQueries):
             unpriced.sort(key=lambda u: (-u["requests"], u["provider"], u["model"], u["reason"]))
             out["unpriced_models"] = unpriced[:limit]
         return out
+
+    def fleet_totals(self) -> dict[str, Any]:
+        """Totals over every instance's rows, and requests per instance."""
+        try:
+            with self._read_lock:
+                cur = self._read_conn().cursor()
+                cur.execute(f"SELECT {_SUMS} FROM rollup")
+                totals = _sum_row(cur.fetchone())
+            return {"totals": totals, "instances": self.instances()}
+        except LedgerError:
+            raise
+        except Exception as exc:
+            # A database that is down answers the scrape with a 503, not a 500.
+            raise LedgerError(f"ledger {self.url}: cannot read fleet totals: {exc}") from exc
+
+    def instances(self) -> dict[str, int]:
+        """Requests per instance in the rollup ('' is rows no sidecar has adopted yet)."""
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(
+                f"SELECT {q(INSTANCE)}, sum(requests) FROM rollup "
+                f"GROUP BY {q(INSTANCE)} ORDER BY {q(INSTANCE)}"
+            )
+            return {r[0]: int(r[1] or 0) for r in cur.fetchall()}
+
+    def retire_instance(self, name: str) -> int:
+        """Move instance `name`'s rollup rows into RETIRED_INSTANCE; returns rows moved.
+
+        Fleet totals keep them; no live sidecar reports them any more. Retire only an
+        instance whose sidecar is gone: a live one keeps counting them until it restarts.
+        """
+        if name == RETIRED_INSTANCE:
+            raise LedgerError(f"{name!r} holds the retired rows already")
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            self._begin_admin(cur)
+            ph = self.placeholder
+            moved = self._move_instance_rows(
+                cur, f"{q(INSTANCE)} = {ph}", (name,), RETIRED_INSTANCE
+            )
+            conn.commit()
+        except LedgerError:
+            conn.rollback()
+            raise
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001
+                pass
+            raise LedgerError(f"ledger {self.url}: could not retire {name!r}: {exc}") from exc
+        return moved
+
+    def _begin_admin(self, cur: Any) -> None:
+        """Begin a transaction that moves rows between instances."""
+        self._begin(cur)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -531,6 +775,14 @@ _NULLABLE = frozenset(
 
 _NU = len(USAGE_FIELDS)
 _NR = len(UNPRICED_COLUMNS)
+# The sums `_sum_row` reads, in its order.
+_SUMS = (
+    "sum(requests), sum(CASE WHEN status = 'error' THEN requests ELSE 0 END), "
+    + ", ".join(f"sum({q(c)})" for c in USAGE_FIELDS)
+    + ", sum(cost_input_nusd), sum(cost_output_nusd), sum(cost_total_nusd), "
+    + ", ".join(f"sum({q(c)})" for c in UNPRICED_COLUMNS.values())
+    + ", sum(duration_count), sum(duration_sum_us)"
+)
 
 
 def _sum_row(r: Sequence[Any]) -> dict[str, Any]:

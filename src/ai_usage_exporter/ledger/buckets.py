@@ -2,8 +2,9 @@
 
 Maintained in the same transaction as the events (see `SQLLedger.write`), so a
 report or a chart over months reads a few thousand bucket rows instead of
-millions of events. The key is (step, bucket, *KEY_FIELDS): a column added to
-KEY_FIELDS (a sidecar's `instance`, say) joins the key here too.
+millions of events. Like the rollup, its rows are per instance: the key is
+(instance, step, bucket, *KEY_FIELDS), so a column added to KEY_FIELDS joins the
+key here too, and sidecars sharing one PostgreSQL database each write their own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..events import COUNT_FIELDS, TOKEN_FIELDS
 from ..rollup import (
     BUCKETS_MS,
     HISTOGRAM_BUCKETS,
+    INSTANCE,
     KEY_FIELDS,
     NANO,
     STEPS,
@@ -23,7 +25,12 @@ from ..rollup import (
 )
 
 TABLE = "rollup_buckets"
+# The key after `instance` (see PER_INSTANCE_TABLES); step and bucket are integers.
 BUCKET_KEY: tuple[str, ...] = ("step", "bucket", *KEY_FIELDS)
+INTEGER_KEYS = frozenset(("step", "bucket"))
+# The primary key leads with the instance, so reads over every instance (the fleet,
+# reports from the CLI) and retention find a time range through this index.
+RANGE_INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_range ON {TABLE} (step, bucket)"
 
 
 def q(name: str) -> str:
@@ -31,45 +38,44 @@ def q(name: str) -> str:
 
 
 VIEW_DAILY = "usage_daily"
+DROP_VIEW = f"DROP VIEW IF EXISTS {VIEW_DAILY}"
 
 
-def schema(int_type: str) -> list[str]:
-    key_cols = ",\n  ".join(
-        [f"step {int_type} NOT NULL", f"bucket {int_type} NOT NULL"]
-        + [f"{q(c)} TEXT NOT NULL" for c in KEY_FIELDS]
-    )
-    value_cols = ",\n  ".join(f"{q(c)} {int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS)
-    return [
-        f"CREATE TABLE IF NOT EXISTS {TABLE} (\n  {key_cols},\n  {value_cols},\n"
-        f"  PRIMARY KEY ({', '.join(q(c) for c in BUCKET_KEY)})\n)",
-        # For people writing SQL (docs/sql.md): the day buckets in plain units. Made
-        # anew at every open, so it follows columns a newer version adds.
-        f"DROP VIEW IF EXISTS {VIEW_DAILY}",
-        f"CREATE VIEW {VIEW_DAILY} AS SELECT bucket AS day_start, "
+def create_view() -> str:
+    """For people writing SQL (docs/sql.md): the day buckets in plain units.
+
+    Made anew at every open, so it follows columns a newer version adds.
+    """
+    return (
+        f"CREATE VIEW {VIEW_DAILY} AS SELECT bucket AS day_start, {q(INSTANCE)}, "
         + ", ".join(q(c) for c in KEY_FIELDS)
         + ", requests, "
-        + ", ".join(q(t) for t in TOKEN_FIELDS)
+        + ", ".join(q(t) for t in (*TOKEN_FIELDS, *COUNT_FIELDS))
         + f", input_tokens + output_tokens AS total_tokens, cost_total_nusd / {NANO}.0 AS cost_usd, "
-        f"duration_count, duration_sum_us / 1000.0 AS duration_sum_ms FROM {TABLE} WHERE step = 86400",
-    ]
+        f"duration_count, duration_sum_us / 1000.0 AS duration_sum_ms FROM {TABLE} WHERE step = 86400"
+    )
 
 
 def upsert_sql(placeholder: str) -> str:
-    cols = (*BUCKET_KEY, *VALUE_COLUMNS)
+    """Add one instance's deltas: parameters are instance, step, bucket, key, values."""
+    key = (INSTANCE, *BUCKET_KEY)
+    cols = (*key, *VALUE_COLUMNS)
     updates = ", ".join(f"{q(c)} = {TABLE}.{q(c)} + excluded.{q(c)}" for c in VALUE_COLUMNS)
     return (
         f"INSERT INTO {TABLE} ({', '.join(q(c) for c in cols)}) "
         f"VALUES ({', '.join([placeholder] * len(cols))}) "
-        f"ON CONFLICT ({', '.join(q(c) for c in BUCKET_KEY)}) DO UPDATE SET {updates}"
+        f"ON CONFLICT ({', '.join(q(c) for c in key)}) DO UPDATE SET {updates}"
     )
 
 
-def backfill_sql(step: int, floor: str, int_cast: str, where: str = "") -> str:
+def backfill_sql(step: int, floor: str, int_cast: str, instance: str) -> str:
     """Bucket rows of `step` built from the events table with the writer's arithmetic.
 
     `floor` formats an expression rounding down (a dialect word); `int_cast` casts
-    to the integer type. Costs are rounded per event to whole nanodollars before
-    summing, as `rollup.aggregate` does, so rebuilt sums equal live ones.
+    to the integer type; `instance` is the SQL expression giving an event's instance
+    (see `SQLLedger._backfill_buckets`). Costs are rounded per event to whole
+    nanodollars before summing, as `rollup.aggregate` does, so rebuilt sums equal
+    live ones.
     """
     bucket = f"{floor.format(f'ts / {step}')} * {step}"
     keys = [f"COALESCE({q(c)}, '')" for c in KEY_FIELDS]
@@ -98,11 +104,11 @@ def backfill_sql(step: int, floor: str, int_cast: str, where: str = "") -> str:
         *ttft_edges,
     ]
     assert len(values) == len(VALUE_COLUMNS)
-    cols = ", ".join(q(c) for c in (*BUCKET_KEY, *VALUE_COLUMNS))
-    group = ", ".join(["1", "2", *(str(i + 3) for i in range(len(KEY_FIELDS)))])
+    cols = ", ".join(q(c) for c in (INSTANCE, *BUCKET_KEY, *VALUE_COLUMNS))
+    group = ", ".join(str(i + 1) for i in range(3 + len(KEY_FIELDS)))
     return (
-        f"INSERT INTO {TABLE} ({cols}) SELECT {step}, {bucket}, {', '.join(keys)}, "
-        f"{', '.join(values)} FROM events {where} GROUP BY {group}"
+        f"INSERT INTO {TABLE} ({cols}) SELECT {instance}, {step}, {bucket}, {', '.join(keys)}, "
+        f"{', '.join(values)} FROM events GROUP BY {group}"
     )
 
 
@@ -118,17 +124,18 @@ def _hist_cases(column: str) -> list[str]:
 
 
 def sums_sql(
-    placeholder: str, group_by: Sequence[str], filters: Mapping[str, str]
+    placeholder: str, group_by: Sequence[str], filters: Mapping[str, str], instance_where: str
 ) -> tuple[str, int]:
     """SELECT the summed value columns per `group_by` over one step and a time range.
 
-    Parameters in order: step, bucket start (inclusive), bucket end (exclusive), then
-    one per filter. Returns the SQL and the number of group columns leading each row.
+    Parameters in order: step, bucket start (inclusive), bucket end (exclusive), those
+    of `instance_where` (a condition on the instance), then one per filter. Returns
+    the SQL and the number of group columns leading each row.
     """
     ph = placeholder
     group = [c if c == "bucket" else q(c) for c in group_by]
     sums = ", ".join(f"sum({q(c)})" for c in VALUE_COLUMNS)
-    where = [f"step = {ph}", f"bucket >= {ph}", f"bucket < {ph}"]
+    where = [f"step = {ph}", f"bucket >= {ph}", f"bucket < {ph}", instance_where]
     where += [f"{q(k)} = {ph}" for k in filters]
     select = ", ".join([*group, sums])
     sql = f"SELECT {select} FROM {TABLE} WHERE {' AND '.join(where)}"

@@ -57,6 +57,9 @@ class EventQueries:
     def _read_conn(self) -> Any:
         raise NotImplementedError
 
+    def _instance_where(self, instance: str | None) -> tuple[str, tuple[Any, ...]]:
+        raise NotImplementedError
+
     def _fetch(self, sql: str, params: tuple[Any, ...]) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._read_lock:
             cur = self._read_conn().cursor()
@@ -72,11 +75,16 @@ class EventQueries:
         since: float | None = None,
         until: float | None = None,
         limit: int = 10,
+        instance: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Events matching every filter, newest first."""
+        """Events matching every filter, newest first; `instance` keeps the events it committed."""
         ph = self.placeholder
         where: list[str] = []
         params: list[Any] = []
+        if instance is not None:
+            cond, more = self._instance_where(instance)
+            where.append(cond)
+            params.extend(more)
         for name, value in filters.items():
             where.append(f"{_q(EVENT_FILTERS[name])} = {ph}")
             params.append(value)
@@ -94,10 +102,19 @@ class EventQueries:
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def query_sums(
-        self, since: float, until: float, order: str = "cost", limit: int = 10
+        self,
+        since: float,
+        until: float,
+        order: str = "cost",
+        limit: int = 10,
+        instance: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Per query id in [since, until): its calls summed, the costliest (or largest) first."""
+        """Per query id in [since, until): its calls summed, the costliest (or largest) first.
+
+        `instance` keeps the events that instance committed; None reads every event.
+        """
         ph = self.placeholder
+        cond, params = self._instance_where(instance)
         order_by = "cost_usd" if order == "cost" else "input_tokens + output_tokens"
         sql = (
             'SELECT query_id, max("user") AS "user", min(ts) AS first_ts, max(ts) AS last_ts, '
@@ -105,10 +122,10 @@ class EventQueries:
             "sum(output_tokens) AS output_tokens, sum(cost_total) AS cost_usd, "
             "COALESCE(sum(duration_ms), 0) AS duration_ms, "
             "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors "
-            f"FROM events WHERE query_id IS NOT NULL AND ts >= {ph} AND ts < {ph} "
+            f"FROM events WHERE query_id IS NOT NULL AND ts >= {ph} AND ts < {ph} AND {cond} "
             f"GROUP BY query_id ORDER BY {order_by} DESC, query_id LIMIT {int(limit)}"
         )
-        names, rows = self._fetch(sql, (since, until))
+        names, rows = self._fetch(sql, (since, until, *params))
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def count_events_before(self, ts: float) -> int:

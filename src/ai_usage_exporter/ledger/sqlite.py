@@ -7,7 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .base import LedgerError, SQLLedger
+from ..rollup import INSTANCE
+from .base import LedgerError, SQLLedger, q
 
 SYNCHRONOUS = ("full", "normal")
 
@@ -56,10 +57,21 @@ class SQLiteLedger(SQLLedger):
     `synchronous=full` (the default) fsyncs the WAL at every commit, so an acknowledged
     event survives power loss, not only a crash of the process; commits are grouped,
     so the fsync is paid once per group.
+
+    A SQLite file is the ledger of the one sidecar that opens it (it cannot be shared
+    across hosts), so at open it adopts every rollup and bucket row another instance
+    name left (a container whose host name changed, rows from before instances
+    existed): its counters continue across restarts whatever the instance is called,
+    and its reads in the "instance" scope cover the whole file.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "full", store_text: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "full",
+        store_text: bool = False,
+        instance: str | None = None,
     ) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(
@@ -68,7 +80,7 @@ class SQLiteLedger(SQLLedger):
         self.path = Path(path)
         self.url = str(self.path)
         self.store_text = store_text
-        super().__init__()
+        super().__init__(instance)
         if self.path.parent and not self.path.parent.exists():
             raise LedgerError(
                 f"cannot open ledger {self.url}: directory {self.path.parent} does not exist"
@@ -77,10 +89,20 @@ class SQLiteLedger(SQLLedger):
             self._w = self._connect()
             self._w.execute("PRAGMA journal_mode=WAL")
             self._w.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            with self._w:
-                # One transaction: two processes opening one file do not interleave DDL.
-                self._w.execute("BEGIN IMMEDIATE")
-                self.create_schema(self._w.cursor())
+            # One transaction: a rebuild, the bucket backfill and the adoption happen whole or
+            # not at all, and two processes opening one file do not interleave DDL.
+            cur = self._w.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                self.create_schema(cur)
+                if self._adopts:
+                    self._move_instance_rows(
+                        cur, f"{q(INSTANCE)} <> ?", (self.instance,), self.instance
+                    )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
             self._r = self._connect()
             # SQLite falls back to read-only on a file it may not write, and says so only
             # at the first write; find out now, not when the first event comes in.
@@ -111,6 +133,20 @@ class SQLiteLedger(SQLLedger):
 
     def _begin(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")
+
+    def _instance_where(self, instance: str | None) -> tuple[str, tuple[Any, ...]]:
+        # The file is the ledger of the sidecar that opened it: its own scope is all of
+        # it, events committed under an earlier host name and rows a tool wrote since
+        # (an import) included. A tool naming an instance gets that instance's rows.
+        if self._adopts and instance == self.instance:
+            return "1 = 1", ()
+        return super()._instance_where(instance)
+
+    def retire_instance(self, name: str) -> int:
+        raise LedgerError(
+            f"ledger {self.url} is a SQLite file: it belongs to the one sidecar that opens it, "
+            "which adopts every instance's rows at start, so there is nothing to retire"
+        )
 
     def close(self) -> None:
         for conn in (getattr(self, "_w", None), getattr(self, "_r", None)):
