@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import aiohttp
 import httpx
 import orjson
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from _fake_upstream import CHAT_STREAM, sse_events
 from ai_usage_exporter.calllog import CallLogger
 from ai_usage_exporter.config import ConfigError, resolve
+from ai_usage_exporter.errortypes import error_type_for_exception
 from ai_usage_exporter.gateway.config import parse_gateway, read_keys
 from ai_usage_exporter.gateway.fallback import (
     fallback_reason_for_exception,
@@ -129,13 +131,22 @@ def test_fallback_policy() -> None:
     assert [fallback_reason_for_status(s) for s in (200, 400, 401, 404, 429, 500, 503, 504)] == [
         None, None, None, None, "rate_limit", "server", "server", "timeout",
     ]  # fmt: skip
+    # What the gateway's client (aiohttp) raises, and what the recorded error_type is.
+    cases = [
+        (aiohttp.ClientConnectionError("refused"), "connection"),
+        (aiohttp.ClientOSError(111, "Connect call failed"), "connection"),
+        (aiohttp.ServerDisconnectedError(), "connection"),
+        (aiohttp.ClientPayloadError("cut short"), "connection"),
+        (aiohttp.ServerTimeoutError("slow"), "timeout"),
+        (aiohttp.ConnectionTimeoutError("slow"), "timeout"),
+        (aiohttp.SocketTimeoutError("slow"), "timeout"),
+        (TimeoutError(), "timeout"),
+    ]
+    assert [(fallback_reason_for_exception(e), error_type_for_exception(e)) for e, _ in cases] == [
+        (want, want) for _, want in cases
+    ]
     request = httpx.Request("POST", "http://x")
-    assert (
-        fallback_reason_for_exception(httpx.ConnectError("refused", request=request))
-        == "connection"
-    )
     assert fallback_reason_for_exception(httpx.ReadTimeout("slow", request=request)) == "timeout"
-    assert fallback_reason_for_exception(httpx.ConnectTimeout("slow", request=request)) == "timeout"
     assert (
         fallback_reason_for_exception(httpx.RemoteProtocolError("eof", request=request))
         == "connection"
