@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from pathlib import Path
 
 import aiohttp
 import httpx
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from _fake_upstream import CHAT_STREAM, sse_events
 from ai_usage_exporter.calllog import CallLogger
@@ -19,7 +22,9 @@ from ai_usage_exporter.gateway.fallback import (
     fallback_reason_for_exception,
     fallback_reason_for_status,
 )
+from ai_usage_exporter.gateway.proxy import Gateway, _Call
 from ai_usage_exporter.gateway.sse import SSEFramer, data_of
+from ai_usage_exporter.recorder import Recorder
 
 CONFIG = """\
 gateway:
@@ -185,3 +190,37 @@ def test_call_logger_levels_detail_and_secrets() -> None:
     assert record["usage"] == {"prompt_tokens_details": {"cached_tokens": 2}}
     with pytest.raises(ValueError, match="LOG_LEVEL must be one of"):
         CallLogger(level="verbose")
+
+
+def test_calls_served_in_one_loop_turn_are_recorded_together_but_an_odd_one_alone(
+    tmp_path: Path,
+) -> None:
+    gw_config = parse_gateway(
+        {"upstreams": {"a": {"provider": "openai", "base_url": "https://x", "api_key_env": "K"}}},
+        "c.yaml",
+    )
+    out = io.StringIO()
+    with Recorder(str(tmp_path / "l.db"), CollectorRegistry()) as recorder:
+        gateway = Gateway(gw_config, recorder, keys={"a": "sk-k"}, logger=CallLogger(out))
+        up = gw_config.upstreams["a"]
+
+        async def serve_three() -> None:
+            for n, usage in enumerate(
+                [{"prompt_tokens": 3, "completion_tokens": 1}, {"prompt_tokens": -1}, None]
+            ):
+                call = _Call(gw_config.routes["a"], "chat", "gpt-4o-mini", False, {}, b"{}",
+                             f"r{n}", [])  # fmt: skip
+                event = gateway._event(call, 1, up, "gpt-4o-mini", time.time(), 2.0)
+                gateway._finish(call, event, 200, usage, None, b"{}")
+            assert gateway._served and not out.getvalue()  # waits for the end of the turn
+            await asyncio.sleep(0)
+
+        asyncio.run(serve_three())
+        recorder.flush()
+        rows = sorted(recorder.ledger.events(), key=lambda r: r["idempotency_key"])
+    # The negative count is refused on its own; the calls beside it are kept.
+    assert [(r["idempotency_key"], r["input_tokens"]) for r in rows] == [("r0:1", 3), ("r2:1", 0)]
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["request_id"], x.get("input_tokens")) for x in lines] == [
+        ("r0", 3), ("r1", None), ("r2", 0),
+    ]  # fmt: skip

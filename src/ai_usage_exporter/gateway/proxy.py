@@ -9,6 +9,7 @@ holds up a response.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -92,6 +93,10 @@ class _Call:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
+# A served call waiting to be recorded: call, event, HTTP status, error_type, body.
+_Served = tuple[_Call, dict[str, Any], int, str | None, bytes | None]
+
+
 class Gateway:
     """OpenAI-compatible routes over the configured upstreams, counted by one recorder."""
 
@@ -108,9 +113,11 @@ class Gateway:
         self.client = UpstreamClient(config, keys)
         self.logger = logger if logger is not None else CallLogger(secrets=self.client.keys)
         self.fallbacks = FallbackCounter()
+        self._served: list[_Served] = []
         recorder.registry.register(self.fallbacks)
 
     async def aclose(self) -> None:
+        self._flush_served()
         await self.client.aclose()
         try:
             self.recorder.registry.unregister(self.fallbacks)
@@ -420,50 +427,82 @@ class Gateway:
             event.update(status="error", error_type=error_type, level="error")
         if usage is not None:
             event["usage"] = usage
-        cost = self._record(event)
-        fields = {
-            "route": call.route.name,
-            "upstream": event["metadata"]["upstream"],
-            "provider": event["provider"],
-            "model": event["model"],
-            "operation": call.operation,
-            "stream": call.stream,
-            "status": event.get("status", "ok"),
-            "http_status": status,
-            "error_type": error_type,
-            "duration_ms": event["duration_ms"],
-            "ttft_ms": event.get("ttft_ms"),
-            "request_id": call.request_id,
-            **(cost or {}),
-        }
-        self.logger.log("error" if error_type else "info", "gateway call", **fields)
-        self.logger.bodies(
-            "gateway call bodies",
-            request_id=call.request_id,
-            request=_json_or_text(call.body),
-            response=_json_or_text(response_body) if response_body is not None else None,
-        )
+        # Recorded and logged at the end of this loop turn with every other call that
+        # finished in it: one parse, one queue submission and one log write per batch.
+        self._served.append((call, event, status, error_type, response_body))
+        if len(self._served) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_served)
+
+    def _flush_served(self) -> None:
+        served, self._served = self._served, []
+        if not served:
+            return
+        costs = self._record_many([event for _, event, _, _, _ in served])
+        lines: list[str] = []
+        for (call, event, status, error_type, response_body), cost in zip(
+            served, costs, strict=True
+        ):
+            line = self.logger.line(
+                "error" if error_type else "info",
+                "gateway call",
+                route=call.route.name,
+                upstream=event["metadata"]["upstream"],
+                provider=event["provider"],
+                model=event["model"],
+                operation=call.operation,
+                stream=call.stream,
+                status=event.get("status", "ok"),
+                http_status=status,
+                error_type=error_type,
+                duration_ms=event["duration_ms"],
+                ttft_ms=event.get("ttft_ms"),
+                request_id=call.request_id,
+                **(cost or {}),
+            )
+            if line is not None:
+                lines.append(line)
+            if self.logger.detailed:
+                line = self.logger.line(
+                    "debug",
+                    "gateway call bodies",
+                    request_id=call.request_id,
+                    request=_json_or_text(call.body),
+                    response=_json_or_text(response_body) if response_body is not None else None,
+                )
+                if line is not None:
+                    lines.append(line)
+        self.logger.write(lines)
 
     def _record(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Queue one event; the tokens and cost for the log line, or None if it was refused."""
+        return self._record_many([event])[0]
+
+    def _record_many(self, events: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """Queue events; for each, the tokens and cost for its log line, or None if refused."""
         try:
-            parsed = self.recorder.parse([event])[0]
-            cost = self.recorder.prices.price(parsed)
-            self.recorder.record(parsed)
+            parsed = self.recorder.parse(events)
         except EventError as exc:
+            if len(events) > 1:
+                # Keep the good ones: find the odd one out one by one.
+                return [self._record(e) for e in events]
             # An upstream's odd usage object must not cost the client its answer.
             log.error("gateway call not recorded: %s", exc.message)
-            return None
+            return [None]
+        try:
+            priced = self.recorder.enqueue(parsed)
         except Exception as exc:  # the recorder is closing or its backlog is full
             log.error("gateway call not recorded: %s", exc)
-            return None
-        return {
-            "input_tokens": parsed.input_tokens,
-            "output_tokens": parsed.output_tokens,
-            "cached_input_tokens": parsed.cached_input_tokens,
-            "reasoning_tokens": parsed.reasoning_tokens,
-            "cost_usd": getattr(cost, "total", None),
-        }
+            return [None] * len(events)
+        return [
+            {
+                "input_tokens": e.input_tokens,
+                "output_tokens": e.output_tokens,
+                "cached_input_tokens": e.cached_input_tokens,
+                "reasoning_tokens": e.reasoning_tokens,
+                "cost_usd": getattr(cost, "total", None),
+            }
+            for e, cost in priced
+        ]
 
     # ------------------------------------------------------------ /v1/models
 
