@@ -9,7 +9,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 WRITE_PATHS = frozenset(("/api/usage",))
-READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/metrics/timeseries"))
+READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/metrics/timeseries", "/api/status"))
 # Every path under these is read-protected too (one route per report).
 READ_PREFIXES = ("/api/reports/",)
 # The gateway's routes (see gateway.routes) take their own client tokens.
