@@ -183,6 +183,17 @@ class Recorder:
             events = parse_events([{**event, **fields}], self.limits)
         self._enqueue(_Submission(self._prepare(events), None, retry=True))
 
+    def enqueue(self, events: list[UsageEvent]) -> list[Priced]:
+        """Queue events that `parse` returned without waiting; each with its price.
+
+        One submission for the lot, so a caller holding several events (the gateway
+        records a loop turn's calls together) takes the writer's lock once. Durable
+        once `flush()` returns; a failed commit is retried, never dropped.
+        """
+        priced = self._prepare(events)
+        self._enqueue(_Submission(priced, None, retry=True))
+        return priced
+
     def record_many(
         self, events: Iterable[UsageEvent | Mapping[str, Any]], *, timeout: float | None = None
     ) -> RecordResult:
