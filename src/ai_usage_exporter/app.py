@@ -17,10 +17,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .auth import BearerAuthMiddleware
+from .budgets import SCOPES
 from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
 from .recorder import Recorder, RecorderBusyError, RecorderClosedError
+
+BUDGET_FIELDS = frozenset(f for f in SCOPES.values() if f is not None)
 
 log = logging.getLogger("ai_usage_exporter.http")
 
@@ -185,6 +188,35 @@ def create_app(
             return error_response(503, str(exc))
         return JSONResponse(view)
 
+    async def budget_usage(request: Request) -> Response:
+        """What the ledger holds since `since` for one budget key: the SDK's starting point."""
+        q = request.query_params
+        raw_since = q.get("since", "")
+        try:
+            since = float(raw_since)
+        except ValueError:
+            return error_response(400, f"since must be epoch seconds, got {raw_since!r}")
+        field = q.get("field")
+        if field is not None and field not in BUDGET_FIELDS:
+            return error_response(
+                400, f"field must be one of {', '.join(sorted(BUDGET_FIELDS))}, got {field!r}"
+            )
+        value = q.get("value")
+        try:
+            rows = await run_in_threadpool(recorder.ledger.usage_since, since, field, value)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return JSONResponse(
+            {
+                "since": since,
+                "field": field,
+                "value": value,
+                "tokens": sum(r[0] for r in rows.values()),
+                "usd": sum(r[1] for r in rows.values()),
+                "requests": sum(r[2] for r in rows.values()),
+            }
+        )
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -210,6 +242,7 @@ def create_app(
     routes = [
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
+        Route("/api/budget-usage", budget_usage, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -107,6 +107,7 @@ def serve(settings: Settings) -> int:
         extra_labels=settings.extra_labels,
         store_text=settings.store_text,
         synchronous=settings.synchronous,
+        budgets=settings.budgets,
     )
     log.info(
         "ledger %s: counters rebuilt from the rollup in %.3f s",

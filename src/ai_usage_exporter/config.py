@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .budgets import BudgetConfigError, BudgetSpec, parse_budgets
 from .events import Limits
 from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from .pricing import LineLoader
@@ -42,12 +43,13 @@ class Settings:
     log_level: str = "info"
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
+    budgets: tuple[BudgetSpec, ...] = ()
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
-    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated",
+    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "budgets",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -140,6 +142,11 @@ def load_file(path: str) -> dict[str, Any]:
                 out["label_caps"] = {
                     k: _int(v, _where(path, sec["caps"], k), 1) for k, v in caps.items()
                 }
+        elif key == "budgets":
+            try:
+                out["budgets"] = parse_budgets(value, where)
+            except BudgetConfigError as exc:
+                raise ConfigError(str(exc)) from None
         elif key == "limits":
             sec = _section(value, where, _LIMIT_KEYS)
             out["limits"] = {k: v for k, v in sec.items()}

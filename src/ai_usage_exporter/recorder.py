@@ -22,6 +22,8 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 
 from . import __version__
+from .budget_metrics import BudgetCollector
+from .budgets import BudgetSpec
 from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
 from .ledger import Ledger, LedgerError, open_ledger
 from .metrics import MetricsState, UsageCollector
@@ -87,6 +89,7 @@ class Recorder:
         synchronous: str = "full",
         max_batch_events: int = 20_000,
         max_pending_events: int = 200_000,
+        budgets: Sequence[BudgetSpec] = (),
     ) -> None:
         self.limits = limits
         self.prices = prices if prices is not None else PriceBook()
@@ -107,10 +110,15 @@ class Recorder:
         t0 = time.perf_counter()
         self.state.apply(self.ledger.load_rollup())
         self.rebuild_seconds = time.perf_counter() - t0
+        self.started_at = time.time()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.collector = UsageCollector(self.state)
         self.registry.register(self.collector)
-        self.started_at = time.time()
+        self.budgets = tuple(budgets)
+        self.budget_collector: BudgetCollector | None = None
+        if self.budgets:
+            self.budget_collector = BudgetCollector(self.ledger, self.budgets, self.started_at)
+            self.registry.register(self.budget_collector)
         self.max_batch_events = max_batch_events
         self.max_pending_events = max_pending_events
         self._queue: deque[_Submission] = deque()
@@ -304,7 +312,7 @@ class Recorder:
 
     def view(self, limit: int = 100) -> dict[str, Any]:
         """The JSON view: totals and breakdowns from the ledger's rollup."""
-        return json_view(
+        view = json_view(
             summary=self.ledger.summary(limit),
             exporter=self.state.exporter,
             started_at=self.started_at,
@@ -312,6 +320,9 @@ class Recorder:
             version=__version__,
             genai_prices_version=self.prices.genai_prices_version,
         )
+        if self.budget_collector is not None:
+            view["budgets"] = self.budget_collector.rows()
+        return view
 
     def exposition(self) -> bytes:
         """Prometheus text format 0.0.4: our families, then anything else in the registry."""
@@ -349,6 +360,8 @@ class Recorder:
                 self._pending,
             )
         self.registry.unregister(self.collector)
+        if self.budget_collector is not None:
+            self.registry.unregister(self.budget_collector)
         self.ledger.close()
         self._closed = True
 
