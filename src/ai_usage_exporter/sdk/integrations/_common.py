@@ -176,6 +176,7 @@ def sync_call(
     kwargs: dict[str, Any],
     on_response: Callable[[Any, float], None],
     on_stream: Callable[[Any, float], Any] | None = None,
+    model: Any = None,
 ) -> Any:
     """Run one SDK call: budgets, timing, error recording; the response is returned as is."""
     check_budgets(attr)
@@ -183,7 +184,7 @@ def sync_call(
     try:
         response = original(*args, **kwargs)
     except BaseException as exc:
-        record_call(provider, operation, kwargs.get("model"), attr, t0, exc=exc)
+        record_call(provider, operation, model or kwargs.get("model"), attr, t0, exc=exc)
         raise
     if on_stream is not None and kwargs.get("stream") is True:
         return on_stream(response, t0)
@@ -200,13 +201,14 @@ async def async_call(
     kwargs: dict[str, Any],
     on_response: Callable[[Any, float], None],
     on_stream: Callable[[Any, float], Any] | None = None,
+    model: Any = None,
 ) -> Any:
     check_budgets(attr)
     t0 = time.perf_counter()
     try:
         response = await original(*args, **kwargs)
     except BaseException as exc:
-        record_call(provider, operation, kwargs.get("model"), attr, t0, exc=exc)
+        record_call(provider, operation, model or kwargs.get("model"), attr, t0, exc=exc)
         raise
     if on_stream is not None and kwargs.get("stream") is True:
         return on_stream(response, t0)

@@ -55,10 +55,6 @@ def instrument_client(client: Any, attr: Attr) -> Any:
             from ..core import record_call
 
             model = _model(args, kwargs)
-            if "model" not in kwargs and model is not None:
-                # The error path reads the model from kwargs.
-                kwargs = {"model": model, **kwargs}
-                args = args[1:]
 
             def done(response: Any, t0: float) -> None:
                 record_call(
@@ -73,7 +69,9 @@ def instrument_client(client: Any, attr: Attr) -> Any:
             def on_stream(it: Any, t0: float) -> Any:
                 return watch(it, StreamState(PROVIDER, operation, attr, t0, model, False), _chunk)
 
-            return run(PROVIDER, operation, attr, original, args, kwargs, done, on_stream)
+            return run(
+                PROVIDER, operation, attr, original, args, kwargs, done, on_stream, model=model
+            )
 
         return call
 
