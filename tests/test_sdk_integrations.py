@@ -41,15 +41,21 @@ def recorder(tmp_path: Path) -> Iterator[Recorder]:
         yield r
 
 
+_clients: list[Any] = []
+
+
+def keep(client: Any) -> Any:
+    _clients.append(client)
+    return client
+
+
 @pytest.fixture(autouse=True)
 def close_clients() -> Iterator[None]:
     yield
-    # Clients dropped by a test keep sockets open until collected; close them now.
-    for obj in gc.get_objects():
-        if isinstance(obj, openai.OpenAI | anthropic.Anthropic | groq.Groq):
-            obj.close()
-        elif isinstance(obj, ollama.Client):
-            obj._client.close()
+    # A dropped client keeps its sockets open until collected; close them now.
+    while _clients:
+        c = _clients.pop()
+        c._client.close() if isinstance(c, ollama.Client) else c.close()
 
 
 def rows(recorder: Recorder) -> list[dict[str, Any]]:
@@ -66,7 +72,7 @@ def tokens(row: dict[str, Any]) -> dict[str, int]:
 
 
 def oai(provider: str, **kw: Any) -> Any:
-    return openai.OpenAI(base_url=f"{provider}/v1", api_key="sk-test", max_retries=0, **kw)
+    return keep(openai.OpenAI(base_url=f"{provider}/v1", api_key="sk-test", max_retries=0, **kw))
 
 
 # ---------------------------------------------------------------- openai
@@ -234,7 +240,7 @@ def test_async_openai_plain_and_stream(provider: str, recorder: Recorder) -> Non
 
 
 def ant(provider: str) -> Any:
-    return anthropic.Anthropic(base_url=provider, api_key="sk-ant-test", max_retries=0)
+    return keep(anthropic.Anthropic(base_url=provider, api_key="sk-ant-test", max_retries=0))
 
 
 def test_anthropic_message_adds_cache_counts_to_input(provider: str, recorder: Recorder) -> None:
@@ -289,7 +295,7 @@ def test_anthropic_rate_limit(provider: str, recorder: Recorder) -> None:
 
 
 def test_groq_plain_and_stream(provider: str, recorder: Recorder) -> None:
-    client = instrument(groq.Groq(base_url=provider, api_key="gsk-test", max_retries=0))
+    client = instrument(keep(groq.Groq(base_url=provider, api_key="gsk-test", max_retries=0)))
     client.chat.completions.create(model="llama3-70b-8192", messages=MESSAGES)
     chunks = list(
         client.chat.completions.create(model="llama3-70b-8192", messages=MESSAGES, stream=True)
@@ -303,7 +309,7 @@ def test_groq_plain_and_stream(provider: str, recorder: Recorder) -> None:
 
 
 def test_ollama_chat_generate_embed_and_stream(provider: str, recorder: Recorder) -> None:
-    client = instrument(ollama.Client(host=provider))
+    client = instrument(keep(ollama.Client(host=provider)))
     client.chat(model="llama3.2", messages=MESSAGES)
     parts = list(client.chat(model="llama3.2", messages=MESSAGES, stream=True))
     assert parts[-1].done
@@ -319,7 +325,7 @@ def test_ollama_chat_generate_embed_and_stream(provider: str, recorder: Recorder
 
 
 def test_ollama_error(provider: str, recorder: Recorder) -> None:
-    client = instrument(ollama.Client(host=provider))
+    client = instrument(keep(ollama.Client(host=provider)))
     with pytest.raises(ollama.ResponseError):
         client.chat(model="llama3.2:500", messages=MESSAGES)
     (row,) = rows(recorder)
