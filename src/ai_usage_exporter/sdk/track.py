@@ -3,7 +3,7 @@
 ``metadata``'s ``provider``, ``input_tokens`` and ``output_tokens`` fill the event;
 embedding tokens are input tokens. An LLM total that cannot be split is never
 guessed into input or output: the call is counted with no input or output tokens,
-at level ``warn``, and the total is kept as ``metadata.unsplit_tokens`` in the ledger
+at level ``warn``, and the total is kept as ``metadata.unsplit_total`` in the ledger
 (see the README's SDK section).
 """
 
@@ -75,21 +75,21 @@ def usage_event(
         if "input_tokens" not in counts and tokens is not None:
             counts["input_tokens"] = tokens
     elif "input_tokens" not in counts and "output_tokens" not in counts and tokens:
-        meta["unsplit_tokens"] = tokens
+        meta["unsplit_total"] = tokens
         event.setdefault("level", "warn")
         if model not in _warned_unsplit:
             _warned_unsplit.add(model)
             log.warning(
                 "track_token_usage(model=%r) got a total of %d tokens without input_tokens and "
                 "output_tokens; the call is counted without tokens and the total kept in "
-                "metadata.unsplit_tokens. Pass metadata input_tokens and output_tokens.",
+                "metadata.unsplit_total. Pass metadata input_tokens and output_tokens.",
                 model,
                 tokens,
             )
     elif tokens is not None and counts and tokens != sum(
         counts.get(k, 0) for k in ("input_tokens", "output_tokens")
     ):
-        meta["reported_total_tokens"] = tokens
+        meta["reported_total"] = tokens
     event.update(counts)
     event.update(fields)
     if meta:
