@@ -19,6 +19,7 @@ less than OpenLIT.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import statistics
 import sys
@@ -105,7 +106,9 @@ def _exact(client: Any, n: int) -> list[float]:
     return out
 
 
-def _interleaved(bare: Callable[[], Any], instrumented: Callable[[], Any], n: int) -> tuple[list[float], list[float]]:
+def _interleaved(
+    bare: Callable[[], Any], instrumented: Callable[[], Any], n: int
+) -> tuple[list[float], list[float]]:
     a: list[float] = []
     b: list[float] = []
     for _ in range(n):
@@ -126,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
     n = 30 if args.smoke else 3000
     logging.getLogger("ai_usage_exporter").setLevel(logging.ERROR)
-    provider = _serve(Starlette(routes=[Route("/v1/chat/completions", _chat, methods=["POST"])]), _free_port())
+    provider = _serve(
+        Starlette(routes=[Route("/v1/chat/completions", _chat, methods=["POST"])]), _free_port()
+    )
     url = f"http://127.0.0.1:{provider.config.port}"
     print(machine())
     print(f"calls per contender: {n} (non-streamed chat completions, openai package)")
@@ -134,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         recorder = Recorder(str(Path(tmp) / "bench.db"), synchronous="normal")
         sidecar_port = _free_port()
-        sidecar = _serve(Recorder(str(Path(tmp) / "sidecar.db"), synchronous="normal").app(), sidecar_port)
+        sidecar = _serve(
+            Recorder(str(Path(tmp) / "sidecar.db"), synchronous="normal").app(), sidecar_port
+        )
         bare = _client(url)
 
         def call_bare() -> Any:
@@ -142,16 +149,18 @@ def main(argv: list[str] | None = None) -> int:
 
         for _ in range(min(n, 50)):  # warm connections and price caches
             call_bare()
-        for mode, setup in (
-            ("in-process", lambda: configure(recorder=recorder)),
-            ("http", lambda: configure(url=f"http://127.0.0.1:{sidecar_port}")),
-        ):
-            setup()
+        for mode in ("in-process", "http"):
+            if mode == "in-process":
+                configure(recorder=recorder)
+            else:
+                configure(url=f"http://127.0.0.1:{sidecar_port}")
             exact = _exact(_client(url), n)
             inst = instrument(_client(url))
-            a, b = _interleaved(
-                call_bare, lambda c=inst: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES), n
-            )
+
+            def call_instrumented(c: Any = inst) -> Any:
+                return c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+            a, b = _interleaved(call_bare, call_instrumented, n)
             flush(30)
             results[mode] = statistics.median(exact)
             print(
@@ -161,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {_q(b, 0.99) - _q(a, 0.99):+7.1f} us"
             )
             shutdown(5)
+        openlit: Any
         try:
-            import openlit  # type: ignore[import-not-found]
+            openlit = importlib.import_module("openlit")
         except ImportError:
             print("   openlit: not installed (pip install openlit); skipped")
             openlit = None
@@ -175,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 bare_before.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
                 a.append((time.perf_counter() - t) * 1e6)
-            openlit.init(otlp_endpoint="http://127.0.0.1:9/", disable_batch=False, disable_metrics=True)
+            openlit.init(
+                otlp_endpoint="http://127.0.0.1:9/", disable_batch=False, disable_metrics=True
+            )
             lit = _client(url)
             b = []
             for _ in range(n):
@@ -196,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         f"target in-process p50 added <= {TARGET_IN_PROCESS_US} us: "
         f"{verdict(results['in-process'] <= TARGET_IN_PROCESS_US)}"
     )
-    print(f"target http p50 added <= {TARGET_HTTP_US} us: {verdict(results['http'] <= TARGET_HTTP_US)}")
+    print(
+        f"target http p50 added <= {TARGET_HTTP_US} us: {verdict(results['http'] <= TARGET_HTTP_US)}"
+    )
     if "openlit" in results:
         ratio = results["openlit"] / max(results["in-process"], 1e-9)
-        print(f"target >= {TARGET_VS_OPENLIT}x less than OpenLIT: {ratio:.1f}x {verdict(ratio >= TARGET_VS_OPENLIT)}")
+        print(
+            f"target >= {TARGET_VS_OPENLIT}x less than OpenLIT: {ratio:.1f}x {verdict(ratio >= TARGET_VS_OPENLIT)}"
+        )
     return 0
 
 

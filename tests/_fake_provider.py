@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-OPENAI_CHAT_USAGE = {
+OPENAI_CHAT_USAGE: dict[str, Any] = {
     "prompt_tokens": 2006,
     "completion_tokens": 300,
     "total_tokens": 2306,
@@ -43,36 +43,36 @@ OPENAI_CHAT_USAGE = {
         "rejected_prediction_tokens": 0,
     },
 }
-OPENAI_REASONING_USAGE = {
+OPENAI_REASONING_USAGE: dict[str, Any] = {
     "prompt_tokens": 75,
     "completion_tokens": 1186,
     "total_tokens": 1261,
     "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
     "completion_tokens_details": {"reasoning_tokens": 1024, "audio_tokens": 0},
 }
-OPENAI_STREAM_USAGE = {
+OPENAI_STREAM_USAGE: dict[str, Any] = {
     "prompt_tokens": 19,
     "completion_tokens": 10,
     "total_tokens": 29,
     "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
     "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
 }
-RESPONSES_USAGE = {
+RESPONSES_USAGE: dict[str, Any] = {
     "input_tokens": 36,
     "input_tokens_details": {"cached_tokens": 0},
     "output_tokens": 87,
     "output_tokens_details": {"reasoning_tokens": 0},
     "total_tokens": 123,
 }
-EMBEDDING_USAGE = {"prompt_tokens": 8, "total_tokens": 8}
-ANTHROPIC_USAGE = {
+EMBEDDING_USAGE: dict[str, Any] = {"prompt_tokens": 8, "total_tokens": 8}
+ANTHROPIC_USAGE: dict[str, Any] = {
     "input_tokens": 12,
     "cache_creation_input_tokens": 0,
     "cache_read_input_tokens": 10426,
     "output_tokens": 48,
     "service_tier": "standard",
 }
-ANTHROPIC_START_USAGE = {
+ANTHROPIC_START_USAGE: dict[str, Any] = {
     "input_tokens": 8,
     "cache_creation_input_tokens": 10426,
     "cache_read_input_tokens": 0,
@@ -80,13 +80,13 @@ ANTHROPIC_START_USAGE = {
     "output_tokens": 2,
     "service_tier": "standard",
 }
-ANTHROPIC_DELTA_USAGE = {
+ANTHROPIC_DELTA_USAGE: dict[str, Any] = {
     "input_tokens": 8,
     "cache_creation_input_tokens": 10426,
     "cache_read_input_tokens": 0,
     "output_tokens": 501,
 }
-GROQ_USAGE = {
+GROQ_USAGE: dict[str, Any] = {
     "queue_time": 0.037493756,
     "prompt_tokens": 18,
     "prompt_time": 0.000680594,
@@ -95,7 +95,7 @@ GROQ_USAGE = {
     "total_tokens": 574,
     "total_time": 0.464013927,
 }
-OLLAMA_COUNTS = {
+OLLAMA_COUNTS: dict[str, Any] = {
     "total_duration": 5191566416,
     "load_duration": 2154458,
     "prompt_eval_count": 26,
@@ -115,7 +115,13 @@ async def _error_or_none(fault: str | None, kind: str) -> Response | None:
         body: dict[str, Any] = (
             {"type": "error", "error": {"type": "rate_limit_error", "message": "rate limited"}}
             if kind == "anthropic"
-            else {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+            else {
+                "error": {
+                    "message": "Rate limit reached",
+                    "type": "requests",
+                    "code": "rate_limit_exceeded",
+                }
+            }
         )
         return JSONResponse(body, status_code=429, headers={"retry-after": "0"})
     if fault == "500":
@@ -125,7 +131,9 @@ async def _error_or_none(fault: str | None, kind: str) -> Response | None:
     return None
 
 
-def _sse(events: list[tuple[str | None, dict[str, Any]]], cut: bool, done: bool) -> StreamingResponse:
+def _sse(
+    events: list[tuple[str | None, dict[str, Any]]], cut: bool, done: bool
+) -> StreamingResponse:
     async def gen() -> AsyncIterator[bytes]:
         for i, (name, data) in enumerate(events):
             if cut and i == 2:
@@ -140,7 +148,9 @@ def _sse(events: list[tuple[str | None, dict[str, Any]]], cut: bool, done: bool)
     return StreamingResponse(gen(), media_type="text/event-stream")
 
 
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+def _chunk(
+    model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
@@ -170,9 +180,17 @@ async def openai_chat(request: Request) -> Response:
         if groq:
             events[-1][1]["x_groq"] = {"id": "req_fake", "usage": GROQ_USAGE}
         elif (body.get("stream_options") or {}).get("include_usage"):
-            events.append((None, {**_chunk(model, {}), "choices": [], "usage": OPENAI_STREAM_USAGE}))
+            events.append(
+                (None, {**_chunk(model, {}), "choices": [], "usage": OPENAI_STREAM_USAGE})
+            )
         return _sse(events, fault == "cut", True)
-    usage = GROQ_USAGE if groq else OPENAI_REASONING_USAGE if model.startswith("o") else OPENAI_CHAT_USAGE
+    usage = (
+        GROQ_USAGE
+        if groq
+        else OPENAI_REASONING_USAGE
+        if model.startswith("o")
+        else OPENAI_CHAT_USAGE
+    )
     return JSONResponse(
         {
             "id": "chatcmpl-fake",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from _fake_provider import fake_provider_app
 from _server import serve_app
-
 from ai_usage_exporter import Recorder
 from ai_usage_exporter.sdk import core
 

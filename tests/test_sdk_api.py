@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from _sdk import in_process, reset_sdk
 
+from _sdk import in_process, reset_sdk
 from ai_usage_exporter import (
     OPERATION_EMBEDDING,
     TOKEN_TYPE_EMBEDDING,
@@ -41,7 +41,11 @@ def test_metadata_fills_provider_and_split() -> None:
 def test_embedding_tokens_are_input_tokens() -> None:
     e = usage_event(tokens=42, model="text-embedding-3-small", token_type=TOKEN_TYPE_EMBEDDING,
                     metadata={"provider": "openai"})  # fmt: skip
-    assert (e["operation"], e["input_tokens"], "output_tokens" in e) == (OPERATION_EMBEDDING, 42, False)
+    assert (e["operation"], e["input_tokens"], "output_tokens" in e) == (
+        OPERATION_EMBEDDING,
+        42,
+        False,
+    )
 
 
 def test_unsplit_llm_total_is_never_guessed(tmp_path: Path) -> None:
@@ -64,7 +68,9 @@ def test_bad_token_type_is_refused() -> None:
 def test_usage_context_nests_decorates_and_isolates_tasks(tmp_path: Path) -> None:
     @usage_context(tool="search")
     def call(n: int) -> None:
-        track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": n, "output_tokens": 0})
+        track_token_usage_sync(
+            model="m", metadata={"provider": "p", "input_tokens": n, "output_tokens": 0}
+        )
 
     async def agent(name: str, n: int) -> None:
         with usage_context(agent=name):
@@ -117,11 +123,18 @@ def test_session_summary_json_csv_and_display(tmp_path: Path) -> None:
         track_token_usage_sync(model="outside", metadata={"provider": "p", "input_tokens": 1})
     summary = s.summary()
     t = summary["totals"]
-    assert (t["requests"], t["tokens"]["input_tokens"], t["tokens"]["output_tokens"]) == (2, 1010, 250)
+    assert (t["requests"], t["tokens"]["input_tokens"], t["tokens"]["output_tokens"]) == (
+        2,
+        1010,
+        250,
+    )
     assert t["duration_seconds"] == 1.5 and t["tokens_per_second"] == 250 / 1.5
     # gpt-4o-mini at $0.15 / $0.60 per million tokens (genai-prices).
     assert t["cost_usd"] == pytest.approx(1010 * 0.15e-6 + 250 * 0.6e-6)
-    assert [(a["agent"], a["requests"]) for a in summary["by_agent"]] == [("planner", 1), ("coder", 1)]
+    assert [(a["agent"], a["requests"]) for a in summary["by_agent"]] == [
+        ("planner", 1),
+        ("coder", 1),
+    ]
     assert [x["tool"] for x in summary["by_tool"]] == ["", "python"]
     assert json.loads(s.to_json())["totals"]["requests"] == 2
     rows = list(csv.DictReader(io.StringIO(s.to_csv())))
@@ -170,7 +183,9 @@ def test_full_queue_drops_are_counted_and_logged(caplog: pytest.LogCaptureFixtur
     assert t.dropped["not_delivered_at_exit"] + t.dropped["queue_full"] == 8 - t.delivered
 
 
-def test_no_destination_warns_once(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_destination_warns_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("AI_USAGE_EXPORTER_URL", raising=False)
     reset_sdk()
     track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 1})

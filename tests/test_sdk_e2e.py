@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from _fake_provider import (
     ANTHROPIC_DELTA_USAGE,
     ANTHROPIC_USAGE,
@@ -21,7 +22,6 @@ from _fake_provider import (
 )
 from _sdk import fake_provider, reset_sdk
 from _server import free_port, scrape, server_process, wait_healthy
-
 from ai_usage_exporter import Budget, BudgetExceeded, configure, flush, instrument, usage_context
 
 openai = pytest.importorskip("openai")
@@ -81,7 +81,9 @@ def test_counters_equal_what_the_provider_returned(provider: str, tmp_path: Path
         + a["input_tokens"] + a["cache_read_input_tokens"]
         + d["input_tokens"] + d["cache_creation_input_tokens"]
     )  # fmt: skip
-    expected_output = o["completion_tokens"] + st["completion_tokens"] + a["output_tokens"] + d["output_tokens"]
+    expected_output = (
+        o["completion_tokens"] + st["completion_tokens"] + a["output_tokens"] + d["output_tokens"]
+    )
     tokens = totals(samples, "ai_tokens_total", "type")
     assert tokens == {
         "input": expected_input,
@@ -148,7 +150,11 @@ def test_raise_budget_stops_the_call_and_the_gauges_show_it(provider: str, tmp_p
             client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # crosses 3000
             with pytest.raises(BudgetExceeded) as info:
                 client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
-        assert (info.value.budget, info.value.key, info.value.unit) == ("tenant:acme:day", "acme", "tokens")
+        assert (info.value.budget, info.value.key, info.value.unit) == (
+            "tenant:acme:day",
+            "acme",
+            "tokens",
+        )
         assert info.value.used == 2 * per_call
         # Another tenant has its own (unused) budget key; the call goes through.
         with usage_context(tenant="globex"):
@@ -156,7 +162,13 @@ def test_raise_budget_stops_the_call_and_the_gauges_show_it(provider: str, tmp_p
         assert flush(10)
         samples = scrape(s.url)
         labels = frozenset(
-            {"budget": "acme-daily", "scope": "tenant", "key": "acme", "period": "day", "unit": "tokens"}.items()
+            {
+                "budget": "acme-daily",
+                "scope": "tenant",
+                "key": "acme",
+                "period": "day",
+                "unit": "tokens",
+            }.items()
         )
         assert samples[("ai_budget_limit", labels)] == 3000
         assert samples[("ai_budget_used", labels)] == 2 * per_call
@@ -167,7 +179,9 @@ def test_raise_budget_stops_the_call_and_the_gauges_show_it(provider: str, tmp_p
         assert tokens_row["used"] == 2 * per_call and tokens_row["remaining"] == 0
         # A restarted app reads the sidecar's sums: the budget is still used up.
         reset_sdk()
-        configure(url=s.url, budgets=[Budget("tenant", match="acme", tokens=3000, on_exceed="raise")])
+        configure(
+            url=s.url, budgets=[Budget("tenant", match="acme", tokens=3000, on_exceed="raise")]
+        )
         with usage_context(tenant="acme"), pytest.raises(BudgetExceeded):
             client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
         client.close()
@@ -181,7 +195,9 @@ def test_sidecar_down_then_back_delivers_everything_once(tmp_path: Path) -> None
     configure(url=url)
     for k in range(20):
         track_token_usage_sync(
-            tenant_id="t", model="gpt-4o-mini", metadata={"provider": "openai", "input_tokens": k, "output_tokens": 1}
+            tenant_id="t",
+            model="gpt-4o-mini",
+            metadata={"provider": "openai", "input_tokens": k, "output_tokens": 1},
         )
     assert flush(0.3) is False  # nothing can be acknowledged while the sidecar is down
     env = {k: v for k, v in os.environ.items() if not k.startswith("AI_USAGE_EXPORTER_")}

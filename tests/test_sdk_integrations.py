@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from _fake_provider import (
     ANTHROPIC_USAGE,
     GROQ_USAGE,
@@ -18,7 +19,6 @@ from _fake_provider import (
     OPENAI_STREAM_USAGE,
 )
 from _sdk import fake_provider, in_process
-
 from ai_usage_exporter import Recorder, flush, instrument, usage_context
 
 openai = pytest.importorskip("openai")
@@ -78,7 +78,9 @@ def oai(provider: str, **kw: Any) -> Any:
 # ---------------------------------------------------------------- openai
 
 
-def test_openai_chat_records_usage_and_returns_the_response(provider: str, recorder: Recorder) -> None:
+def test_openai_chat_records_usage_and_returns_the_response(
+    provider: str, recorder: Recorder
+) -> None:
     client = instrument(oai(provider), service="checkout", agent="default-agent")
     with usage_context(agent="planner", task="greet"):
         response = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)

@@ -131,9 +131,7 @@ def hours_to_exhaustion(remaining: float, used_last_hour: float) -> float:
     return remaining / used_last_hour
 
 
-def gauges(
-    spec: BudgetSpec, key: str, used: Usage, used_last_hour: Usage
-) -> list[dict[str, Any]]:
+def gauges(spec: BudgetSpec, key: str, used: Usage, used_last_hour: Usage) -> list[dict[str, Any]]:
     """The gauge rows of one budget key, one per limited unit (tokens, usd)."""
     rows: list[dict[str, Any]] = []
     for unit, limit, now_used, hour_used in (

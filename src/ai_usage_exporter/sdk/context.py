@@ -19,9 +19,7 @@ from ..events import ATTRIBUTION_FIELDS
 CONTEXT_FIELDS: frozenset[str] = frozenset((*ATTRIBUTION_FIELDS, "service"))
 
 _EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
-_current: ContextVar[MappingProxyType[str, Any]] = ContextVar(
-    "ai_usage_context", default=_EMPTY
-)
+_current: ContextVar[MappingProxyType[str, Any]] = ContextVar("ai_usage_context", default=_EMPTY)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

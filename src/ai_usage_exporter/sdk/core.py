@@ -152,9 +152,11 @@ def shutdown(timeout: float | None = 2.0) -> None:
 def stats() -> dict[str, Any]:
     """What the sender has queued, delivered and dropped (by reason)."""
     t = _hub.transport
-    out = t.stats() if t is not None else {"queued": 0, "delivered": 0, "dropped": {}}
+    out: dict[str, Any] = (
+        t.stats() if t is not None else {"queued": 0, "delivered": 0, "dropped": {}}
+    )
     if _hub.unsent:
-        out["dropped"] = {**out["dropped"], **_hub.unsent}
+        out["dropped"] = {**dict(out["dropped"]), **_hub.unsent}
     if _hub.budgets is not None:
         out["budget_warnings"] = _hub.budgets.warnings
     return out

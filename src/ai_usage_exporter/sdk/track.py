@@ -86,8 +86,10 @@ def usage_event(
                 model,
                 tokens,
             )
-    elif tokens is not None and counts and tokens != sum(
-        counts.get(k, 0) for k in ("input_tokens", "output_tokens")
+    elif (
+        tokens is not None
+        and counts
+        and tokens != sum(counts.get(k, 0) for k in ("input_tokens", "output_tokens"))
     ):
         meta["reported_total"] = tokens
     event.update(counts)

@@ -89,7 +89,9 @@ def _watch(it: Iterator[Any], state: StreamState, on_chunk: OnChunk) -> Iterator
     state.finish()
 
 
-async def _awatch(it: AsyncIterator[Any], state: StreamState, on_chunk: OnChunk) -> AsyncIterator[Any]:
+async def _awatch(
+    it: AsyncIterator[Any], state: StreamState, on_chunk: OnChunk
+) -> AsyncIterator[Any]:
     try:
         async for chunk in it:
             state.chunks += 1
