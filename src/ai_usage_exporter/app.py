@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,9 @@ from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
 from .recorder import Recorder, RecorderBusyError, RecorderClosedError
+from .reports import REPORTS, build_report, render_csv, window
+from .timeseries import ParamError
+from .timeseries import parse_query as parse_timeseries_query
 
 BUDGET_FIELDS = frozenset(f for f in SCOPES.values() if f is not None)
 
@@ -217,6 +221,57 @@ def create_app(
             }
         )
 
+    async def api_timeseries(request: Request) -> Response:
+        params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
+        try:
+            query = parse_timeseries_query(params, time.time())
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
+        try:
+            body = await run_in_threadpool(recorder.timeseries, query)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return JSONResponse(body)
+
+    async def api_report(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in REPORTS:
+            return error_response(404, f"no report {name!r}; reports: {', '.join(REPORTS)}")
+        params = request.query_params
+        for key in params.keys():
+            if key not in ("since", "until", "format", "workflow", "limit"):
+                return error_response(
+                    400, f"unknown parameter {key!r}; known: format, limit, since, until, workflow"
+                )
+            if len(params.getlist(key)) > 1:
+                return error_response(400, f"give {key} once, got {params.getlist(key)!r}")
+        fmt = params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            return error_response(400, f"format: must be json or csv, got {fmt!r}")
+        raw_limit = params.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+            return error_response(
+                400, f"limit must be an integer from 1 to 10000, got {raw_limit!r}"
+            )
+        try:
+            w = window(params.get("since"), params.get("until"), time.time())
+        except ParamError as exc:
+            return error_response(400, str(exc), [exc.as_dict()])
+        try:
+            body = await run_in_threadpool(
+                build_report, recorder.ledger, name, w,
+                workflow=params.get("workflow"), limit=int(raw_limit),
+            )  # fmt: skip
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        if fmt == "csv":
+            return Response(
+                render_csv(body),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+            )
+        return JSONResponse(body)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -243,6 +298,8 @@ def create_app(
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
         Route("/api/budget-usage", budget_usage, methods=["GET"]),
+        Route("/api/metrics/timeseries", api_timeseries, methods=["GET"]),
+        Route("/api/reports/{name}", api_report, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -10,7 +10,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 # The SDK reads its budgets' use with the write token it already holds.
 WRITE_PATHS = frozenset(("/api/usage", "/api/budget-usage"))
-READ_PATHS = frozenset(("/api/metrics", "/metrics"))
+READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/metrics/timeseries"))
+# Every path under these is read-protected too (one route per report).
+READ_PREFIXES = ("/api/reports/",)
 
 MISSING_TOKEN = "this endpoint needs an Authorization: Bearer <token> header"
 WRONG_TOKEN = "the bearer token is not valid for this endpoint"
@@ -48,7 +50,7 @@ class BearerAuthMiddleware:
             self.write_tokens
             if path in WRITE_PATHS
             else self.read_tokens
-            if path in READ_PATHS
+            if path in READ_PATHS or path.startswith(READ_PREFIXES)
             else None
         )
         if not tokens:

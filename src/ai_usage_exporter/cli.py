@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, commands
 from .config import (
     DEFAULT_DB,
     DEFAULT_HOST,
@@ -19,6 +19,7 @@ from .config import (
     resolve,
 )
 from .ledger import LedgerError
+from .logs import UsageLog
 from .pricing import PriceBook, PriceConfigError, describe_rates
 
 log = logging.getLogger("ai_usage_exporter")
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--prices", dest="prices_file", help="YAML price overrides")
     pr.add_argument("--config", help="YAML config file with a prices: section")
     pr.add_argument("models", nargs="*", help="model names (default: every model of --provider)")
+    commands.add_parsers(sub)
     return p
 
 
@@ -108,7 +110,13 @@ def serve(settings: Settings) -> int:
         store_text=settings.store_text,
         synchronous=settings.synchronous,
         budgets=settings.budgets,
+        usage_log=(
+            UsageLog(settings.usage_log, settings.usage_log_max_bytes, settings.usage_log_backups)
+            if settings.usage_log
+            else None
+        ),
     )
+    retention = commands.start_retention(settings)
     log.info(
         "ledger %s: counters rebuilt from the rollup in %.3f s",
         recorder.ledger.url,
@@ -141,11 +149,20 @@ def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
     server.run()
+    retention.set()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in commands.COMMANDS:
+        logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+        try:
+            settings = resolve({k: getattr(args, k, None) for k in ("db", "config", "prices_file")})
+            return commands.run(args, settings)
+        except (ConfigError, PriceConfigError, LedgerError) as exc:
+            print(f"ai-usage-exporter: {exc}", file=sys.stderr)
+            return 2
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "models", "provider")}
     logging.basicConfig(
         level=(flags.get("log_level") or "info").upper(),

@@ -44,12 +44,20 @@ class Settings:
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
     budgets: tuple[BudgetSpec, ...] = ()
+    # Seconds; None keeps events forever. Retention never changes a total (see commands.prune).
+    retention: float | None = None
+    minute_retention: float | None = 7 * 86400.0
+    hour_retention: float | None = 400 * 86400.0
+    usage_log: str | None = None
+    usage_log_max_bytes: int = 100 * 1024 * 1024
+    usage_log_backups: int = 5
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "budgets",
+    "retention", "timeseries", "usage_log",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -150,7 +158,39 @@ def load_file(path: str) -> dict[str, Any]:
         elif key == "limits":
             sec = _section(value, where, _LIMIT_KEYS)
             out["limits"] = {k: v for k, v in sec.items()}
+        elif key == "retention":
+            out["retention"] = _duration(value, where)
+        elif key == "timeseries":
+            sec = _section(value, where, {"minute_retention", "hour_retention"})
+            for k, v in sec.items():
+                out[k] = _duration(v, _where(path, value, k))
+        elif key == "usage_log":
+            if isinstance(value, str):
+                value = {"path": value}
+            sec = _section(value, where, {"path", "max_bytes", "backups"})
+            if not isinstance(sec.get("path"), str):
+                raise ConfigError(f"{where}: usage_log needs a path, got {value!r}")
+            out["usage_log"] = sec["path"]
+            if "max_bytes" in sec:
+                out["usage_log_max_bytes"] = _int(
+                    sec["max_bytes"], _where(path, value, "max_bytes"), 1024
+                )
+            if "backups" in sec:
+                out["usage_log_backups"] = _int(sec["backups"], _where(path, value, "backups"), 0)
     return out
+
+
+def _duration(value: Any, where: str) -> float | None:
+    from .timeseries import ParamError, parse_duration
+
+    if value is None or value in ("forever", "off"):
+        return None
+    try:
+        return parse_duration("duration", value)
+    except ParamError:
+        raise ConfigError(
+            f"{where}: expected a duration such as 90d, 12h or 2w, got {value!r}"
+        ) from None
 
 
 def _section(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from typing import Any
 
 from . import __version__
 from .events import ATTRIBUTION_FIELDS, LEVELS, STATUSES, TOKEN_ALIASES, TOKEN_FIELDS, Limits
+from .rollup import STEPS
+from .timeseries import DIMENSIONS, MAX_LIMIT, STATS, UNITS
 
 
 def _event_schema(limits: Limits) -> dict[str, Any]:
@@ -184,6 +186,30 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/metrics/timeseries": {
+                "get": {
+                    "summary": "Series per time bucket (minute, hour or day) from the ledger, for charts.",
+                    "security": bearer,
+                    "parameters": [
+                        _query("metric", {"type": "string", "enum": list(UNITS)}),
+                        _query("by", {"type": "string", "enum": list(DIMENSIONS)}),
+                        _query("step", {"type": "string", "enum": list(STEPS)}),
+                        _query("stat", {"type": "string", "enum": list(STATS)}),
+                        _query("from", {"type": "string"}),
+                        _query("to", {"type": "string"}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "timestamps (every bucket start) and one value list per series",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": _error("bad query parameter"),
+                        "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus text exposition (OpenMetrics when the Accept header asks).",
@@ -215,3 +241,7 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema}

@@ -26,9 +26,12 @@ from .budget_metrics import BudgetCollector
 from .budgets import BudgetSpec
 from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
 from .ledger import Ledger, LedgerError, open_ledger
+from .logs import UsageLog
 from .metrics import MetricsState, UsageCollector
 from .pricing import Cost, PriceBook
 from .redact import redact_event
+from .timeseries import TimeseriesQuery
+from .timeseries import build as build_timeseries
 from .views import json_view
 
 log = logging.getLogger("ai_usage_exporter")
@@ -90,6 +93,7 @@ class Recorder:
         max_batch_events: int = 20_000,
         max_pending_events: int = 200_000,
         budgets: Sequence[BudgetSpec] = (),
+        usage_log: UsageLog | None = None,
     ) -> None:
         self.limits = limits
         self.prices = prices if prices is not None else PriceBook()
@@ -99,6 +103,7 @@ class Recorder:
             else db
         )
         self.store_text = store_text
+        self.usage_log = usage_log
         self.state = MetricsState(
             label_caps=label_caps,
             extra_labels=extra_labels,
@@ -176,9 +181,14 @@ class Recorder:
     ) -> RecordResult:
         """Record several events and wait until they are committed."""
         items = [event_fields(e) if isinstance(e, UsageEvent) else e for e in events]
-        parsed = parse_events(items, self.limits)
+        return self.record_parsed(parse_events(items, self.limits), timeout=timeout)
+
+    def record_parsed(
+        self, events: list[UsageEvent], *, timeout: float | None = None
+    ) -> RecordResult:
+        """Record events that `parse` returned and wait until they are committed."""
         done = threading.Event()
-        sub = _Submission(self._prepare(parsed), lambda _s: done.set(), retry=False)
+        sub = _Submission(self._prepare(events), lambda _s: done.set(), retry=False)
         self._enqueue(sub)
         if not done.wait(timeout):
             raise TimeoutError(f"events not committed within {timeout} s")
@@ -280,6 +290,8 @@ class Recorder:
             log.warning("ledger %s is writable again", self.ledger.url)
             self._writer_failing = None
         self.state.apply(result.deltas.items())
+        if self.usage_log is not None:
+            self._log_usage(group, result.inserted)
         accepted = sum(result.inserted)
         self.state.count_exporter(accepted=accepted, duplicate=len(priced) - accepted)
         i = 0
@@ -290,6 +302,22 @@ class Recorder:
             s.result = RecordResult(ok, k - ok)
         self._finish(group, len(priced))
         return True
+
+    def _log_usage(self, group: list[_Submission], inserted: list[bool]) -> None:
+        assert self.usage_log is not None
+        i = 0
+        try:
+            for s in group:
+                ok = [
+                    p
+                    for p, new in zip(s.priced, inserted[i : i + len(s.priced)], strict=True)
+                    if new
+                ]
+                i += len(s.priced)
+                self.usage_log.write([e for e, _ in ok], [c.total for _, c in ok])
+        except OSError as exc:
+            # The ledger holds the events; a full disk for the log must not stop recording.
+            log.error("usage log %s: %s", self.usage_log.path, exc)
 
     def _finish(self, group: list[_Submission], n_events: int) -> None:
         """Tell each submitter its outcome and release the group's place in the backlog."""
@@ -323,6 +351,13 @@ class Recorder:
         if self.budget_collector is not None:
             view["budgets"] = self.budget_collector.rows()
         return view
+
+    def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
+        """A chart's series from the ledger's time buckets."""
+        rows = self.ledger.bucket_sums(
+            query.step_seconds, query.start, query.end, query.group_by, query.filters
+        )
+        return build_timeseries(query, rows)
 
     def exposition(self) -> bytes:
         """Prometheus text format 0.0.4: our families, then anything else in the registry."""
@@ -363,6 +398,8 @@ class Recorder:
         if self.budget_collector is not None:
             self.registry.unregister(self.budget_collector)
         self.ledger.close()
+        if self.usage_log is not None:
+            self.usage_log.close()
         self._closed = True
 
     def __enter__(self) -> Recorder:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+from typing import Any
 
 from .events import TOKEN_FIELDS, UsageEvent
 from .pricing import Cost
@@ -33,6 +34,8 @@ BUCKETS_SECONDS: tuple[float, ...] = (
 )  # fmt: skip
 _BUCKETS_MS = tuple(b * 1000.0 for b in BUCKETS_SECONDS)
 _NB = len(BUCKETS_SECONDS) + 1  # with +Inf
+BUCKETS_MS = _BUCKETS_MS
+HISTOGRAM_BUCKETS = _NB
 
 # Every value is an integer: money in nanodollars, time in microseconds. Integer sums
 # do not depend on the order of addition, so counters rebuilt from the rollup at start
@@ -92,10 +95,49 @@ def rollup_key(e: UsageEvent) -> RollupKey:
 
 def aggregate(priced: Iterable[tuple[UsageEvent, Cost]]) -> dict[RollupKey, Delta]:
     """Sum events per rollup key; buckets are per-bucket (not cumulative) counts."""
-    out: dict[RollupKey, Delta] = {}
+    return _aggregate(priced, None)
+
+
+# Time-bucket widths in seconds, finest first; a bucket starts at a multiple of its
+# width in UTC epoch seconds, so a day bucket is a UTC day.
+STEPS: dict[str, int] = {"1m": 60, "1h": 3600, "1d": 86400}
+
+# (step seconds, bucket start, *rollup key)
+BucketKey = tuple[Any, ...]
+
+
+def aggregate_timed(
+    priced: Iterable[tuple[UsageEvent, Cost]],
+) -> tuple[dict[RollupKey, Delta], dict[BucketKey, Delta]]:
+    """The rollup deltas, and the same sums per time bucket of every step.
+
+    Events are summed once per (minute, key); the wider buckets and the untimed
+    rollup are folded from those sums, which are far fewer than the events.
+    """
+    minutes = _aggregate(priced, 60)
+    width = len(VALUE_COLUMNS)
+    rollup: dict[RollupKey, Delta] = {}
+    buckets: dict[BucketKey, Delta] = {}
+    for mkey, v in minutes.items():
+        minute, key = mkey[0], mkey[1:]
+        buckets[(60, *mkey)] = v
+        targets = [rollup.setdefault(key, [0] * width)]
+        for step in (3600, 86400):
+            targets.append(buckets.setdefault((step, minute - minute % step, *key), [0] * width))
+        for t in targets:
+            for i, x in enumerate(v):
+                if x:
+                    t[i] += x
+    return rollup, buckets
+
+
+def _aggregate(priced: Iterable[tuple[UsageEvent, Cost]], step: int | None) -> dict[Any, Delta]:
+    out: dict[Any, Delta] = {}
     width = len(VALUE_COLUMNS)
     for e, cost in priced:
-        key = rollup_key(e)
+        key: Any = rollup_key(e)
+        if step is not None:
+            key = (int(e.timestamp // step) * step, *key)
         v = out.get(key)
         if v is None:
             v = out[key] = [0] * width

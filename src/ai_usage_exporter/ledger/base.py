@@ -7,9 +7,10 @@ the rollup table. The caller updates counters only after that commit returns.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
@@ -18,7 +19,11 @@ import orjson
 
 from ..events import ATTRIBUTION_FIELDS, TOKEN_FIELDS, UsageEvent
 from ..pricing import Cost
-from ..rollup import KEY_FIELDS, NANO, VALUE_COLUMNS, Delta, RollupKey, aggregate
+from ..rollup import KEY_FIELDS, NANO, STEPS, VALUE_COLUMNS, Delta, RollupKey, aggregate_timed
+from . import buckets
+from .queries import INDEXES, EventQueries
+
+log = logging.getLogger("ai_usage_exporter.ledger")
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "idempotency_key",
@@ -82,6 +87,30 @@ class Ledger(Protocol):
     def usage_since(
         self, since: float, field: str | None = None, value: str | None = None
     ) -> dict[str, tuple[int, float, int]]: ...
+    def bucket_sums(
+        self,
+        step: int,
+        start: int,
+        end: int,
+        group_by: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[Any, ...]]: ...
+    def select_events(
+        self,
+        columns: tuple[str, ...],
+        filters: Mapping[str, str],
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10,
+    ) -> list[dict[str, Any]]: ...
+    def query_sums(
+        self, since: float, until: float, order: str = "cost", limit: int = 10
+    ) -> list[dict[str, Any]]: ...
+    def count_events_before(self, ts: float) -> int: ...
+    def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
+    def delete_buckets_before(self, step: int, ts: float) -> int: ...
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -131,12 +160,14 @@ def event_row(e: UsageEvent, cost: Cost, received_at: float, store_text: bool) -
     )
 
 
-class SQLLedger:
+class SQLLedger(EventQueries):
     """Dialect-neutral ledger; subclasses supply connections and a few SQL words."""
 
     url: str
     placeholder = "?"
     int_type = "INTEGER"
+    # Rounds a numeric SQL expression down to an integer ({} is the expression).
+    floor_sql = "CAST({} AS INTEGER)"
     real_type = "REAL"
     id_column = "id INTEGER PRIMARY KEY"
     store_text: bool = False
@@ -154,6 +185,7 @@ class SQLLedger:
             f"VALUES ({', '.join([ph] * len(all_cols))}) "
             f"ON CONFLICT ({', '.join(q(c) for c in KEY_FIELDS)}) DO UPDATE SET {updates}"
         )
+        self._bucket_upsert_sql = buckets.upsert_sql(ph)
 
     # ---------------------------------------------------------------- schema
 
@@ -173,6 +205,8 @@ class SQLLedger:
             f"CREATE TABLE IF NOT EXISTS rollup (\n  {key_cols},\n  {value_cols},\n"
             f"  PRIMARY KEY ({', '.join(q(c) for c in KEY_FIELDS)})\n)",
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            *buckets.schema(self.int_type),
+            *INDEXES,
         ]
 
     def create_schema(self, cur: Any) -> None:
@@ -180,10 +214,14 @@ class SQLLedger:
 
         A ledger written by an earlier version keeps its rows: each column it lacks is
         added with the default a new table would have (NULL, or 0 for counts), so old
-        rows read as "none of that kind".
+        rows read as "none of that kind". A ledger made before time buckets existed
+        gets them built from its events, once, so reports cover its history.
         """
+        had_buckets = bool(self._existing_columns(cur, buckets.TABLE))
         for stmt in self.schema():
             cur.execute(stmt)
+        if not had_buckets:
+            self._backfill_buckets(cur)
         for table, wanted in self._columns_by_table().items():
             have = self._existing_columns(cur, table)
             for name, decl in wanted.items():
@@ -195,7 +233,23 @@ class SQLLedger:
         return {
             "events": {c: self._column_decl(c) for c in EVENT_COLUMNS},
             "rollup": {c: f"{self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS},
+            buckets.TABLE: {c: f"{self.int_type} NOT NULL DEFAULT 0" for c in VALUE_COLUMNS},
         }
+
+    def _backfill_buckets(self, cur: Any) -> None:
+        cur.execute("SELECT count(*) FROM events")
+        (n,) = cur.fetchone()
+        if not n:
+            return
+        t0 = time.perf_counter()
+        for step in STEPS.values():
+            cur.execute(buckets.backfill_sql(step, self.floor_sql, self.int_type))
+        log.info(
+            "ledger %s: built time buckets from %d existing events in %.1f s (once)",
+            self.url,
+            n,
+            time.perf_counter() - t0,
+        )
 
     def _column_decl(self, c: str) -> str:
         kind = self._column_type(c)
@@ -255,13 +309,14 @@ class SQLLedger:
                     seen.add(key)
                 inserted.append(True)
                 fresh.append(p)
-            deltas = aggregate(fresh)
+            deltas, timed = aggregate_timed(fresh)
             if fresh:
                 store_text = self.store_text
                 self._insert_events(
                     cur, [event_row(e, c, received_at, store_text) for e, c in fresh]
                 )
                 cur.executemany(self._upsert_sql, [(*k, *v) for k, v in deltas.items()])
+                cur.executemany(self._bucket_upsert_sql, [(*k, *v) for k, v in timed.items()])
             conn.commit()
         except Exception as exc:
             try:
@@ -378,6 +433,27 @@ class SQLLedger:
             cur.execute(sql, params)
             rows = cur.fetchall()
         return {str(r[0]): (int(r[1] or 0), float(r[2] or 0.0), int(r[3])) for r in rows}
+
+    def bucket_sums(
+        self,
+        step: int,
+        start: int,
+        end: int,
+        group_by: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Summed value columns of the `step` buckets in [start, end), per `group_by`.
+
+        Each row is the group values followed by one integer per VALUE_COLUMNS; with no
+        matching bucket and no grouping, there are no rows.
+        """
+        filters = filters or {}
+        sql, ng = buckets.sums_sql(self.placeholder, group_by, filters)
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(sql, (step, start, end, *filters.values()))
+            rows = cur.fetchall()
+        return [(*r[:ng], *(int(v) for v in r[ng:])) for r in rows if r[ng] is not None]
 
     def summary(self, limit: int = 100) -> dict[str, Any]:
         """Totals and breakdowns from the rollup table, with real (unfolded) label values."""

@@ -15,6 +15,7 @@ _WRITE_LOCK_ID = 0x41495553
 class PostgresLedger(SQLLedger):
     placeholder = "%s"
     int_type = "BIGINT"
+    floor_sql = "CAST(floor({}) AS BIGINT)"
     real_type = "DOUBLE PRECISION"
     id_column = "id BIGSERIAL PRIMARY KEY"
 

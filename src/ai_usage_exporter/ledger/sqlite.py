@@ -40,6 +40,8 @@ class SQLiteLedger(SQLLedger):
             self._w.execute("PRAGMA journal_mode=WAL")
             self._w.execute(f"PRAGMA synchronous={synchronous.upper()}")
             with self._w:
+                # One transaction: two processes opening one file do not interleave DDL.
+                self._w.execute("BEGIN IMMEDIATE")
                 self.create_schema(self._w.cursor())
             self._r = self._connect()
         except sqlite3.Error as exc:

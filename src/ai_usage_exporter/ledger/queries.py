@@ -1,0 +1,175 @@
+"""Reads of the events table for people: the calls themselves, and per-query sums.
+
+Reports over keys read the time buckets (see buckets.py); these two need the
+event rows, and indexes keep them fast: `query --user X --limit 10` walks the
+(user, ts) index backwards and stops after ten rows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+# Filters `select_events` takes: name -> events column.
+EVENT_FILTERS: dict[str, str] = {
+    "user": "user",
+    "query_id": "query_id",
+    "session_id": "session_id",
+    "workflow_id": "workflow_id",
+    "agent": "agent",
+    "model": "model",
+    "service": "service",
+    "tenant": "tenant",
+}
+
+INDEXES: tuple[str, ...] = (
+    'CREATE INDEX IF NOT EXISTS events_user_ts ON events ("user", ts)',
+    "CREATE INDEX IF NOT EXISTS events_query_id ON events (query_id)",
+    "CREATE INDEX IF NOT EXISTS events_workflow_id ON events (workflow_id)",
+    "CREATE INDEX IF NOT EXISTS events_session_id ON events (session_id)",
+)
+
+QUERY_COLUMNS: tuple[str, ...] = (
+    "query_id",
+    "user",
+    "first_ts",
+    "last_ts",
+    "inferences",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "duration_ms",
+    "errors",
+)
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+class EventQueries:
+    """Mixed into SQLLedger; uses its read connection, lock and placeholder."""
+
+    placeholder: str
+    _read_lock: threading.Lock
+
+    def _read_conn(self) -> Any:
+        raise NotImplementedError
+
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        return names, [tuple(r) for r in rows]
+
+    def select_events(
+        self,
+        columns: tuple[str, ...],
+        filters: Mapping[str, str],
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10,
+    ) -> list[dict[str, Any]]:
+        """Events matching every filter, newest first."""
+        ph = self.placeholder
+        where: list[str] = []
+        params: list[Any] = []
+        for name, value in filters.items():
+            where.append(f"{_q(EVENT_FILTERS[name])} = {ph}")
+            params.append(value)
+        if since is not None:
+            where.append(f"ts >= {ph}")
+            params.append(since)
+        if until is not None:
+            where.append(f"ts < {ph}")
+            params.append(until)
+        sql = f"SELECT {', '.join(_q(c) for c in columns)} FROM events"
+        if where:
+            sql += f" WHERE {' AND '.join(where)}"
+        sql += f" ORDER BY ts DESC, id DESC LIMIT {int(limit)}"
+        names, rows = self._fetch(sql, tuple(params))
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def query_sums(
+        self, since: float, until: float, order: str = "cost", limit: int = 10
+    ) -> list[dict[str, Any]]:
+        """Per query id in [since, until): its calls summed, the costliest (or largest) first."""
+        ph = self.placeholder
+        order_by = "cost_usd" if order == "cost" else "input_tokens + output_tokens"
+        sql = (
+            'SELECT query_id, max("user") AS "user", min(ts) AS first_ts, max(ts) AS last_ts, '
+            "count(*) AS inferences, sum(input_tokens) AS input_tokens, "
+            "sum(output_tokens) AS output_tokens, sum(cost_total) AS cost_usd, "
+            "COALESCE(sum(duration_ms), 0) AS duration_ms, "
+            "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors "
+            f"FROM events WHERE query_id IS NOT NULL AND ts >= {ph} AND ts < {ph} "
+            f"GROUP BY query_id ORDER BY {order_by} DESC, query_id LIMIT {int(limit)}"
+        )
+        names, rows = self._fetch(sql, (since, until))
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def count_events_before(self, ts: float) -> int:
+        _, rows = self._fetch(f"SELECT count(*) FROM events WHERE ts < {self.placeholder}", (ts,))
+        return int(rows[0][0])
+
+    # ------------------------------------------------------------ maintenance
+
+    def _write_conn(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, cur: Any) -> None:
+        raise NotImplementedError
+
+    def _in_write(self, sql: str, params: tuple[Any, ...]) -> int:
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            self._begin(cur)
+            cur.execute(sql, params)
+            n = cur.rowcount
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return int(n)
+
+    def delete_events_before(self, ts: float, batch: int = 20_000) -> int:
+        """Delete event rows older than `ts` in short transactions; rollups are untouched.
+
+        Each batch holds the write lock briefly, so recording goes on meanwhile.
+        """
+        ph = self.placeholder
+        sql = (
+            f"DELETE FROM events WHERE id IN "
+            f"(SELECT id FROM events WHERE ts < {ph} ORDER BY ts LIMIT {int(batch)})"
+        )
+        total = 0
+        while True:
+            n = self._in_write(sql, (ts,))
+            total += n
+            if n < batch:
+                return total
+
+    def delete_buckets_before(self, step: int, ts: float) -> int:
+        """Delete time buckets of one step that start before `ts`."""
+        from .buckets import TABLE
+
+        ph = self.placeholder
+        return self._in_write(
+            f"DELETE FROM {TABLE} WHERE step = {ph} AND bucket < {ph}", (step, int(ts))
+        )
+
+    def get_meta(self, key: str) -> str | None:
+        _, rows = self._fetch(f"SELECT value FROM meta WHERE key = {self.placeholder}", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        ph = self.placeholder
+        self._in_write(
+            f"INSERT INTO meta (key, value) VALUES ({ph}, {ph}) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )

@@ -1,0 +1,1 @@
+"""Provider usage shapes: one module per provider family, and stream folding (pure)."""
