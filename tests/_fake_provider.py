@@ -12,6 +12,8 @@ usage numbers come from recorded responses:
   message_delta usage (input 8, cache_creation 10426, output 2 then 501), in
   vpaturel/claude-wrapper-secure SSE_EVENTS_DOCUMENTATION.md.
 - Groq: the usage object and `x_groq.usage` of its chat-completions reference.
+- Gemini: generateContent's usageMetadata with thoughtsTokenCount beside the
+  candidates, as in the Gemini API's thinking guide.
 - Ollama: the /api/chat example of ollama's docs/api.md (prompt_eval_count 26,
   eval_count 298).
 
@@ -353,6 +355,42 @@ async def ollama_route(request: Request) -> Response:
     return JSONResponse(final)
 
 
+GEMINI_USAGE: dict[str, Any] = {
+    "promptTokenCount": 9,
+    "candidatesTokenCount": 12,
+    "totalTokenCount": 61,
+    "thoughtsTokenCount": 40,
+    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9}],
+}
+
+
+def _gemini_response(model: str, text: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}],
+        "modelVersion": model,
+        "responseId": "resp-fake",
+    }
+    if usage is not None:
+        out["usageMetadata"] = usage
+    return out
+
+
+async def gemini_route(request: Request) -> Response:
+    model, _, method = request.path_params["rest"].partition(":")
+    fault = _fault(model)
+    if fault == "429":
+        return JSONResponse({"error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"}}, 429)
+    await request.body()
+    if method == "streamGenerateContent":
+        partial = {"promptTokenCount": 9, "totalTokenCount": 9}
+        events: list[tuple[str | None, dict[str, Any]]] = [
+            (None, _gemini_response(model, "Hello", partial)),
+            (None, _gemini_response(model, " there", GEMINI_USAGE)),
+        ]
+        return _sse(events, fault == "cut", False)
+    return JSONResponse(_gemini_response(model, "Hello there", GEMINI_USAGE))
+
+
 def fake_provider_app() -> Starlette:
     return Starlette(
         routes=[
@@ -364,5 +402,7 @@ def fake_provider_app() -> Starlette:
             Route("/api/chat", ollama_route, methods=["POST"]),
             Route("/api/generate", ollama_route, methods=["POST"]),
             Route("/api/embed", ollama_route, methods=["POST"]),
+            Route("/v1beta/models/{rest:path}", gemini_route, methods=["POST"]),
+            Route("/v1/models/{rest:path}", gemini_route, methods=["POST"]),
         ]
     )

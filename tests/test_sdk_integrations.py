@@ -332,3 +332,48 @@ def test_ollama_error(provider: str, recorder: Recorder) -> None:
         client.chat(model="llama3.2:500", messages=MESSAGES)
     (row,) = rows(recorder)
     assert (row["status"], row["error_type"]) == ("error", "server")
+
+
+# ---------------------------------------------------------------- google-genai
+
+
+def test_google_genai_plain_and_stream(provider: str, recorder: Recorder) -> None:
+    genai = pytest.importorskip("google.genai")
+    client = instrument(
+        genai.Client(api_key="k", http_options=genai.types.HttpOptions(base_url=provider))
+    )
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+    assert response.text == "Hello there"
+    parts = list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+    assert len(parts) == 2
+    plain, streamed = rows(recorder)
+    for row in (plain, streamed):
+        assert (row["provider"], row["model"]) == ("google", "gemini-2.5-flash")
+        # Thoughts are output tokens the candidates count leaves out.
+        assert tokens(row) == {
+            "input_tokens": 9,
+            "output_tokens": 12 + 40,
+            "cached_input_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 40,
+        }
+    assert streamed["ttft_ms"] is not None
+
+
+def test_async_anthropic_stream_abandoned_is_recorded_once(provider: str, recorder: Recorder) -> None:
+    async def run() -> None:
+        client = anthropic.AsyncAnthropic(base_url=provider, api_key="k", max_retries=0)
+        instrument(client)
+        stream = await client.messages.create(
+            model="claude-sonnet-4-7", max_tokens=64, messages=MESSAGES, stream=True
+        )
+        async for event in stream:
+            if event.type == "content_block_start":
+                break
+        await stream.close()
+        await client.close()
+
+    asyncio.run(run())
+    (row,) = rows(recorder)
+    # message_start was seen: its input counts are kept, the final output count never came.
+    assert (row["error_type"], row["input_tokens"], row["output_tokens"]) == ("cancelled", 8 + 10426, 2)
