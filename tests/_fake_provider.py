@@ -379,7 +379,16 @@ async def gemini_route(request: Request) -> Response:
     model, _, method = request.path_params["rest"].partition(":")
     fault = _fault(model)
     if fault == "429":
-        return JSONResponse({"error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"}}, 429)
+        return JSONResponse(
+            {
+                "error": {
+                    "code": 429,
+                    "message": "Resource exhausted",
+                    "status": "RESOURCE_EXHAUSTED",
+                }
+            },
+            429,
+        )
     await request.body()
     if method == "streamGenerateContent":
         partial = {"promptTokenCount": 9, "totalTokenCount": 9}

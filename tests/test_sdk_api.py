@@ -193,3 +193,64 @@ def test_no_destination_warns_once(
     assert stats()["dropped"] == {"unconfigured": 2}
     assert sum("no destination" in m for m in caplog.messages) == 1
     reset_sdk()
+
+
+def test_sidecar_budgets_config_errors_name_the_budget(tmp_path: Path) -> None:
+    from ai_usage_exporter.config import ConfigError, load_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text("budgets:\n  - {name: b, scope: planet, tokens: 5}\n")
+    with pytest.raises(ConfigError, match="budget 'b': scope must be one of .* got 'planet'"):
+        load_file(str(path))
+    path.write_text("budgets:\n  - {name: b, scope: tenant}\n")
+    with pytest.raises(ConfigError, match="give tokens, usd or both"):
+        load_file(str(path))
+    path.write_text("budgets:\n  - {name: b, tokens: 5, period: run}\n")
+    with pytest.raises(ConfigError, match="period run is for in-process budgets"):
+        load_file(str(path))
+    path.write_text("budgets:\n  - {name: b, tokens: 5, period: month, match: x}\n")
+    with pytest.raises(ConfigError, match="a total budget takes no match"):
+        load_file(str(path))
+
+
+def test_budget_gauge_rows_are_exact() -> None:
+    import math
+
+    from ai_usage_exporter.budgets import BudgetSpec, Usage, gauges, period_start
+
+    spec = BudgetSpec(name="b", scope="tenant", tokens=1000, usd=2.0, period="month")
+    rows = gauges(spec, "acme", Usage(400, 0.5, 3), Usage(100, 0.0, 1))
+    assert [
+        (r["unit"], r["limit"], r["used"], r["remaining"], r["hours_to_exhaustion"]) for r in rows
+    ] == [
+        ("tokens", 1000.0, 400.0, 600.0, 6.0),
+        ("usd", 2.0, 0.5, 1.5, math.inf),
+    ]
+    # 2026-03-15T12:00:00Z: the month began on the 1st, the day at midnight (UTC).
+    now = 1773576000.0
+    assert period_start("month", now, 0.0) == 1772323200.0
+    assert period_start("day", now, 0.0) == 1773532800.0
+    assert period_start("run", now, 123.0) == 123.0
+
+
+def test_http_sender_drops_only_the_events_the_sidecar_rejects(tmp_path: Path) -> None:
+    from _server import serve_app
+
+    from ai_usage_exporter import Recorder
+
+    reset_sdk()
+    recorder = Recorder(str(tmp_path / "s.db"))
+    try:
+        with serve_app(recorder.app()) as url:
+            configure(url=url)
+            track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 1})
+            # Invalid: cached tokens exceed input tokens; the sidecar answers 422 naming it.
+            track_token_usage_sync(model="m", input_tokens=1, cached_input_tokens=5, provider="p")
+            track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 3})
+            assert flush(10)
+            t = core._hub.transport
+            assert t is not None and t.dropped == {"rejected": 1} and t.delivered == 2
+            assert [e["input_tokens"] for e in recorder.ledger.events()] == [1, 3]
+    finally:
+        reset_sdk()
+        recorder.close()

@@ -360,7 +360,9 @@ def test_google_genai_plain_and_stream(provider: str, recorder: Recorder) -> Non
     assert streamed["ttft_ms"] is not None
 
 
-def test_async_anthropic_stream_abandoned_is_recorded_once(provider: str, recorder: Recorder) -> None:
+def test_async_anthropic_stream_abandoned_is_recorded_once(
+    provider: str, recorder: Recorder
+) -> None:
     async def run() -> None:
         client = anthropic.AsyncAnthropic(base_url=provider, api_key="k", max_retries=0)
         instrument(client)
@@ -376,4 +378,8 @@ def test_async_anthropic_stream_abandoned_is_recorded_once(provider: str, record
     asyncio.run(run())
     (row,) = rows(recorder)
     # message_start was seen: its input counts are kept, the final output count never came.
-    assert (row["error_type"], row["input_tokens"], row["output_tokens"]) == ("cancelled", 8 + 10426, 2)
+    assert (row["error_type"], row["input_tokens"], row["output_tokens"]) == (
+        "cancelled",
+        8 + 10426,
+        2,
+    )

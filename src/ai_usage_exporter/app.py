@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .auth import BearerAuthMiddleware
-from .budgets import SCOPES
+from .budgets import BUDGET_FIELDS
 from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
@@ -26,8 +27,6 @@ from .recorder import Recorder, RecorderBusyError, RecorderClosedError
 from .reports import REPORTS, build_report, render_csv, window
 from .timeseries import ParamError
 from .timeseries import parse_query as parse_timeseries_query
-
-BUDGET_FIELDS = frozenset(f for f in SCOPES.values() if f is not None)
 
 log = logging.getLogger("ai_usage_exporter.http")
 
@@ -199,6 +198,8 @@ def create_app(
         try:
             since = float(raw_since)
         except ValueError:
+            since = math.nan
+        if not math.isfinite(since):
             return error_response(400, f"since must be epoch seconds, got {raw_since!r}")
         field = q.get("field")
         if field is not None and field not in BUDGET_FIELDS:

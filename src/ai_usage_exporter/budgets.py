@@ -25,6 +25,8 @@ SCOPES: dict[str, str | None] = {
     "task": "task",
     "service": "service",
 }
+# The event fields a budget can be summed per (the sidecar's /api/budget-usage `field`).
+BUDGET_FIELDS: frozenset[str] = frozenset(f for f in SCOPES.values() if f is not None)
 PERIODS: tuple[str, ...] = ("day", "month", "run")
 ON_EXCEED: tuple[str, ...] = ("warn", "raise")
 

@@ -140,5 +140,7 @@ def instrument_client(client: Any, attr: Attr) -> Any:
     import openai
 
     is_async = isinstance(client, openai.AsyncOpenAI)
-    instrument_methods(client, attr, PROVIDER, is_async)
+    # Azure deployments are priced and named apart from OpenAI's own API.
+    provider = "azure" if type(client).__name__.endswith("AzureOpenAI") else PROVIDER
+    instrument_methods(client, attr, provider, is_async)
     return client
