@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python3 -m bench.sdk`` (``--smoke`` for a quick check).
 
-A local fake provider (uvicorn in a thread) answers ``/v1/chat/completions`` with a
+A local fake provider (uvicorn, in its own process, as is the sidecar) answers ``/v1/chat/completions`` with a
 fixed body; every contender makes the same non-streamed calls with the real `openai`
 package. Two figures:
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 import importlib
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,14 +59,32 @@ async def _chat(request: Request) -> Response:
     return Response(BODY, media_type="application/json")
 
 
-def _serve(app: Any, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+def _provider_app() -> Starlette:
+    async def healthz(request: Request) -> Response:
+        return Response(b"ok")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", _chat, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
     )
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.01)
-    return server
+
+
+def _spawn(cmd: list[str], url: str) -> subprocess.Popen[bytes]:
+    """A server in its own process, so its work never competes for this one's GIL."""
+    import httpx
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{cmd} did not start")
 
 
 def _free_port() -> int:
@@ -109,15 +127,15 @@ def _exact(client: Any, n: int) -> list[float]:
 def _interleaved(
     bare: Callable[[], Any], instrumented: Callable[[], Any], n: int
 ) -> tuple[list[float], list[float]]:
+    """Alternate the order (ABBA) so that neither contender always goes first."""
     a: list[float] = []
     b: list[float] = []
-    for _ in range(n):
-        t = time.perf_counter()
-        bare()
-        a.append((time.perf_counter() - t) * 1e6)
-        t = time.perf_counter()
-        instrumented()
-        b.append((time.perf_counter() - t) * 1e6)
+    for i in range(n):
+        order = ((bare, a), (instrumented, b)) if i % 2 == 0 else ((instrumented, b), (bare, a))
+        for fn, out in order:
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1e6)
     return a, b
 
 
@@ -129,19 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
     n = 30 if args.smoke else 3000
     logging.getLogger("ai_usage_exporter").setLevel(logging.ERROR)
-    provider = _serve(
-        Starlette(routes=[Route("/v1/chat/completions", _chat, methods=["POST"])]), _free_port()
-    )
-    url = f"http://127.0.0.1:{provider.config.port}"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    provider = _spawn([sys.executable, "-m", "bench.sdk", "--serve-provider", str(port)], url)
     print(machine())
     print(f"calls per contender: {n} (non-streamed chat completions, openai package)")
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         recorder = Recorder(str(Path(tmp) / "bench.db"), synchronous="normal")
         sidecar_port = _free_port()
-        sidecar = _serve(
-            Recorder(str(Path(tmp) / "sidecar.db"), synchronous="normal").app(), sidecar_port
-        )
+        sidecar = _spawn(
+            [sys.executable, "-m", "ai_usage_exporter", "serve", "--port", str(sidecar_port),
+             "--db", str(Path(tmp) / "sidecar.db")],
+            f"http://127.0.0.1:{sidecar_port}",
+        )  # fmt: skip
         bare = _client(url)
 
         def call_bare() -> Any:
@@ -201,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{statistics.median(b):7.0f} us, added (difference) p50 {added:+7.1f} us, "
                 f"p99 {_q(b, 0.99) - _q(a, 0.99):+7.1f} us"
             )
-        sidecar.should_exit = True
+        sidecar.terminate()
+        sidecar.wait(30)
         recorder.close()
-    provider.should_exit = True
+    provider.terminate()
+    provider.wait(30)
     print(
         f"target in-process p50 added <= {TARGET_IN_PROCESS_US} us: "
         f"{verdict(results['in-process'] <= TARGET_IN_PROCESS_US)}"
@@ -220,4 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-provider":
+        uvicorn.run(_provider_app(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+        sys.exit(0)
     sys.exit(main())

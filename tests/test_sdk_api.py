@@ -86,7 +86,7 @@ def test_usage_context_nests_decorates_and_isolates_tasks(tmp_path: Path) -> Non
         asyncio.run(both())
         assert flush(10)
         got = [(e["input_tokens"], e["agent"], e["task"], e["tool"], e["workflow_id"], e["step"])
-               for e in r.ledger.events()]  # fmt: skip
+               for e in sorted(r.ledger.events(), key=lambda e: e["ts"])]  # fmt: skip
     assert got == [(0, "outer", "t", "search", "wf", "3"), (1, "a", None, "search", None, None),
                    (2, "b", None, "search", None, None)]  # fmt: skip
     with pytest.raises(TypeError, match="unknown field"):
@@ -100,7 +100,7 @@ def test_disable_and_enable(tmp_path: Path) -> None:
         enable()
         track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 2})
         assert flush(10)
-        assert [e["input_tokens"] for e in r.ledger.events()] == [2]
+        assert [e["input_tokens"] for e in sorted(r.ledger.events(), key=lambda e: e["ts"])] == [2]
 
 
 def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,7 +250,7 @@ def test_http_sender_drops_only_the_events_the_sidecar_rejects(tmp_path: Path) -
             assert flush(10)
             t = core._hub.transport
             assert t is not None and t.dropped == {"rejected": 1} and t.delivered == 2
-            assert [e["input_tokens"] for e in recorder.ledger.events()] == [1, 3]
+            assert sorted(e["input_tokens"] for e in recorder.ledger.events()) == [1, 3]
     finally:
         reset_sdk()
         recorder.close()

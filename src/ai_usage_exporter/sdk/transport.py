@@ -35,6 +35,10 @@ Prepare = Callable[[Event], Event]
 
 DEFAULT_MAX_QUEUE = 100_000
 DEFAULT_BATCH = 1_000
+# The worker wakes this often, or at once when a batch's worth is waiting or on flush:
+# waking it per event would hand it the GIL in the middle of the app's call.
+LINGER_SECONDS = 0.05
+WAKE_AT = 100
 EXIT_FLUSH_SECONDS = 2.0
 # Statuses a retry can cure; any other 4xx means the events themselves are wrong.
 RETRY_STATUSES = frozenset((408, 425, 429, 500, 502, 503, 504))
@@ -87,7 +91,7 @@ class Transport:
             self._drop("queue_full", 1)
             return
         queue.append(event)
-        if not self._wake.is_set():
+        if len(queue) >= WAKE_AT and not self._wake.is_set():
             self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -151,7 +155,7 @@ class Transport:
     def _run(self) -> None:
         queue = self._queue
         while not self._stop.is_set():
-            self._wake.wait()
+            self._wake.wait(LINGER_SECONDS)
             self._wake.clear()
             while queue and not self._stop.is_set():
                 batch: list[Event] = []
