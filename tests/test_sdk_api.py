@@ -235,7 +235,6 @@ def test_budget_gauge_rows_are_exact() -> None:
 
 def test_http_sender_drops_only_the_events_the_sidecar_rejects(tmp_path: Path) -> None:
     from _server import serve_app
-
     from ai_usage_exporter import Recorder
 
     reset_sdk()
@@ -251,6 +250,33 @@ def test_http_sender_drops_only_the_events_the_sidecar_rejects(tmp_path: Path) -
             t = core._hub.transport
             assert t is not None and t.dropped == {"rejected": 1} and t.delivered == 2
             assert sorted(e["input_tokens"] for e in recorder.ledger.events()) == [1, 3]
+    finally:
+        reset_sdk()
+        recorder.close()
+
+
+# Python 3.12+ warns about fork() in a threaded process; this test forks on purpose.
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_sends_its_own_events_only(tmp_path: Path) -> None:
+    import os
+
+    from _server import serve_app
+    from ai_usage_exporter import Recorder
+
+    reset_sdk()
+    recorder = Recorder(str(tmp_path / "s.db"))
+    try:
+        with serve_app(recorder.app()) as url:
+            configure(url=url)
+            track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 1})
+            pid = os.fork()
+            if pid == 0:  # the child: its own event only, then out without the parent's atexit
+                track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 2})
+                os._exit(0 if flush(10) else 1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert flush(10)
+            assert sorted(e["input_tokens"] for e in recorder.ledger.events()) == [1, 2]
     finally:
         reset_sdk()
         recorder.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import random
 import threading
 import time
@@ -78,9 +79,24 @@ class Transport:
         self.delivered = 0
         self._last_drop_log = 0.0
         self._unlogged_drops = 0
+        self._start()
+        _live.add(self)
+
+    def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"ai-usage-{self.name}", daemon=True)
         self._thread.start()
-        _live.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (gunicorn, multiprocessing): a fresh worker and an empty queue.
+
+        What was queued before the fork belongs to the parent, which sends it; the child
+        sending it too would count it twice.
+        """
+        self._queue = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        if not self._stop.is_set():
+            self._start()
 
     # ---------------------------------------------------------------- app side
 
@@ -339,6 +355,14 @@ class HttpTransport(Transport):
         super().close(timeout)
         self._client.close()
 
+    def _after_fork(self) -> None:
+        import httpx
+
+        # The parent's pooled connections must not be shared with the child.
+        headers = self._client.headers
+        self._client = httpx.Client(headers=headers, timeout=self._client.timeout)
+        super()._after_fork()
+
 
 # Every open transport, flushed at interpreter exit (weakly held: a transport the app
 # dropped does not live on for this).
@@ -353,4 +377,11 @@ def _close_all() -> None:
             log.exception("flushing usage events at exit failed")
 
 
+def _after_fork_in_child() -> None:
+    for t in list(_live):
+        t._after_fork()
+
+
 atexit.register(_close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
