@@ -72,6 +72,37 @@ def test_render_rejects_unused_and_unknown_thresholds(tmp_path: Path) -> None:
     assert "no such threshold: no_such" in result.stderr
 
 
+def test_the_job_setting_reaches_the_rules_and_their_tests(tmp_path: Path) -> None:
+    out = tmp_path / "ai-usage.rules.yml"
+    result = _run(
+        sys.executable, RENDER, "--set", "job=llm-sidecar", "--output", out,
+        "--tests-output", tmp_path / "tests",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    by_name = {r.get("alert"): r["expr"] for r in rules(out)}
+    assert by_name["AIUsageExporterDown"] == 'up{job="llm-sidecar"} == 0'
+    assert by_name["AIUsageExporterAbsent"] == 'absent(up{job="llm-sidecar"})'
+    assert 'job="ai-usage-exporter"' not in out.read_text(encoding="utf-8")
+    rendered = tmp_path / "tests" / "exporter.test.yml"
+    assert 'up{job="llm-sidecar",instance="127.0.0.1:9478"}' in rendered.read_text("utf-8")
+    # The rendered promtool tests pass against the rendered rules: they moved together.
+    check = _run(require_binary("promtool"), "test", "rules", rendered)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # A one-off --output leaves the committed tests alone; a bad job name is refused.
+    assert _run(sys.executable, RENDER, "--check").returncode == 0
+    bad = _run(sys.executable, RENDER, "--set", 'job=a"b', "--output", out)
+    assert bad.returncode == 2
+    assert "job 'a\"b' must be a plain job_name" in bad.stderr
+
+
+def test_compose_prometheus_scrapes_the_job_the_rules_watch() -> None:
+    thresholds = yaml.safe_load((ALERTS_DIR / "thresholds.yml").read_text(encoding="utf-8"))
+    for config_path in (PROMETHEUS_CONFIG, REPO / "deploy" / "prometheus.yml"):
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        jobs = [j["job_name"] for j in config["scrape_configs"]]
+        assert jobs == [thresholds["job"]], config_path
+
+
 # ---------------------------------------------------------------- promtool, amtool
 
 
@@ -91,6 +122,23 @@ def test_promtool_unit_tests_pass() -> None:
 def test_promtool_check_config() -> None:
     # check config resolves rule_files relative to the config file, and checks them too.
     result = _run(require_binary("promtool"), "check", "config", PROMETHEUS_CONFIG)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(RULES_FILES)} rule files found" in result.stdout
+
+
+def test_promtool_check_compose_config(tmp_path: Path) -> None:
+    # The compose variant reads the read token from a secret mounted at run time, and
+    # promtool insists the file exists: point it at one, and the rules at this checkout.
+    config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
+    (tmp_path / "token").write_text("x")
+    (job,) = config["scrape_configs"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/read_token"
+    job["authorization"]["credentials_file"] = str(tmp_path / "token")
+    assert config["rule_files"] == ["../alerts/*.rules.yml"]
+    config["rule_files"] = [str(ALERTS_DIR / "*.rules.yml")]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = _run(require_binary("promtool"), "check", "config", path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(RULES_FILES)} rule files found" in result.stdout
 

@@ -280,12 +280,12 @@ def test_bad_requests_get_json_errors_and_record_nothing(tmp_path: Path) -> None
         assert r.status_code == 422
         assert r.json() == {
             "error": {
-                "message": "event 0: prompt_token: unknown field(s): prompt_token; see the event table in the README",
+                "message": "event 0: prompt_token: unknown field 'prompt_token'; did you mean 'prompt_tokens'?",
                 "details": [
                     {
                         "index": 0,
                         "field": "prompt_token",
-                        "message": "unknown field(s): prompt_token; see the event table in the README",
+                        "message": "unknown field 'prompt_token'; did you mean 'prompt_tokens'?",
                     }
                 ],
             }

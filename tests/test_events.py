@@ -133,7 +133,16 @@ def test_unknown_field_is_named() -> None:
         {
             "index": 0,
             "field": "prompt_token",
-            "message": "unknown field(s): prompt_token; see the event table in the README",
+            "message": "unknown field 'prompt_token'; did you mean 'prompt_tokens'?",
+        }
+    ]
+    # No near miss: the event table is where the fields are.
+    assert _details([{"provider": "p", "model": "m", "zzz": 1, "modle": "x"}]) == [
+        {
+            "index": 0,
+            "field": "zzz",
+            "message": "unknown fields 'zzz', 'modle' (did you mean 'model'?); "
+            "see the event table in the README",
         }
     ]
 
@@ -173,7 +182,7 @@ def test_every_problem_of_every_event_is_reported() -> None:
         ({"service": "a\nb"}, "service", "control characters"),
         ({"service": "x" * 257}, "service", "the limit is 256"),
         ({"service": "\ud800"}, "service", "lone surrogate"),
-        ({"level": "warning"}, "level", "must be one of debug, info, warn, error"),
+        ({"level": "fatal"}, "level", "must be one of debug, info, warn, error"),
         ({"input_tokens": 5, "cached_input_tokens": 6}, "cached_input_tokens", "must include them"),
         (
             {"output_tokens": 5, "reasoning_tokens": 6},
@@ -273,7 +282,11 @@ def test_query_summary_errors_point_into_the_inference() -> None:
     )
     assert details == [
         {"index": 0, "field": "inferences[0].prompt_tokens", "message": "must be >= 0, got -1"},
-        {"index": 0, "field": "inferences[1].nodename", "message": "unknown field(s): nodename"},
+        {
+            "index": 0,
+            "field": "inferences[1].nodename",
+            "message": "unknown field 'nodename'; did you mean 'node_name'?",
+        },
     ]
 
 

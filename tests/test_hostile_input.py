@@ -193,7 +193,7 @@ def test_invalid_events_are_reported_with_field_details(server: ServerProcess) -
         {"index": 1, "field": "prompt_token", "message": body["error"]["details"][0]["message"]},
         {"index": 2, "field": "model", "message": "must not be empty"},
     ]
-    assert "unknown field(s): prompt_token" in body["error"]["details"][0]["message"]
+    assert "unknown field 'prompt_token'" in body["error"]["details"][0]["message"]
 
 
 def test_body_over_the_size_limit_is_413(server: ServerProcess) -> None:

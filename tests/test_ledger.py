@@ -148,3 +148,43 @@ def test_a_ledger_from_an_older_version_gains_new_columns(tmp_path: Path) -> Non
         assert "ttft_b3" in cols
     finally:
         reopened.close()
+
+
+def test_an_older_ledger_gains_the_query_columns(ledger_url: str) -> None:
+    """A ledger made before the query columns existed gets them at open, on both dialects."""
+    query_columns = ("query_start", "query_end", "query_duration_ms", "query_text")
+    ledger = open_ledger(ledger_url)
+    ledger.write([_priced(1, "before")], received_at=1.0)
+    ledger.close()
+    if ledger_url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(ledger_url, autocommit=True) as pg:
+            for c in query_columns:
+                pg.execute(f"ALTER TABLE events DROP COLUMN {c}")
+    else:
+        lite = sqlite3.connect(ledger_url)
+        for c in query_columns:
+            lite.execute(f"ALTER TABLE events DROP COLUMN {c}")
+        lite.commit()
+        lite.close()
+
+    reopened = open_ledger(ledger_url, store_text=True)
+    try:
+        event, cost = _priced(2, "after")
+        event.query_start, event.query_end = 1_768_923_000.0, 1_768_923_005.0
+        event.query_duration_ms, event.query_text = 5200.0, "hola"
+        reopened.write([(event, cost)], received_at=2.0)
+        rows = [{c: r[c] for c in ("idempotency_key", *query_columns)} for r in reopened.events()]
+    finally:
+        reopened.close()
+    assert rows == [
+        {"idempotency_key": "before", **dict.fromkeys(query_columns)},
+        {
+            "idempotency_key": "after",
+            "query_start": 1_768_923_000.0,
+            "query_end": 1_768_923_005.0,
+            "query_duration_ms": 5200.0,
+            "query_text": "hola",
+        },
+    ]

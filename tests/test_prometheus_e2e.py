@@ -388,3 +388,96 @@ def test_every_dashboard_query_returns_data(loaded: Stack) -> None:
         if not loaded.query(substitute_grafana_variables(expr, "1m"))
     ]
     assert empty == []
+
+
+# ---------------------------------------------------------------- rules apps already run
+
+# Verbatim from the alert rules of apps that used an older exporter.
+LEGACY_RULES = """\
+groups:
+  - name: legacy
+    rules:
+      - alert: HighErrorRate
+        expr: rate(ai_requests_by_level{level="error"}[5m]) > 0.1
+      - alert: HighCost
+        expr: rate(ai_cost_total[1h]) > 0.1
+"""
+
+
+def test_rules_apps_already_run_fire_unchanged(tmp_path: Path) -> None:
+    """The two rules, loaded as they are beside alerts/compat.rules.yml, evaluate on
+    real data: 100 errors in seconds is well over 0.1 errors/s over 5 minutes, and
+    $10,000 (a third of it input) well over $0.1/s over an hour, in every type."""
+    prometheus = require_binary("prometheus")
+    (tmp_path / "legacy.rules.yml").write_text(LEGACY_RULES, encoding="utf-8")
+    with (
+        server_process(tmp_path / "usage.db") as sidecar,
+        httpx.Client(timeout=10) as client,
+    ):
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [
+                str(ALERTS_DIR / "compat.rules.yml"),
+                str(tmp_path / "legacy.rules.yml"),
+            ],
+            "scrape_configs": [
+                {"job_name": "app", "static_configs": [{"targets": [f"127.0.0.1:{sidecar.port}"]}]}
+            ],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+        port = free_port()
+        prom = Process(
+            [
+                prometheus,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            tmp_path / "prometheus.log",
+        )
+        try:
+            prom.wait_ready(f"http://127.0.0.1:{port}/-/ready")
+
+            def query(expr: str) -> list[dict[str, Any]]:
+                r = client.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr})
+                r.raise_for_status()
+                result: list[dict[str, Any]] = r.json()["data"]["result"]
+                return result
+
+            def post(n: int, cost: float) -> None:
+                events = [_event("legacy", "error", cost) for _ in range(n)]
+                r = client.post(f"{sidecar.url}/api/usage", json=events)
+                assert r.json() == {"accepted": n, "duplicates": 0}, r.text
+
+            # The series exist and are scraped before the burst, so rate() sees it.
+            post(1, 1.0)
+            _wait_for(
+                "the first error to be recorded under the old name",
+                lambda: bool(query('changes(ai_requests_by_level{level="error"}[3s]) == 0')),
+            )
+            post(100, 100.0)
+            _wait_for(
+                "both rules to fire",
+                lambda: len(query('ALERTS{alertstate="firing"}')) >= 4,
+            )
+            errors = query('rate(ai_requests_by_level{level="error"}[5m]) > 0.1')
+            assert [s["metric"] for s in errors] == [
+                {"instance": f"127.0.0.1:{sidecar.port}", "job": "app", "level": "error"}
+            ]
+            # ...which is the counter itself, under its old name.
+            assert query('ai_requests_by_level{level="error"}')[0]["value"][1] == "101"
+            # The old cost rule fires for every type: input, output and total alike.
+            cost = query("rate(ai_cost_total[1h]) > 0.1")
+            assert sorted(s["metric"]["type"] for s in cost) == ["input", "output", "total"]
+            firing = sorted(
+                (s["metric"]["alertname"], s["metric"].get("type", ""))
+                for s in query('ALERTS{alertstate="firing"}')
+            )
+            assert firing == [
+                ("HighCost", "input"),
+                ("HighCost", "output"),
+                ("HighCost", "total"),
+                ("HighErrorRate", ""),
+            ]
+        finally:
+            prom.stop()

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .auth import BearerAuthMiddleware
 from .budgets import BUDGET_FIELDS
@@ -27,6 +27,9 @@ from .recorder import Recorder, RecorderBusyError, RecorderClosedError
 from .reports import REPORTS, build_report, render_csv, window
 from .timeseries import ParamError
 from .timeseries import parse_query as parse_timeseries_query
+
+if TYPE_CHECKING:
+    from .gateway.proxy import Gateway
 
 log = logging.getLogger("ai_usage_exporter.http")
 
@@ -104,8 +107,13 @@ def create_app(
     write_tokens: Sequence[str] = (),
     read_tokens: Sequence[str] = (),
     close_recorder: bool = False,
+    gateway: Gateway | None = None,
+    gateway_tokens: Sequence[str] = (),
 ) -> Starlette:
-    """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it."""
+    """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it.
+
+    With a `gateway`, its OpenAI-compatible routes are served too, behind `gateway_tokens`.
+    """
     limits = recorder.limits
 
     async def post_usage(request: Request) -> Response:
@@ -291,11 +299,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if gateway is not None:
+            await gateway.aclose()
         if close_recorder:
             # In-flight requests have finished (uvicorn waits for them); commit the rest.
             await run_in_threadpool(recorder.close)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
         Route("/api/budget-usage", budget_usage, methods=["GET"]),
@@ -306,6 +316,10 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
+    if gateway is not None:
+        from .gateway.routes import gateway_routes
+
+        routes.extend(gateway_routes(gateway))
     # With no token configured every path is open, and the middleware would only cost
     # a hop per request.
     middleware = (
@@ -314,10 +328,11 @@ def create_app(
                 BearerAuthMiddleware,
                 write_tokens=list(write_tokens),
                 read_tokens=list(read_tokens),
+                gateway_tokens=list(gateway_tokens),
                 on_reject=lambda: recorder.count_rejected("unauthorized"),
             )
         ]
-        if write_tokens or read_tokens
+        if write_tokens or read_tokens or gateway_tokens
         else []
     )
     return Starlette(

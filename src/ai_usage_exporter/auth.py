@@ -1,4 +1,4 @@
-"""Bearer-token middleware: separate tokens for writing usage and for reading metrics."""
+"""Bearer-token middleware: separate tokens for writing usage, reading metrics and the gateway."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ WRITE_PATHS = frozenset(("/api/usage", "/api/budget-usage"))
 READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/metrics/timeseries"))
 # Every path under these is read-protected too (one route per report).
 READ_PREFIXES = ("/api/reports/",)
+# The gateway's routes (see gateway.routes) take their own client tokens.
+GATEWAY_PREFIXES = ("/v1/", "/api/ai/")
 
 MISSING_TOKEN = "this endpoint needs an Authorization: Bearer <token> header"
 WRONG_TOKEN = "the bearer token is not valid for this endpoint"
@@ -20,7 +22,7 @@ EMPTY_TOKEN = "an empty token was configured; remove it or give a real token"
 
 
 class BearerAuthMiddleware:
-    """Checks `Authorization: Bearer` on write and read paths; others stay open.
+    """Checks `Authorization: Bearer` on write, read and gateway paths; others stay open.
 
     A scope with no configured tokens is open. Comparison is constant-time against
     every configured token, so several may be valid at once while rotating.
@@ -31,14 +33,16 @@ class BearerAuthMiddleware:
         app: ASGIApp,
         write_tokens: Sequence[str] = (),
         read_tokens: Sequence[str] = (),
+        gateway_tokens: Sequence[str] = (),
         on_reject: Callable[[], None] | None = None,
     ) -> None:
-        for token in (*write_tokens, *read_tokens):
+        for token in (*write_tokens, *read_tokens, *gateway_tokens):
             if not token or not token.strip():
                 raise ValueError(EMPTY_TOKEN)
         self.app = app
         self.write_tokens = [t.encode() for t in write_tokens]
         self.read_tokens = [t.encode() for t in read_tokens]
+        self.gateway_tokens = [t.encode() for t in gateway_tokens]
         self.on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -51,6 +55,8 @@ class BearerAuthMiddleware:
             if path in WRITE_PATHS
             else self.read_tokens
             if path in READ_PATHS or path.startswith(READ_PREFIXES)
+            else self.gateway_tokens
+            if path.startswith(GATEWAY_PREFIXES)
             else None
         )
         if not tokens:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -14,10 +14,20 @@ from .events import Limits
 from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from .pricing import LineLoader
 
+if TYPE_CHECKING:
+    from .gateway.config import GatewayConfig
+
 DEFAULT_PORT = 9478
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DB = "ai-usage.db"
 ENV_PREFIX = "AI_USAGE_EXPORTER_"
+SYNCHRONOUS = ("full", "normal")
+# The words --log-level takes; `warn` is read as `warning`, as the event's level is.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVEL_ALIASES = {"warn": "warning"}
+# Settings that may come from a file instead, as container secrets do:
+# AI_USAGE_EXPORTER_WRITE_TOKEN_FILE=/run/secrets/write_token.
+SECRET_ENV = {"WRITE_TOKEN": "write_tokens", "READ_TOKEN": "read_tokens"}
 
 
 class ConfigError(ValueError):
@@ -51,13 +61,16 @@ class Settings:
     usage_log: str | None = None
     usage_log_max_bytes: int = 100 * 1024 * 1024
     usage_log_backups: int = 5
+    gateway: GatewayConfig | None = None  # the config file's `gateway:` section
+    # Tokens for the gateway's routes; from gateway.client_tokens or the environment.
+    gateway_tokens: tuple[str, ...] = ()
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "budgets",
-    "retention", "timeseries", "usage_log",
+    "retention", "timeseries", "usage_log", "gateway",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -125,9 +138,13 @@ def load_file(path: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{where}: unknown setting {key!r}; known: {', '.join(sorted(_FILE_KEYS))}"
             )
-        if key in ("host", "db", "prices_file", "log_level", "synchronous"):
+        if key == "synchronous":
+            out[key] = _synchronous(value, where)
+        elif key in ("host", "db", "prices_file", "log_level"):
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+            if key == "log_level":
+                value = _log_level(value, where)
             out[key] = value
         elif key == "port":
             out["port"] = _int(value, where, 0)
@@ -177,6 +194,12 @@ def load_file(path: str) -> dict[str, Any]:
                 )
             if "backups" in sec:
                 out["usage_log_backups"] = _int(sec["backups"], _where(path, value, "backups"), 0)
+        elif key == "gateway":
+            from .gateway.config import parse_gateway
+
+            out["gateway"] = parse_gateway(value, where)
+            if out["gateway"].client_tokens:
+                out["gateway_tokens"] = out["gateway"].client_tokens
     return out
 
 
@@ -217,22 +240,69 @@ def _extra_labels(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _synchronous(value: object, where: str) -> str:
+    if isinstance(value, str) and value in SYNCHRONOUS:
+        return value
+    # YAML 1.1 reads an unquoted off/no as false; SQLite's own OFF is not offered.
+    note = " (YAML reads an unquoted off, no or false as false)" if isinstance(value, bool) else ""
+    raise ConfigError(
+        f"{where}: synchronous must be full (fsync each commit: survives power loss) or "
+        f"normal (survives a crash of the process), got {value!r}{note}"
+    )
+
+
+def _log_level(value: str, where: str) -> str:
+    level = LOG_LEVEL_ALIASES.get(value.lower(), value.lower())
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"{where}: log level must be one of {', '.join(LOG_LEVELS)} (or warn), got {value!r}"
+        )
+    return level
+
+
+def _secret_file(path: str, name: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{name}={path}: cannot read the token file: {exc.strerror}; "
+            "mount the secret there or unset the variable"
+        ) from None
+
+
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def get(name: str) -> str | None:
         return environ.get(ENV_PREFIX + name)
 
-    for name in ("HOST", "DB", "CONFIG", "LOG_LEVEL", "SYNCHRONOUS"):
+    for name in ("HOST", "DB", "CONFIG"):
         if get(name):
             out[name.lower()] = get(name)
+    if get("LOG_LEVEL"):
+        out["log_level"] = _log_level(str(get("LOG_LEVEL")), f"{ENV_PREFIX}LOG_LEVEL")
+    if get("SYNCHRONOUS"):
+        out["synchronous"] = _synchronous(str(get("SYNCHRONOUS")), f"{ENV_PREFIX}SYNCHRONOUS")
     if get("PRICES"):
         out["prices_file"] = get("PRICES")
     if get("PORT"):
         out["port"] = _int(get("PORT"), f"{ENV_PREFIX}PORT")
-    for name, key in (("WRITE_TOKEN", "write_tokens"), ("READ_TOKEN", "read_tokens")):
+    for name, key in SECRET_ENV.items():
+        value = get(name)
+        file_path = get(f"{name}_FILE")
+        if value and file_path:
+            raise ConfigError(
+                f"both {ENV_PREFIX}{name} and {ENV_PREFIX}{name}_FILE are set; keep one"
+            )
+        if file_path:
+            value = _secret_file(file_path, f"{ENV_PREFIX}{name}_FILE")
+        if value:
+            out[key] = tuple(t.strip() for t in value.split(",") if t.strip())
+    for name in ("GATEWAY_TOKENS", "GATEWAY_TOKEN"):
         if get(name):
-            out[key] = tuple(t.strip() for t in str(get(name)).split(",") if t.strip())
+            out["gateway_tokens"] = tuple(t.strip() for t in str(get(name)).split(",") if t.strip())
+            break
     for name in ("ALLOW_UNAUTHENTICATED", "STORE_TEXT"):
         if get(name):
             out[name.lower()] = _bool(get(name), ENV_PREFIX + name)
@@ -263,8 +333,8 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
             raise ConfigError(f"{config_path}: limits: {exc}") from None
     elif isinstance(limits, Limits):
         settings = replace(settings, limits=limits)
-    if settings.synchronous not in ("full", "normal"):
-        raise ConfigError(f"synchronous must be full or normal, got {settings.synchronous!r}")
+    _synchronous(settings.synchronous, "settings")
+    settings = replace(settings, log_level=_log_level(settings.log_level, "--log-level"))
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be 0..65535, got {settings.port}")
     return settings

@@ -7,6 +7,7 @@ Everything here is pure: a JSON value goes in, `UsageEvent` objects or an
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ ATTRIBUTION_FIELDS: tuple[str, ...] = (
 )
 
 LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")
+# Spellings of a level that people (and Python's logging, and --log-level) use.
+LEVEL_ALIASES: dict[str, str] = {"warning": "warn"}
 STATUSES: tuple[str, ...] = ("ok", "error")
 
 # Aliases in the OpenAI Chat Completions spelling, accepted as flat fields.
@@ -107,6 +110,12 @@ class UsageEvent:
     metadata: dict[str, Any] | None = None
     prompt_text: str | None = None
     response_text: str | None = None
+    # The timing and text of the user query this call served (a query summary's
+    # start_time, end_time, duration_seconds and mensaje); epoch seconds and ms.
+    query_start: float | None = None
+    query_end: float | None = None
+    query_duration_ms: float | None = None
+    query_text: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -412,6 +421,7 @@ def _usage_from_response(response: Mapping[str, Any]) -> tuple[Mapping[str, Any]
 # ---------------------------------------------------------------- one event
 
 _LABEL_FIELDS = ("provider", "model", "operation", "service")
+QUERY_FIELDS: tuple[str, ...] = ("query_start", "query_end", "query_duration_ms", "query_text")
 _SCALAR_FIELDS = frozenset(
     (
         *_LABEL_FIELDS,
@@ -430,25 +440,61 @@ _SCALAR_FIELDS = frozenset(
         "metadata",
         "prompt_text",
         "response_text",
+        *QUERY_FIELDS,
     )
 )
 EVENT_FIELDS = frozenset((*_SCALAR_FIELDS, "usage", "usageMetadata", "response"))
 
-SUMMARY_FIELDS = frozenset(
-    (
-        *(EVENT_FIELDS - {"usage", "usageMetadata", "response"}),
-        "event",
-        "whatsapp",
-        "inferences",
-        "total_prompt_tokens",
-        "total_completion_tokens",
-    )
+# A query summary's own fields, besides the event fields its inferences share.
+SUMMARY_ONLY_FIELDS: tuple[str, ...] = (
+    "event",
+    "whatsapp",
+    "inferences",
+    "inference_count",
+    "totals",
+    "total_prompt_tokens",
+    "total_completion_tokens",
+    "mensaje",
+    "start_time",
+    "end_time",
+    "duration_seconds",
 )
+SUMMARY_FIELDS = frozenset(
+    (*(EVENT_FIELDS - {"usage", "usageMetadata", "response"}), *SUMMARY_ONLY_FIELDS)
+)
+TOTALS_FIELDS: tuple[str, ...] = ("prompt_tokens", "completion_tokens", "total_tokens")
 INFERENCE_FIELDS = frozenset((*(EVENT_FIELDS - {"metadata"}), "node_name", "inference_type"))
 
 
 def _unknown(obj: Mapping[str, Any], allowed: frozenset[str]) -> list[str]:
     return [k for k in obj if k not in allowed]
+
+
+def _did_you_mean(name: object, allowed: frozenset[str] | tuple[str, ...]) -> str | None:
+    if not isinstance(name, str):
+        return None
+    close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def unknown_fields_message(
+    bad: list[Any], allowed: frozenset[str] | tuple[str, ...], hint: str = ""
+) -> str:
+    """Name each unknown field, with the known field it was most likely meant to be.
+
+    >>> unknown_fields_message(["prompt_token"], EVENT_FIELDS)
+    "unknown field 'prompt_token'; did you mean 'prompt_tokens'?"
+    """
+    if len(bad) == 1:
+        guess = _did_you_mean(bad[0], allowed)
+        if guess is not None:
+            return f"unknown field {str(bad[0])!r}; did you mean {guess!r}?"
+        return f"unknown field {str(bad[0])!r}{hint}"
+    names = []
+    for name in bad:
+        guess = _did_you_mean(name, allowed)
+        names.append(f"{str(name)!r}" + (f" (did you mean {guess!r}?)" if guess else ""))
+    return f"unknown fields {', '.join(names)}{hint}"
 
 
 # How each flat field is checked; _build walks only the keys an event has.
@@ -472,6 +518,10 @@ _KIND: dict[str, str] = {
     "metadata": "metadata",
     "prompt_text": "text",
     "response_text": "text",
+    "query_start": "query_time",
+    "query_end": "query_time",
+    "query_duration_ms": "ms",
+    "query_text": "text",
     "usage": "source",
     "usageMetadata": "source",
     "response": "source",
@@ -484,7 +534,7 @@ _FIELD_ORDER = {
             "provider", "model", "operation", "service", *TOKEN_FIELDS, *TOKEN_ALIASES,
             "total_tokens", "usage", "usageMetadata", "response", "duration_ms", "ttft_ms",
             "status", "level", "error_type", *ATTRIBUTION_FIELDS, "idempotency_key",
-            "timestamp", "cost_usd", "metadata", "prompt_text", "response_text",
+            "timestamp", "cost_usd", "metadata", "prompt_text", "response_text", *QUERY_FIELDS,
         )
     )
 }  # fmt: skip
@@ -513,7 +563,7 @@ def _build(
             continue
         kind = _KIND.get(name)
         if kind is None:
-            mine.append(_Invalid(name, f"unknown field {name!r}"))
+            mine.append(_Invalid(name, unknown_fields_message([name], EVENT_FIELDS)))
             continue
         try:
             if kind == "label" or kind == "required":
@@ -529,13 +579,19 @@ def _build(
             elif kind == "status":
                 kw[name] = _choice(name, value, STATUSES)
             elif kind == "level":
-                kw[name] = _choice(name, value, LEVELS)
+                kw[name] = _choice(
+                    name,
+                    LEVEL_ALIASES.get(value, value) if isinstance(value, str) else value,
+                    LEVELS,
+                )
             elif kind == "source":
                 sources.append(name)
             elif kind == "total":
                 _int(name, value, limits)
             elif kind == "timestamp":
                 kw[name] = _timestamp_in_window(value, now, limits, assume_utc)
+            elif kind == "query_time":
+                kw[name] = parse_timestamp(name, value, assume_utc=assume_utc)
             elif kind == "cost":
                 kw[name] = _number(name, value, limits.max_cost_usd)
             elif kind == "metadata":
@@ -685,6 +741,83 @@ def _check_subsets(c: dict[str, int]) -> None:
 # ---------------------------------------------------------------- requests
 
 
+def _summary_query(obj: Mapping[str, Any], limits: Limits) -> tuple[dict[str, Any], list[_Invalid]]:
+    """The query's own text and timing (`mensaje`, `start_time`, ...) as event fields."""
+    out: dict[str, Any] = {}
+    errors: list[_Invalid] = []
+    pairs = (("mensaje", "query_text"), ("start_time", "query_start"), ("end_time", "query_end"))
+    for theirs, ours in pairs:
+        if obj.get(theirs) is not None and obj.get(ours) is not None:
+            errors.append(_Invalid(theirs, f"is the same as {ours}; give one of them, not both"))
+    for theirs, ours in (*pairs, ("duration_seconds", "query_duration_ms")):
+        value = obj.get(theirs, obj.get(ours))
+        name = theirs if obj.get(theirs) is not None else ours
+        if value is None:
+            continue
+        try:
+            if ours == "query_text":
+                out[ours] = _text(name, value, limits)
+            elif ours == "query_duration_ms":
+                if name == "duration_seconds":
+                    out[ours] = _number(name, value, limits.max_duration_ms / 1000) * 1000
+                else:
+                    out[ours] = _number(name, value, limits.max_duration_ms)
+            else:
+                # Like the inferences' timestamps, a time without an offset is UTC.
+                out[ours] = parse_timestamp(name, value, assume_utc=True)
+        except _Invalid as exc:
+            errors.append(exc)
+    start, end = out.get("query_start"), out.get("query_end")
+    if start is not None and end is not None and end < start:
+        errors.append(
+            _Invalid(
+                "end_time" if "end_time" in obj else "query_end",
+                f"{format_timestamp(end)} is before the start {format_timestamp(start)}",
+            )
+        )
+    return out, errors
+
+
+def _summary_totals(
+    obj: Mapping[str, Any], events: list[UsageEvent], limits: Limits
+) -> list[_Invalid]:
+    """Check `totals` and `total_*_tokens` against the inferences: a corrupt line must
+    not count, and a total that disagrees is the sign of one."""
+    sums = {
+        "prompt_tokens": sum(e.input_tokens for e in events),
+        "completion_tokens": sum(e.output_tokens for e in events),
+        "total_tokens": sum(e.total_tokens for e in events),
+    }
+    claims: list[tuple[str, str, object]] = []
+    totals = obj.get("totals")
+    errors: list[_Invalid] = []
+    if totals is not None:
+        if not isinstance(totals, Mapping):
+            return [_Invalid("totals", f"must be a JSON object, got {_describe(totals)}")]
+        bad = _unknown(totals, frozenset(TOTALS_FIELDS))
+        if bad:
+            errors.append(_Invalid(f"totals.{bad[0]}", unknown_fields_message(bad, TOTALS_FIELDS)))
+        claims.extend((f"totals.{k}", k, totals.get(k)) for k in TOTALS_FIELDS)
+    claims.append(("total_prompt_tokens", "prompt_tokens", obj.get("total_prompt_tokens")))
+    claims.append(
+        ("total_completion_tokens", "completion_tokens", obj.get("total_completion_tokens"))
+    )
+    claims.append(("total_tokens", "total_tokens", obj.get("total_tokens")))
+    for name, key, value in claims:
+        if value is None:
+            continue
+        try:
+            claimed = _int(name, value, limits)
+        except _Invalid as exc:
+            errors.append(exc)
+            continue
+        if claimed != sums[key]:
+            errors.append(
+                _Invalid(name, f"{name} is {claimed} but the inferences sum to {sums[key]}")
+            )
+    return errors
+
+
 def _summary_events(
     obj: Mapping[str, Any], limits: Limits, now: float, errors: list[_Invalid]
 ) -> list[UsageEvent]:
@@ -693,13 +826,28 @@ def _summary_events(
     if not isinstance(inferences, list) or not inferences:
         errors.append(_Invalid("inferences", "must be a non-empty array of inference objects"))
         return []
+    query, query_errors = _summary_query(obj, limits)
+    errors.extend(query_errors)
+    count = obj.get("inference_count")
+    if count is not None:
+        try:
+            if _int("inference_count", count, limits) != len(inferences):
+                errors.append(
+                    _Invalid(
+                        "inference_count",
+                        f"inference_count is {count} but inferences has {len(inferences)} entries",
+                    )
+                )
+        except _Invalid as exc:
+            errors.append(exc)
     shared: dict[str, Any] = {
         k: v
         for k, v in obj.items()
-        if k
-        not in ("event", "inferences", "whatsapp", "total_prompt_tokens", "total_completion_tokens")
+        if k not in SUMMARY_ONLY_FIELDS
+        and k not in QUERY_FIELDS
         and k not in (*TOKEN_FIELDS, *TOKEN_ALIASES, "total_tokens")
     }
+    shared.update(query)
     if obj.get("whatsapp") is not None and obj.get("user") is None:
         shared["user"] = (
             obj["whatsapp"]
@@ -708,14 +856,19 @@ def _summary_events(
         )
     base_key = shared.pop("idempotency_key", None)
     events: list[UsageEvent] = []
+    complete = True
     for i, inf in enumerate(inferences):
         where = f"inferences[{i}]"
         if not isinstance(inf, Mapping):
             errors.append(_Invalid(where, f"must be an object, got {_describe(inf)}"))
+            complete = False
             continue
         bad = _unknown(inf, INFERENCE_FIELDS)
         if bad:
-            errors.append(_Invalid(f"{where}.{bad[0]}", f"unknown field(s): {', '.join(bad)}"))
+            errors.append(
+                _Invalid(f"{where}.{bad[0]}", unknown_fields_message(bad, INFERENCE_FIELDS))
+            )
+            complete = False
             continue
         merged = dict(shared)
         for k, v in inf.items():
@@ -734,10 +887,15 @@ def _summary_events(
                 merged["idempotency_key"] = base_key
         sub: list[_Invalid] = []
         event = _build(merged, limits, now, sub, assume_utc=True)
-        for exc in sub:
-            errors.append(_Invalid(f"{where}.{exc.field}", exc.message))
+        for problem in sub:
+            errors.append(_Invalid(f"{where}.{problem.field}", problem.message))
         if event is not None:
             events.append(event)
+        else:
+            complete = False
+    if complete:
+        # Sums over a partly invalid line would only repeat the inferences' own errors.
+        errors.extend(_summary_totals(obj, events, limits))
     return events
 
 
@@ -773,7 +931,7 @@ def parse_events(
         elif obj.get("event") == "token_usage_summary":
             bad = _unknown(obj, SUMMARY_FIELDS)
             if bad:
-                errors.append(_Invalid(bad[0], f"unknown field(s): {', '.join(bad)}"))
+                errors.append(_Invalid(bad[0], unknown_fields_message(bad, SUMMARY_FIELDS)))
             else:
                 out.extend(_summary_events(obj, limits, now, errors))
         else:
@@ -781,8 +939,10 @@ def parse_events(
             if bad:
                 errors.append(
                     _Invalid(
-                        bad[0],
-                        f"unknown field(s): {', '.join(map(str, bad))}; see the event table in the README",
+                        str(bad[0]),
+                        unknown_fields_message(
+                            bad, EVENT_FIELDS, "; see the event table in the README"
+                        ),
                     )
                 )
             else:

@@ -6,7 +6,15 @@ from typing import Any
 
 from . import __version__
 from .budgets import BUDGET_FIELDS
-from .events import ATTRIBUTION_FIELDS, LEVELS, STATUSES, TOKEN_ALIASES, TOKEN_FIELDS, Limits
+from .events import (
+    ATTRIBUTION_FIELDS,
+    LEVEL_ALIASES,
+    LEVELS,
+    STATUSES,
+    TOKEN_ALIASES,
+    TOKEN_FIELDS,
+    Limits,
+)
 from .rollup import STEPS
 from .timeseries import DIMENSIONS, MAX_LIMIT, STATS, UNITS
 
@@ -29,7 +37,11 @@ def _event_schema(limits: Limits) -> dict[str, Any]:
         "ttft_ms": ms,
         "status": {"type": "string", "enum": list(STATUSES), "default": "ok"},
         "error_type": label,
-        "level": {"type": "string", "enum": list(LEVELS)},
+        "level": {
+            "type": "string",
+            "enum": [*LEVELS, *LEVEL_ALIASES],
+            "description": "warning is read as warn",
+        },
         **{name: text for name in ATTRIBUTION_FIELDS},
         "idempotency_key": label,
         "timestamp": {
@@ -49,6 +61,21 @@ def _event_schema(limits: Limits) -> dict[str, Any]:
         "response_text": {
             "type": "string",
             "description": "stored only when the operator enables it",
+        },
+        "query_start": {
+            "type": "string",
+            "format": "date-time",
+            "description": "when the user query this call served started (RFC 3339)",
+        },
+        "query_end": {
+            "type": "string",
+            "format": "date-time",
+            "description": "when that query ended (RFC 3339)",
+        },
+        "query_duration_ms": {**ms, "description": "that query's duration"},
+        "query_text": {
+            "type": "string",
+            "description": "that query's text; stored only when the operator enables it",
         },
         "usage": {
             "type": "object",

@@ -876,8 +876,10 @@ def _rows(provider: str, model: str, rates: Rates | None) -> list[list[str]]:
     return rows
 
 
-def describe_rates(book: PriceBook, provider: str | None, models: Sequence[str]) -> str:
-    """A table of resolved USD-per-1M-token rates and where each came from."""
+def rate_pairs(
+    book: PriceBook, provider: str | None, models: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The (provider, model) pairs `prices` lists; provider "?" when none is known."""
     pairs: list[tuple[str, str]] = []
     if models:
         for model in models:
@@ -901,7 +903,18 @@ def describe_rates(book: PriceBook, provider: str | None, models: Sequence[str])
             pairs.extend((provider, m.id) for m in hit.models)
     else:
         pairs.extend(book._override_patterns(None))
+    return pairs
 
+
+def describe_rates(
+    book: PriceBook,
+    provider: str | None,
+    models: Sequence[str],
+    pairs: list[tuple[str, str]] | None = None,
+) -> str:
+    """A table of resolved USD-per-1M-token rates and where each came from."""
+    if pairs is None:
+        pairs = rate_pairs(book, provider, models)
     rows = [list(_COLUMNS)]
     for p, m in pairs:
         rates = book.rates(p, m) if p != "?" else None

@@ -147,11 +147,12 @@ class Recorder:
         for e in events:
             if not store_text:
                 # Never kept unless the operator asks, whichever ledger is behind us.
-                e.prompt_text = e.response_text = None
+                e.prompt_text = e.response_text = e.query_text = None
             redact_event(e)
             # After redaction, so a cut never leaves half a secret unrecognised.
             e.prompt_text = _truncate_utf8(e.prompt_text, max_text)
             e.response_text = _truncate_utf8(e.response_text, max_text)
+            e.query_text = _truncate_utf8(e.query_text, max_text)
             out.append((e, price(e)))
         return out
 

@@ -69,3 +69,5 @@ def redact_event(e: UsageEvent) -> None:
         e.prompt_text = redact_text(e.prompt_text)
     if e.response_text is not None:
         e.response_text = redact_text(e.response_text)
+    if e.query_text is not None:
+        e.query_text = redact_text(e.query_text)

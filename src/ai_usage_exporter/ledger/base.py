@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..events import ATTRIBUTION_FIELDS, TOKEN_FIELDS, UsageEvent
+from ..events import ATTRIBUTION_FIELDS, QUERY_FIELDS, TOKEN_FIELDS, UsageEvent
 from ..pricing import Cost
 from ..rollup import KEY_FIELDS, NANO, STEPS, VALUE_COLUMNS, Delta, RollupKey, aggregate_timed
 from . import buckets
@@ -47,10 +47,26 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "metadata",
     "prompt_text",
     "response_text",
+    # The query this call served, on each of its calls' rows (see QUERY_FIELDS).
+    "query_start",
+    "query_end",
+    "query_duration_ms",
+    "query_text",
 )
 
 _REAL_COLUMNS = frozenset(
-    ("ts", "received_at", "duration_ms", "ttft_ms", "cost_input", "cost_output", "cost_total")
+    (
+        "ts",
+        "received_at",
+        "duration_ms",
+        "ttft_ms",
+        "cost_input",
+        "cost_output",
+        "cost_total",
+        "query_start",
+        "query_end",
+        "query_duration_ms",
+    )
 )
 
 Priced = tuple[UsageEvent, Cost]
@@ -157,6 +173,10 @@ def event_row(e: UsageEvent, cost: Cost, received_at: float, store_text: bool) -
         orjson.dumps(e.metadata).decode() if e.metadata is not None else None,
         e.prompt_text if store_text else None,
         e.response_text if store_text else None,
+        e.query_start,
+        e.query_end,
+        e.query_duration_ms,
+        e.query_text if store_text else None,
     )
 
 
@@ -512,6 +532,7 @@ _NULLABLE = frozenset(
         "metadata",
         "prompt_text",
         "response_text",
+        *QUERY_FIELDS,
     )
 )
 

@@ -12,6 +12,44 @@ from .base import LedgerError, SQLLedger
 SYNCHRONOUS = ("full", "normal")
 
 
+def unwritable(path: Path) -> str | None:
+    """Why SQLite could not write a ledger at `path`, found by trying; None if it can.
+
+    SQLite itself only says "unable to open database file" or "attempt to write a
+    readonly database". In WAL mode it also creates `-wal` and `-shm` files beside the
+    ledger, so the directory must be writable too, not only the file.
+    """
+    fix = (
+        f"make it writable by the user the sidecar runs as (uid {os.geteuid()}), "
+        "or choose another path with --db"
+    )
+    parent = path.parent
+    if path.is_dir():
+        return f"{path} is a directory; give a file path such as {path / 'ai-usage.db'}"
+    if not parent.is_dir():
+        return f"{parent} is a file, not a directory; give a path in a directory"
+    probe = parent / f".{path.name}.{os.getpid()}.probe"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return (
+            f"permission denied: cannot create files in directory {parent} ({exc.strerror}); "
+            f"SQLite writes {path.name}-wal and {path.name}-shm beside the ledger: {fix}"
+        )
+    else:
+        os.close(fd)
+        probe.unlink()
+    if path.exists():
+        try:
+            with open(path, "r+b"):
+                pass
+        except OSError as exc:
+            return f"permission denied: cannot write the ledger file {path} ({exc.strerror}): {fix}"
+    return None
+
+
 class SQLiteLedger(SQLLedger):
     """Writes go through one connection owned by the writer thread; reads use another.
 
@@ -44,8 +82,13 @@ class SQLiteLedger(SQLLedger):
                 self._w.execute("BEGIN IMMEDIATE")
                 self.create_schema(self._w.cursor())
             self._r = self._connect()
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
+            # SQLite falls back to read-only on a file it may not write, and says so only
+            # at the first write; find out now, not when the first event comes in.
+            self.check_writable()
+        except (sqlite3.Error, LedgerError) as exc:
+            self.close()
+            cause = unwritable(self.path)
+            raise LedgerError(f"cannot open ledger {self.url}: {cause or exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE, which

@@ -1,0 +1,303 @@
+"""What the gateway adds: latency, throughput and time to first token, against the upstream direct.
+
+Run from the repository root: ``python3 -m bench.gateway`` (``--smoke`` for a quick check).
+
+Three processes on 127.0.0.1, plus the load generator in a fourth:
+
+- the upstream: a minimal Starlette app on the sidecar's uvicorn settings that answers
+  ``POST /v1/chat/completions`` with a recorded OpenAI completion, or streams the
+  recorded OpenAI chunk stream (tests/fixtures/gateway) event by event;
+- the sidecar, ``python3 -m ai_usage_exporter serve`` with a ``gateway:`` section whose
+  one upstream is that app (a client token, a provider key from the environment, call
+  logs at info to a file, every call recorded in SQLite with synchronous=full);
+- the load generator: an asyncio HTTP/1.1 keep-alive client written for this (httpx
+  would cost more than the thing measured). Each request's latency is send -> last
+  body byte; time to first token is send -> first body chunk.
+
+The same load runs against the upstream directly and through the gateway, plain and
+streamed: once with 1 client (added p50 latency and TTFT with nothing queued) and once
+with 32 concurrent clients (throughput, and p50 under that load). Targets from the
+issue: added p50 latency <= 1 ms, throughput >= 0.5x of direct at 32 clients, added
+time to first token <= 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from ._harness import machine, verdict
+from .ingest import free_port, stop, wait_healthy
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "gateway"
+KEY = "sk-bench-0123456789abcdef"
+TOKEN = "bench-client-token"
+TARGET_ADDED_P50_MS = 1.0
+TARGET_THROUGHPUT = 0.5
+TARGET_ADDED_TTFT_MS = 1.0
+
+
+# ---------------------------------------------------------------- the upstream
+
+
+def serve_upstream(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    stream = (FIXTURES / "openai_chat_stream_include_usage.sse").read_bytes()
+    events = [e + b"\n\n" for e in stream.split(b"\n\n") if e]
+    plain = orjson.dumps(
+        {
+            "id": "chatcmpl-CVFjOTBIgA3kuQLnIXXxtg7Ge7hbs",
+            "object": "chat.completion",
+            "created": 1761564674,
+            "model": "gpt-3.5-turbo-0125",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hi, how are you?"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+    )
+
+    async def events_iter() -> AsyncIterator[bytes]:
+        for e in events:
+            yield e
+
+    async def chat(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        if body.get("stream"):
+            return StreamingResponse(events_iter(), media_type="text/event-stream")
+        return Response(plain, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
+    uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+        )
+    ).run()
+
+
+# ---------------------------------------------------------------- the load generator
+
+
+async def _connection(
+    port: int, request: bytes, deadline: float, latencies: list[float], ttfts: list[float]
+) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    errors = 0
+    try:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lower = head.lower()
+            first: float | None = None
+            if b"content-length:" in lower:
+                n = int(lower.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                await reader.readexactly(n)
+                first = time.perf_counter()
+            else:  # chunked
+                while True:
+                    size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                    if first is None:
+                        first = time.perf_counter()
+                    await reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+            t1 = time.perf_counter()
+            if head[9:10] != b"2":
+                errors += 1
+                continue
+            latencies.append(t1 - t0)
+            ttfts.append(first - t0)
+    finally:
+        writer.close()
+    return errors
+
+
+async def _load(
+    port: int, path: str, stream: bool, clients: int, seconds: float
+) -> dict[str, float]:
+    body = orjson.dumps(
+        {
+            "model": "gpt-3.5-turbo-0125",
+            "messages": [{"role": "user", "content": "Say hi"}],
+            "stream": stream,
+        }
+    )
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    # Warm the connections and the server's caches before timing.
+    await _connection(port, request, time.perf_counter() + min(0.5, seconds), [], [])
+    start = time.perf_counter()
+    deadline = start + seconds
+    errors = sum(
+        await asyncio.gather(
+            *(_connection(port, request, deadline, latencies, ttfts) for _ in range(clients))
+        )
+    )
+    elapsed = time.perf_counter() - start
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": sorted(latencies)[int(len(latencies) * 0.99)] * 1000,
+        "ttft_p50_ms": statistics.median(ttfts) * 1000,
+    }
+
+
+def run_load(port: int, path: str, stream: bool, clients: int, seconds: float) -> dict[str, float]:
+    """Run the generator in its own process, so it shares no interpreter with a server."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.gateway", "--role", "load", "--port", str(port),
+         "--path", path, "--clients", str(clients), "--seconds", str(seconds)]
+        + (["--stream"] if stream else []),
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=seconds + 120,
+    ).stdout  # fmt: skip
+    result: dict[str, float] = orjson.loads(out)
+    return result
+
+
+# ---------------------------------------------------------------- running it
+
+
+@dataclass
+class Pair:
+    direct: dict[str, float]
+    gateway: dict[str, float]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument(
+        "--smoke", action="store_true", help="a tiny run that only checks the script works"
+    )
+    p.add_argument("--role", choices=["main", "upstream", "load"], default="main")
+    p.add_argument("--port", type=int)
+    p.add_argument("--path", default="/v1/chat/completions")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--stream", action="store_true")
+    args = p.parse_args(argv)
+    if args.role == "upstream":
+        serve_upstream(args.port)
+        return 0
+    if args.role == "load":
+        result = asyncio.run(_load(args.port, args.path, args.stream, args.clients, args.seconds))
+        print(orjson.dumps(result).decode())
+        return 0
+
+    seconds = 0.5 if args.smoke else args.seconds
+    concurrency = (1, 4) if args.smoke else (1, 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        up_port, gw_port = free_port(), free_port()
+        upstream = subprocess.Popen(
+            [sys.executable, "-m", "bench.gateway", "--role", "upstream", "--port", str(up_port)],
+            cwd=ROOT,
+        )
+        config = Path(tmp) / "gw.yaml"
+        config.write_text(
+            "gateway:\n  upstreams:\n    openai: {provider: openai, "
+            f"base_url: 'http://127.0.0.1:{up_port}/v1', api_key_env: OPENAI_API_KEY}}\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AI_USAGE_EXPORTER_")} | {
+            "OPENAI_API_KEY": KEY,
+            "AI_USAGE_EXPORTER_GATEWAY_TOKEN": TOKEN,
+        }
+        log = open(Path(tmp) / "sidecar.log", "wb")  # noqa: SIM115 - closed below
+        sidecar = subprocess.Popen(
+            [sys.executable, "-m", "ai_usage_exporter", "serve", "--port", str(gw_port),
+             "--db", str(Path(tmp) / "bench.db"), "--config", str(config)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_healthy(f"http://127.0.0.1:{up_port}/healthz", upstream)
+            wait_healthy(f"http://127.0.0.1:{gw_port}/healthz", sidecar)
+            results: dict[tuple[bool, int], Pair] = {}
+            for stream in (False, True):
+                for clients in concurrency:
+                    results[(stream, clients)] = Pair(
+                        run_load(up_port, "/v1/chat/completions", stream, clients, seconds),
+                        run_load(gw_port, "/v1/chat/completions", stream, clients, seconds),
+                    )
+        finally:
+            stop(sidecar)
+            stop(upstream)
+            log.close()
+        calls = sum(
+            1 for line in open(Path(tmp) / "sidecar.log", "rb") if b'"gateway call"' in line
+        )
+
+    print(machine())
+    print(f"load: {seconds:g} s per run; the generator runs in its own process")
+    print(f"{'run':<22}{'direct rps':>12}{'gateway rps':>13}{'ratio':>8}"
+          f"{'p50 direct':>12}{'p50 gw':>9}{'added':>8}{'ttft added':>12}")  # fmt: skip
+    for (stream, clients), pair in results.items():
+        d, g = pair.direct, pair.gateway
+        name = f"{'stream' if stream else 'plain'}, {clients} client{'s' if clients > 1 else ''}"
+        print(
+            f"{name:<22}{d['rps']:>12.0f}{g['rps']:>13.0f}{g['rps'] / d['rps']:>8.2f}"
+            f"{d['p50_ms']:>10.2f}ms{g['p50_ms']:>7.2f}ms{g['p50_ms'] - d['p50_ms']:>6.2f}ms"
+            f"{g['ttft_p50_ms'] - d['ttft_p50_ms']:>10.2f}ms"
+        )
+        if d["errors"] or g["errors"]:
+            print(f"  non-2xx answers: direct {d['errors']:.0f}, gateway {g['errors']:.0f}")
+    print(f"gateway call log lines written: {calls}")
+    low = max(c for c in concurrency if c == 1)
+    high = max(concurrency)
+    added = max(
+        results[(s, low)].gateway["p50_ms"] - results[(s, low)].direct["p50_ms"]
+        for s in (False, True)
+    )
+    ttft = results[(True, low)].gateway["ttft_p50_ms"] - results[(True, low)].direct["ttft_p50_ms"]
+    ratio = min(
+        results[(s, high)].gateway["rps"] / results[(s, high)].direct["rps"] for s in (False, True)
+    )
+    print(f"added p50 latency (1 client, worst of plain/stream): {added:.2f} ms "
+          f"(target <= {TARGET_ADDED_P50_MS} ms) {verdict(added <= TARGET_ADDED_P50_MS)}")  # fmt: skip
+    print(f"added time to first token (1 client): {ttft:.2f} ms "
+          f"(target <= {TARGET_ADDED_TTFT_MS} ms) {verdict(ttft <= TARGET_ADDED_TTFT_MS)}")  # fmt: skip
+    print(f"throughput at {high} clients, gateway / direct (worst): {ratio:.2f} "
+          f"(target >= {TARGET_THROUGHPUT}) {verdict(ratio >= TARGET_THROUGHPUT)}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Structured call logs: one JSON line per LLM call, sanitised before it is written.
+
+Modelled on the apps' own logger: `info` for a served call (route, upstream, model,
+tokens, cost, duration, status), `warn` for a fallback, `error` for a failure, and
+request and response bodies at `debug` only when ``ENABLE_DETAILED_LOGGING`` is on.
+``LOG_LEVEL`` (debug, info, warn, error) picks what is written. Every record passes
+through `sanitise`, and any configured secret (the provider keys) is cut out of
+the final line as well, so no key reaches the log whatever field it hid in.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+import orjson
+
+from .redact import REDACTED, redact_text
+
+LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warn": 30, "error": 40}
+_ALIASES = {"warning": "warn", "err": "error", "critical": "error"}
+_TRUE = ("1", "true", "yes", "on")
+_SECRET_KEY = re.compile(r"(?i)(api[_-]?key|secret|password|passwd|token|authorization|credential)")
+
+
+def sanitise(value: Any, key: object = None) -> Any:
+    """Redact secrets in JSON-like data: any string under a secret-looking key, and
+    credentials inside every other string. Numbers are kept (`input_tokens` is a count)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        if isinstance(key, str) and value and _SECRET_KEY.search(key):
+            return REDACTED
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: sanitise(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitise(v, key) for v in value]
+    return redact_text(str(value))
+
+
+def parse_level(value: str) -> str:
+    name = _ALIASES.get(value.strip().lower(), value.strip().lower())
+    if name not in LEVELS:
+        raise ValueError(f"LOG_LEVEL must be one of debug, info, warn, error; got {value!r}")
+    return name
+
+
+class CallLogger:
+    """Writes JSON lines to `stream` (stderr by default) at or above `level`."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        level: str = "info",
+        detailed: bool = False,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.stream = stream
+        self.level = parse_level(level)
+        self._threshold = LEVELS[self.level]
+        self.detailed = detailed
+        # Longest first, so a key that contains another is cut whole.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        default_level: str = "info",
+        stream: TextIO | None = None,
+        secrets: Iterable[str] = (),
+    ) -> CallLogger:
+        """Honour ``LOG_LEVEL`` and ``ENABLE_DETAILED_LOGGING`` as the apps' logger does."""
+        level = environ.get("LOG_LEVEL") or default_level
+        detailed = environ.get("ENABLE_DETAILED_LOGGING", "").strip().lower() in _TRUE
+        return cls(stream, level=level, detailed=detailed, secrets=secrets)
+
+    def enabled(self, level: str) -> bool:
+        return LEVELS[level] >= self._threshold
+
+    def log(self, level: str, message: str, **fields: Any) -> None:
+        if LEVELS[level] < self._threshold:
+            return
+        record = {"ts": _now(), "level": level, "msg": message, **sanitise(fields)}
+        line = orjson.dumps(record, default=str).decode()
+        for secret in self._secrets:
+            if secret in line:
+                line = line.replace(secret, REDACTED)
+        stream = self.stream if self.stream is not None else sys.stderr
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
+
+    def bodies(self, message: str, **fields: Any) -> None:
+        """Request and response bodies, at debug, only with detailed logging on."""
+        if self.detailed:
+            self.log("debug", message, **fields)
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"

@@ -1,0 +1,1 @@
+"""Gateway mode: OpenAI-compatible routes with provider fallback, counted at the edge."""

@@ -1,0 +1,518 @@
+"""The gateway: try a route's upstreams in order, relay the one that answers, record every attempt.
+
+Each attempt is recorded once through the recorder (parse -> price -> commit), the
+same path as ``POST /api/usage``: the served one with its usage, duration and time to
+first token; a failed one as an error with no tokens under its own provider. Records
+are queued (`Recorder.record`) after the client has its answer, so the ledger never
+holds up a response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..calllog import CallLogger
+from ..errortypes import CANCELLED, error_type_for_exception, error_type_for_status
+from ..events import EventError
+from ..recorder import Recorder
+from ..redact import redact_text
+from ..shapes.streams import StreamFolder
+from .config import GatewayConfig, RouteConfig, UpstreamConfig
+from .fallback import fallback_reason_for_exception, fallback_reason_for_status
+from .metrics import FallbackCounter
+from .relay import StreamOutcome, StreamRelay
+from .upstream import UpstreamClient, response_headers
+
+log = logging.getLogger("ai_usage_exporter.gateway")
+
+# Operation name -> (path under the upstream's base_url, stream format).
+OPERATIONS: dict[str, tuple[str, str | None]] = {
+    "chat": ("/chat/completions", "openai_chat"),
+    "responses": ("/responses", "openai_responses"),
+    "embeddings": ("/embeddings", None),
+}
+MAX_REQUEST_ID = 128
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def gateway_error(
+    status: int, message: str, *, code: str, extra: Mapping[str, Any] | None = None
+) -> JSONResponse:
+    """An error in OpenAI's shape, so SDK clients surface the message."""
+    body: dict[str, Any] = {"message": message, "type": "gateway_error", "code": code}
+    if extra:
+        body.update(extra)
+    return JSONResponse({"error": body}, status_code=status)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One client request as it moves through the route's upstreams."""
+
+    route: RouteConfig
+    operation: str
+    model: str
+    stream: bool
+    payload: dict[str, Any]
+    body: bytes
+    request_id: str
+    headers: list[tuple[bytes, bytes]]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Gateway:
+    """OpenAI-compatible routes over the configured upstreams, counted by one recorder."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        recorder: Recorder,
+        *,
+        keys: Mapping[str, str | None],
+        logger: CallLogger | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.recorder = recorder
+        self.client = UpstreamClient(config, keys, transport=transport)
+        self.logger = logger if logger is not None else CallLogger(secrets=self.client.keys)
+        self.fallbacks = FallbackCounter()
+        recorder.registry.register(self.fallbacks)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        try:
+            self.recorder.registry.unregister(self.fallbacks)
+        except KeyError:
+            pass
+
+    # ------------------------------------------------------------ one call
+
+    async def handle(self, request: Request, route_name: str, operation: str) -> Response:
+        route = self.config.routes.get(route_name)
+        if route is None:
+            return gateway_error(
+                404,
+                f"no gateway route {route_name!r}; configured: {', '.join(sorted(self.config.routes))}",
+                code="unknown_route",
+            )
+        call_or_error = await self._read_call(request, route, operation)
+        if isinstance(call_or_error, Response):
+            return call_or_error
+        call = call_or_error
+        upstreams = [self.config.upstreams[n] for n in route.upstreams]
+        for i, up in enumerate(upstreams, start=1):
+            nxt = upstreams[i] if i < len(upstreams) else None
+            response = await self._attempt(call, i, up, nxt)
+            if response is not None:
+                response.headers["x-request-id"] = call.request_id
+                return response
+        self.logger.log(
+            "error",
+            "gateway call failed on every upstream",
+            route=route.name,
+            operation=operation,
+            model=call.model,
+            request_id=call.request_id,
+            attempts=call.failures,
+        )
+        names = "; ".join(
+            f"{f['upstream']}: {f['detail']} ({f['error_type']})" for f in call.failures
+        )
+        response = gateway_error(
+            502,
+            f"every upstream of route {route.name!r} failed: {names}",
+            code="upstreams_failed",
+            extra={"attempts": call.failures},
+        )
+        response.headers["x-request-id"] = call.request_id
+        return response
+
+    async def _read_call(
+        self, request: Request, route: RouteConfig, operation: str
+    ) -> _Call | Response:
+        limit = self.recorder.limits.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        # Read as it comes, so an oversized body is refused without being held whole.
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return gateway_error(413, f"request body exceeds {limit} bytes", code="too_large")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return gateway_error(400, f"malformed JSON body: {exc}", code="malformed")
+        if not isinstance(payload, dict):
+            return gateway_error(
+                400,
+                f"the body must be a JSON object, got {type(payload).__name__}",
+                code="malformed",
+            )
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            shown = orjson.dumps(model).decode()[:60]
+            return gateway_error(
+                400, f"model: expected a non-empty string, got {shown}", code="invalid_model"
+            )
+        rid = request.headers.get("x-request-id", "").strip()
+        if not rid or len(rid) > MAX_REQUEST_ID or not rid.isprintable():
+            rid = uuid.uuid4().hex
+        return _Call(
+            route=route,
+            operation=operation,
+            model=model,
+            stream=payload.get("stream") is True and operation != "embeddings",
+            payload=payload,
+            body=body,
+            request_id=rid,
+            headers=list(request.scope["headers"]),
+        )
+
+    def _outgoing(self, call: _Call, up: UpstreamConfig) -> tuple[bytes, str, bool]:
+        """The body for this upstream, the model it names, and whether to strip a usage chunk."""
+        model = up.upstream_model(call.model)
+        changes: dict[str, Any] = {}
+        if model != call.model:
+            changes["model"] = model
+        strip = False
+        if call.stream and call.operation == "chat":
+            options = call.payload.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                base = options if isinstance(options, dict) else {}
+                changes["stream_options"] = {**base, "include_usage": True}
+                strip = True
+        if not changes:
+            # Unchanged requests go upstream byte for byte.
+            return call.body, model, strip
+        return orjson.dumps({**call.payload, **changes}), model, strip
+
+    async def _attempt(
+        self, call: _Call, i: int, up: UpstreamConfig, nxt: UpstreamConfig | None
+    ) -> Response | None:
+        """Try one upstream: a response to serve, or None after recording why it failed."""
+        path, fmt = OPERATIONS[call.operation]
+        content, model, strip = self._outgoing(call, up)
+        request = self.client.build(up, "POST", path, call.headers, content)
+        started = time.perf_counter()
+        started_at = time.time()
+        try:
+            upstream = await self.client.send(request)
+        except (httpx.TransportError, OSError) as exc:
+            self._failed(call, i, up, nxt, model, started, started_at, exc=exc)
+            return None
+        reason = fallback_reason_for_status(upstream.status_code)
+        if reason is not None:
+            await upstream.aclose()
+            self._failed(call, i, up, nxt, model, started, started_at, status=upstream.status_code)
+            return None
+        is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        if call.stream and fmt is not None and is_sse:
+            body = upstream.aiter_raw()
+            try:
+                # A stall or a drop before the first byte may still fall back.
+                first = await anext(body, b"")
+            except (httpx.TransportError, OSError) as exc:
+                await upstream.aclose()
+                self._failed(call, i, up, nxt, model, started, started_at, exc=exc)
+                return None
+            outcome = StreamOutcome(StreamFolder(fmt), started, first_byte=time.perf_counter())
+
+            async def done(outcome: StreamOutcome) -> None:
+                self._served_stream(call, i, up, model, started_at, upstream.status_code, outcome)
+
+            return StreamRelay(
+                upstream,
+                body,
+                first,
+                status_code=upstream.status_code,
+                headers=response_headers(upstream.headers, keep_encoding=True),
+                outcome=outcome,
+                strip_usage=strip,
+                on_done=done,
+            )
+        try:
+            data = await upstream.aread()
+        except (httpx.TransportError, OSError) as exc:
+            self._failed(call, i, up, nxt, model, started, started_at, exc=exc)
+            return None
+        finally:
+            await upstream.aclose()
+        duration_ms = (time.perf_counter() - started) * 1000
+        return Response(
+            data,
+            status_code=upstream.status_code,
+            headers=response_headers(upstream.headers, keep_encoding=False),
+            background=BackgroundTask(
+                self._served_body,
+                call,
+                i,
+                up,
+                model,
+                started_at,
+                upstream.status_code,
+                data,
+                duration_ms,
+            ),
+        )
+
+    # ------------------------------------------------------------ recording
+
+    def _event(
+        self,
+        call: _Call,
+        i: int,
+        up: UpstreamConfig,
+        model: str,
+        started_at: float,
+        duration_ms: float,
+    ) -> dict[str, Any]:
+        return {
+            "provider": up.provider,
+            "model": model,
+            "operation": call.operation,
+            "service": call.route.name,
+            "duration_ms": round(duration_ms, 3),
+            "timestamp": started_at,
+            "idempotency_key": f"{call.request_id}:{i}",
+            "metadata": {"upstream": up.name, "attempt": i, "request_id": call.request_id},
+        }
+
+    def _failed(
+        self,
+        call: _Call,
+        i: int,
+        up: UpstreamConfig,
+        nxt: UpstreamConfig | None,
+        model: str,
+        started: float,
+        started_at: float,
+        *,
+        exc: BaseException | None = None,
+        status: int | None = None,
+    ) -> None:
+        if status is not None:
+            error_type = error_type_for_status(status)
+            reason = fallback_reason_for_status(status) or error_type
+            detail = f"HTTP {status}"
+        else:
+            assert exc is not None
+            error_type = error_type_for_exception(exc)
+            reason = fallback_reason_for_exception(exc)
+            # httpx messages name the host and the failure, never headers; redact anyway.
+            detail = redact_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        duration_ms = (time.perf_counter() - started) * 1000
+        failure = {
+            "upstream": up.name,
+            "provider": up.provider,
+            "status": status,
+            "error_type": error_type,
+            "detail": detail,
+        }
+        call.failures.append(failure)
+        event = self._event(call, i, up, model, started_at, duration_ms)
+        event.update(status="error", error_type=error_type, level="error")
+        self._record(event)
+        if nxt is not None:
+            self.fallbacks.inc(call.route.name, up.name, nxt.name, reason)
+            self.logger.log(
+                "warn",
+                "gateway fallback",
+                route=call.route.name,
+                upstream=up.name,
+                next_upstream=nxt.name,
+                reason=reason,
+                model=model,
+                status=status,
+                error_type=error_type,
+                detail=detail,
+                duration_ms=round(duration_ms, 3),
+                request_id=call.request_id,
+            )
+
+    def _served_body(
+        self,
+        call: _Call,
+        i: int,
+        up: UpstreamConfig,
+        model: str,
+        started_at: float,
+        status: int,
+        data: bytes,
+        duration_ms: float,
+    ) -> None:
+        usage: Any = None
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            usage = parsed.get("usage")
+            served = parsed.get("model")
+            if isinstance(served, str) and served and status < 400:
+                model = served
+        event = self._event(call, i, up, model, started_at, duration_ms)
+        self._finish(call, event, status, usage if isinstance(usage, dict) else None, None, data)
+
+    def _served_stream(
+        self,
+        call: _Call,
+        i: int,
+        up: UpstreamConfig,
+        model: str,
+        started_at: float,
+        status: int,
+        outcome: StreamOutcome,
+    ) -> None:
+        folder = outcome.folder
+        if folder.model:
+            model = folder.model
+        ended = outcome.ended if outcome.ended is not None else time.perf_counter()
+        event = self._event(call, i, up, model, started_at, (ended - outcome.started) * 1000)
+        if outcome.first_byte is not None:
+            event["ttft_ms"] = round((outcome.first_byte - outcome.started) * 1000, 3)
+        error_type = None
+        if outcome.client_gone and not folder.finished:
+            error_type = CANCELLED
+        elif outcome.error is not None:
+            error_type = error_type_for_exception(outcome.error)
+        self._finish(call, event, status, folder.usage, error_type, None)
+
+    def _finish(
+        self,
+        call: _Call,
+        event: dict[str, Any],
+        status: int,
+        usage: dict[str, Any] | None,
+        error_type: str | None,
+        response_body: bytes | None,
+    ) -> None:
+        if status >= 400:
+            error_type = error_type or error_type_for_status(status)
+        if error_type is not None:
+            event.update(status="error", error_type=error_type, level="error")
+        if usage is not None:
+            event["usage"] = usage
+        cost = self._record(event)
+        fields = {
+            "route": call.route.name,
+            "upstream": event["metadata"]["upstream"],
+            "provider": event["provider"],
+            "model": event["model"],
+            "operation": call.operation,
+            "stream": call.stream,
+            "status": event.get("status", "ok"),
+            "http_status": status,
+            "error_type": error_type,
+            "duration_ms": event["duration_ms"],
+            "ttft_ms": event.get("ttft_ms"),
+            "request_id": call.request_id,
+            **(cost or {}),
+        }
+        self.logger.log("error" if error_type else "info", "gateway call", **fields)
+        self.logger.bodies(
+            "gateway call bodies",
+            request_id=call.request_id,
+            request=_json_or_text(call.body),
+            response=_json_or_text(response_body) if response_body is not None else None,
+        )
+
+    def _record(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Queue one event; the tokens and cost for the log line, or None if it was refused."""
+        try:
+            parsed = self.recorder.parse([event])[0]
+            cost = self.recorder.prices.price(parsed)
+            self.recorder.record(parsed)
+        except EventError as exc:
+            # An upstream's odd usage object must not cost the client its answer.
+            log.error("gateway call not recorded: %s", exc.message)
+            return None
+        except Exception as exc:  # the recorder is closing or its backlog is full
+            log.error("gateway call not recorded: %s", exc)
+            return None
+        return {
+            "input_tokens": parsed.input_tokens,
+            "output_tokens": parsed.output_tokens,
+            "cached_input_tokens": parsed.cached_input_tokens,
+            "reasoning_tokens": parsed.reasoning_tokens,
+            "cost_usd": getattr(cost, "total", None),
+        }
+
+    # ------------------------------------------------------------ /v1/models
+
+    async def models(self, request: Request) -> Response:
+        route = self.config.routes[self.config.default_route]
+        ups = [self.config.upstreams[n] for n in route.upstreams]
+        if self.config.models_endpoint == "proxy":
+            ups = ups[:1]
+        lists: list[Sequence[Any]] = []
+        failures: list[dict[str, Any]] = []
+        for up in ups:
+            req = self.client.build(up, "GET", "/models", list(request.scope["headers"]))
+            try:
+                resp = await self.client.send(req)
+                try:
+                    data = await resp.aread()
+                finally:
+                    await resp.aclose()
+            except (httpx.TransportError, OSError) as exc:
+                failures.append({"upstream": up.name, "error_type": error_type_for_exception(exc)})
+                continue
+            if self.config.models_endpoint == "proxy":
+                return Response(
+                    data,
+                    status_code=resp.status_code,
+                    headers=response_headers(resp.headers, keep_encoding=False),
+                )
+            try:
+                listed = orjson.loads(data).get("data") if resp.status_code == 200 else None
+            except (orjson.JSONDecodeError, AttributeError):
+                listed = None
+            if isinstance(listed, list):
+                lists.append(listed)
+            else:
+                failures.append(
+                    {"upstream": up.name, "error_type": error_type_for_status(resp.status_code)}
+                )
+        if not lists:
+            return gateway_error(
+                502,
+                "no upstream listed its models",
+                code="upstreams_failed",
+                extra={"attempts": failures},
+            )
+        seen: set[str] = set()
+        merged: list[Any] = []
+        for listed in lists:
+            for item in listed:
+                mid = item.get("id") if isinstance(item, dict) else None
+                if isinstance(mid, str) and mid not in seen:
+                    seen.add(mid)
+                    merged.append(item)
+        return JSONResponse({"object": "list", "data": merged})
+
+
+def _json_or_text(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data.decode("utf-8", "replace")

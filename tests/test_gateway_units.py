@@ -1,0 +1,176 @@
+"""The gateway's pure parts: the config section, SSE framing, the fallback policy, call logs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from _fake_upstream import CHAT_STREAM, sse_events
+from ai_usage_exporter.calllog import CallLogger
+from ai_usage_exporter.config import ConfigError, resolve
+from ai_usage_exporter.gateway.config import parse_gateway, read_keys
+from ai_usage_exporter.gateway.fallback import (
+    fallback_reason_for_exception,
+    fallback_reason_for_status,
+)
+from ai_usage_exporter.gateway.sse import SSEFramer, data_of
+
+CONFIG = """\
+gateway:
+  upstreams:
+    openai:   {provider: openai,   base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
+    deepseek: {provider: deepseek, base_url: https://api.deepseek.com/v1, api_key_env: DEEPSEEK_API_KEY,
+               models: {gpt-4o-mini: deepseek-chat}, timeout_s: 30}
+  routes:
+    openai: {upstreams: [openai, deepseek]}
+    deepseek: {upstreams: [deepseek]}
+  default_route: openai
+  timeout_s: 60
+"""
+
+
+def test_the_issue_example_config_parses(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG)
+    settings = resolve({"config": str(path)}, environ={"AI_USAGE_EXPORTER_GATEWAY_TOKEN": "t1,t2"})
+    gw = settings.gateway
+    assert gw is not None
+    assert gw.default_route == "openai"
+    assert gw.routes["openai"].upstreams == ("openai", "deepseek")
+    ds = gw.upstreams["deepseek"]
+    assert (ds.provider, ds.base_url, ds.timeout_s) == (
+        "deepseek",
+        "https://api.deepseek.com/v1",
+        30.0,
+    )
+    assert ds.upstream_model("gpt-4o-mini") == "deepseek-chat"
+    assert ds.upstream_model("gpt-4o") == "gpt-4o"
+    assert gw.upstreams["openai"].timeout_s == 60.0
+    assert settings.gateway_tokens == ("t1", "t2")
+    keys = read_keys(gw, {"OPENAI_API_KEY": "sk-a", "DEEPSEEK_API_KEY": "sk-b"})
+    assert keys == {"openai": "sk-a", "deepseek": "sk-b"}
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            "gateway:\n  upstreams:\n    a: {provider: openai, base_url: 'https://x/v1'}\n  routes:\n    r: {upstreams: [a, b]}\n",
+            "c.yaml:5: route 'r' names upstream 'b', which is not defined; defined: a",
+        ),
+        (
+            "gateway:\n  upstreams:\n    a: {provider: openai, base_url: 'https://k:sk-1@x/v1'}\n",
+            "c.yaml:3: base_url must not carry credentials or a query; use api_key_env",
+        ),
+        (
+            "gateway:\n  upstreams:\n    a: {provider: openai, base_url: 'https://x', api_key_env: 'sk-123'}\n",
+            "c.yaml:3: api_key_env must name an environment variable (the key itself never goes in the file), got 'sk-123'",
+        ),
+        (
+            "gateway:\n  upstreams:\n    a: {provider: openai, base_url: 'ftp://x'}\n",
+            "c.yaml:3: base_url must be an http(s) URL, got 'ftp://x'",
+        ),
+        (
+            "gateway:\n  upstreams:\n    a: {provider: openai, base_url: 'https://x'}\n  default_route: b\n",
+            "c.yaml:4: default_route 'b' is not a route; routes: a",
+        ),
+        (
+            "gateway:\n  upstreams:\n    a: {provider: openai, base_url: 'https://x', timeout_s: 0}\n",
+            "c.yaml:3: expected a number of seconds > 0, got 0",
+        ),
+        (
+            "gateway:\n  upstream: {}\n",
+            "c.yaml:2: unknown key 'upstream'; known: client_tokens, connect_timeout_s, default_route, models_endpoint, routes, timeout_s, upstreams",
+        ),
+    ],
+)
+def test_bad_gateway_sections_name_the_line(tmp_path: Path, section: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(section)
+    with pytest.raises(ConfigError) as info:
+        resolve({"config": str(path)}, environ={})
+    assert str(info.value) == f"{tmp_path}/{message}"
+
+
+def test_a_named_key_variable_must_be_set() -> None:
+    gw = parse_gateway(
+        {"upstreams": {"a": {"provider": "openai", "base_url": "https://x", "api_key_env": "K"}}},
+        "c.yaml",
+    )
+    with pytest.raises(ConfigError) as info:
+        read_keys(gw, {"K": " "})
+    assert str(info.value) == (
+        "gateway upstream 'a': environment variable K is not set or empty; "
+        "set it to the provider's API key"
+    )
+    # Without routes each upstream is its own route.
+    assert gw.default_route == "a" and gw.routes["a"].upstreams == ("a",)
+
+
+def test_framer_keeps_every_byte_across_any_split() -> None:
+    stream = CHAT_STREAM.replace(b"\n\n", b"\r\n\r\n", 3)
+    for size in (1, 7, 64, len(stream)):
+        framer = SSEFramer()
+        blocks: list[bytes] = []
+        for i in range(0, len(stream), size):
+            blocks += framer.feed(stream[i : i + size])
+        assert b"".join(blocks) + framer.tail() == stream
+        assert len(blocks) == len(sse_events(CHAT_STREAM))
+    assert data_of(b'event: x\ndata: {"a":\ndata: 1}\n\n') == b'{"a":\n1}'
+    assert data_of(b"data:[DONE]\r\n\r\n") == b"[DONE]"
+    assert data_of(b": keep-alive\n\n") is None
+
+
+def test_fallback_policy() -> None:
+    assert [fallback_reason_for_status(s) for s in (200, 400, 401, 404, 429, 500, 503, 504)] == [
+        None, None, None, None, "rate_limit", "server", "server", "timeout",
+    ]  # fmt: skip
+    request = httpx.Request("POST", "http://x")
+    assert (
+        fallback_reason_for_exception(httpx.ConnectError("refused", request=request))
+        == "connection"
+    )
+    assert fallback_reason_for_exception(httpx.ReadTimeout("slow", request=request)) == "timeout"
+    assert fallback_reason_for_exception(httpx.ConnectTimeout("slow", request=request)) == "timeout"
+    assert (
+        fallback_reason_for_exception(httpx.RemoteProtocolError("eof", request=request))
+        == "connection"
+    )
+
+
+def test_call_logger_levels_detail_and_secrets() -> None:
+    out = io.StringIO()
+    logger = CallLogger.from_env(
+        {"LOG_LEVEL": "warn"}, stream=out, secrets=["sk-live-SECRETVALUE123"]
+    )
+    logger.log("info", "gateway call", input_tokens=3)
+    logger.log("warn", "gateway fallback", detail="key sk-live-SECRETVALUE123 refused")
+    logger.bodies("bodies", request={"x": 1})
+    (line,) = out.getvalue().splitlines()
+    record = orjson.loads(line)
+    assert (record["level"], record["msg"], record["detail"]) == (
+        "warn", "gateway fallback", "key [REDACTED] refused",
+    )  # fmt: skip
+
+    out = io.StringIO()
+    logger = CallLogger.from_env(
+        {"LOG_LEVEL": "debug", "ENABLE_DETAILED_LOGGING": "true"}, stream=out
+    )
+    logger.bodies(
+        "bodies",
+        request={"api_key": "abc", "max_tokens": 5, "messages": ["Bearer abcdefghijkl"]},
+        usage={"prompt_tokens_details": {"cached_tokens": 2}},
+    )
+    record = orjson.loads(out.getvalue())
+    assert record["request"] == {
+        "api_key": "[REDACTED]",
+        "max_tokens": 5,
+        "messages": ["[REDACTED]"],
+    }
+    assert record["usage"] == {"prompt_tokens_details": {"cached_tokens": 2}}
+    with pytest.raises(ValueError, match="LOG_LEVEL must be one of"):
+        CallLogger(level="verbose")
