@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errortypes import error_type_for_exception
+from ..shapes.streams import fold_stream
 from .context import _current, check_fields
 from .transport import Event, HttpTransport, RecorderTransport, Transport
 
@@ -275,9 +276,11 @@ def prepare(event: Event) -> Event:
     usage = usage_dict(out.pop("_usage"))
     delta = out.pop("_usage_delta", None)
     if delta is not None:
-        # A stream's final counts override its first ones, key by key (Anthropic's
-        # message_delta carries the output count and, lately, the input counts again).
-        usage.update({k: v for k, v in usage_dict(delta).items() if v is not None})
+        # Anthropic's message_start and message_delta usage, folded by the shared rules
+        # (later non-null values win, nested objects merge); only these two events of
+        # the stream carry usage, so only they were kept.
+        folded = fold_stream("anthropic", [{"usage": usage}, {"usage": usage_dict(delta)}])
+        usage = folded if folded is not None else usage
     out["usage"] = usage
     return out
 
