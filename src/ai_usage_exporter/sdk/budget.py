@@ -221,7 +221,7 @@ def _load(spec: BudgetSpec, key: str, start: float) -> tuple[int, float]:
         return tokens, usd
     t = _hub.transport
     if isinstance(t, HttpTransport):
-        data = t.budget_usage(start, spec.field, value, _hub.read_token)
+        data = t.budget_usage(start, spec.field, value)
         if data is not None:
             return int(data.get("tokens", 0)), float(data.get("usd", 0.0))
     return 0, 0.0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errortypes import error_type_for_exception
 from ..shapes.streams import fold_stream
-from .context import _current, check_fields
+from .context import _current
 from .transport import Event, HttpTransport, RecorderTransport, Transport
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ log = logging.getLogger("ai_usage_exporter.sdk")
 
 ENV_URL = "AI_USAGE_EXPORTER_URL"
 ENV_WRITE_TOKEN = "AI_USAGE_EXPORTER_WRITE_TOKEN"
-ENV_READ_TOKEN = "AI_USAGE_EXPORTER_READ_TOKEN"
 ENV_SERVICE = "AI_USAGE_EXPORTER_SERVICE"
 ENV_DISABLED = "AI_USAGE_EXPORTER_DISABLED"
 
@@ -42,7 +41,6 @@ class _Hub:
         self.transport: Transport | None = None
         self.recorder: Recorder | None = None
         self.url: str | None = None
-        self.read_token: str | None = None
         self.service: str | None = None
         self.enabled = os.environ.get(ENV_DISABLED, "").lower() not in _TRUE
         self.configured = False
@@ -71,7 +69,6 @@ def configure(
     write_token: str | None = None,
     *,
     recorder: Recorder | None = None,
-    read_token: str | None = None,
     service: str | None = None,
     enabled: bool | None = None,
     budgets: Sequence[Budget] | None = None,
@@ -101,7 +98,6 @@ def configure(
             write_token = write_token or os.environ.get(ENV_WRITE_TOKEN) or None
         _hub.recorder = recorder
         _hub.url = url
-        _hub.read_token = read_token or os.environ.get(ENV_READ_TOKEN) or write_token
         if recorder is not None:
             _hub.transport = RecorderTransport(recorder, prepare, **kwargs)
         elif url:
@@ -283,7 +279,3 @@ def prepare(event: Event) -> Event:
         usage = folded if folded is not None else usage
     out["usage"] = usage
     return out
-
-
-def check_attribution(fields: dict[str, Any], what: str) -> dict[str, Any]:
-    return check_fields(fields, what)

@@ -332,9 +332,12 @@ class HttpTransport(Transport):
         return [e for i, e in enumerate(batch) if i not in bad]
 
     def budget_usage(
-        self, since: float, field: str | None, value: str | None, read_token: str | None
+        self, since: float, field: str | None, value: str | None
     ) -> dict[str, Any] | None:
-        """What the sidecar's ledger holds for a budget key since `since`; None if unreachable."""
+        """What the sidecar's ledger holds for a budget key since `since`; None if unreachable.
+
+        Sent with the write token: an app that may record usage may read its sums.
+        """
         import httpx
 
         params: dict[str, Any] = {"since": since}
