@@ -385,3 +385,19 @@ def test_async_anthropic_stream_abandoned_is_recorded_once(
         8 + 10426,
         2,
     )
+
+
+def test_anthropic_stream_cut_midway_keeps_what_was_seen(provider: str, recorder: Recorder) -> None:
+    client = instrument(ant(provider))
+    stream = client.messages.create(
+        model="claude-sonnet-4-7:cut", max_tokens=64, messages=MESSAGES, stream=True
+    )
+    seen = []
+    with pytest.raises(Exception):  # noqa: B017 - whatever the transport raises, re-raised as is
+        for event in stream:
+            seen.append(event.type)
+    assert seen == ["message_start", "content_block_start"]
+    (row,) = rows(recorder)
+    assert (row["status"], row["error_type"]) == ("error", "connection")
+    # message_start's counts were seen before the cut and are kept.
+    assert (row["input_tokens"], row["output_tokens"]) == (8 + 10426, 2)
