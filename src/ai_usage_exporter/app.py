@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from .auth import BearerAuthMiddleware
 from .budgets import BUDGET_FIELDS
+from .dashboard import dashboard_routes
 from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
@@ -315,6 +316,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *dashboard_routes(recorder, read_token_required=bool(read_tokens)),
     ]
     if gateway is not None:
         from .gateway.routes import gateway_routes

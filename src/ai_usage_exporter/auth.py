@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 # The SDK reads its budgets' use with the write token it already holds.
 WRITE_PATHS = frozenset(("/api/usage", "/api/budget-usage"))
-READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/metrics/timeseries"))
+READ_PATHS = frozenset(("/api/metrics", "/metrics", "/api/metrics/timeseries", "/api/status"))
 # Every path under these is read-protected too (one route per report).
 READ_PREFIXES = ("/api/reports/",)
 # The gateway's routes (see gateway.routes) take their own client tokens.

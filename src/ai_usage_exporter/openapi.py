@@ -288,6 +288,31 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                     "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
                 }
             },
+            "/api/status": {
+                "get": {
+                    "summary": "Health for the dashboard: uptime, ledger writable, the writer's "
+                    "last error, time since the last event.",
+                    "security": bearer,
+                    "responses": {
+                        "200": {
+                            "description": "the status",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "401": _error("missing or wrong bearer token"),
+                    },
+                }
+            },
+            "/dashboard": {
+                "get": {
+                    "summary": "The dashboard page; its data needs the read token.",
+                    "responses": {
+                        "200": {
+                            "description": "the page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
         },
         "components": {
             "schemas": {"UsageEvent": _event_schema(limits), "Error": _error_schema()},

@@ -22,6 +22,7 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 
 from . import __version__
+from .bucketcache import BucketCache
 from .budget_metrics import BudgetCollector
 from .budgets import BudgetSpec
 from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
@@ -132,6 +133,11 @@ class Recorder:
         self._closing = False
         self._closed = False
         self._writer_failing: str | None = None
+        # The readiness probe writes on the writer's connection; sharing a transaction
+        # with a commit in flight would let the probe's rollback undo that commit.
+        self._ledger_lock = threading.Lock()
+        self._last_event_at: float | None = None
+        self.bucket_cache = BucketCache()
         self._thread = threading.Thread(
             target=self._run, name="ai-usage-ledger-writer", daemon=True
         )
@@ -270,7 +276,8 @@ class Recorder:
     def _commit(self, group: list[_Submission]) -> bool:
         priced = [p for s in group for p in s.priced]
         try:
-            result = self.ledger.write(priced, time.time())
+            with self._ledger_lock:
+                result = self.ledger.write(priced, time.time())
         except LedgerError as exc:
             if self._writer_failing is None:
                 log.error("%s", exc)
@@ -294,6 +301,9 @@ class Recorder:
         if self.usage_log is not None:
             self._log_usage(group, result.inserted)
         accepted = sum(result.inserted)
+        if accepted:
+            self._last_event_at = time.time()
+            self.bucket_cache.note_commit(min(e.timestamp for e, _ in priced))
         self.state.count_exporter(accepted=accepted, duplicate=len(priced) - accepted)
         i = 0
         for s in group:
@@ -336,6 +346,11 @@ class Recorder:
         """The last commit error while the ledger keeps failing, else None."""
         return self._writer_failing
 
+    @property
+    def pending(self) -> int:
+        """Events accepted for writing and not yet committed."""
+        return self._pending
+
     def count_rejected(self, reason: str, n: int = 1) -> None:
         self.state.count_rejected(reason, n)
 
@@ -355,9 +370,14 @@ class Recorder:
 
     def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
         """A chart's series from the ledger's time buckets."""
-        rows = self.ledger.bucket_sums(
-            query.step_seconds, query.start, query.end, query.group_by, query.filters
-        )
+        step = query.step_seconds
+
+        def fetch(start: int, end: int) -> list[tuple[Any, ...]]:
+            return self.ledger.bucket_sums(step, start, end, query.group_by, query.filters)
+
+        # The rows hold every value column, so one entry serves each metric of a shape.
+        key = (step, query.group_by, tuple(sorted(query.filters.items())))
+        rows = self.bucket_cache.sums(key, step, query.start, query.end, time.time(), fetch)
         return build_timeseries(query, rows)
 
     def exposition(self) -> bytes:
@@ -371,7 +391,18 @@ class Recorder:
 
     def check_ready(self) -> None:
         """Raise LedgerError unless the ledger takes writes now."""
-        self.ledger.check_writable()
+        with self._ledger_lock:
+            self.ledger.check_writable()
+
+    def last_event_at(self) -> float | None:
+        """When the newest event was committed (epoch s), else the newest stored event's time.
+
+        The fallback covers a restart: the ledger's newest timestamp is what a person
+        asking "when did the last call arrive" means before this process sees one.
+        """
+        if self._last_event_at is None:
+            self._last_event_at = self.ledger.latest_event_ts()
+        return self._last_event_at
 
     def app(self, **kwargs: Any) -> Any:
         """A Starlette app serving this recorder (see `app.create_app`)."""

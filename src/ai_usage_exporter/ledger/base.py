@@ -99,6 +99,7 @@ class Ledger(Protocol):
     def summary(self, limit: int = 100) -> dict[str, Any]: ...
     def check_writable(self) -> None: ...
     def count_events(self) -> int: ...
+    def latest_event_ts(self) -> float | None: ...
     def events(self) -> list[dict[str, Any]]: ...
     def usage_since(
         self, since: float, field: str | None = None, value: str | None = None
@@ -416,6 +417,15 @@ class SQLLedger(EventQueries):
             cur.execute("SELECT count(*) FROM events")
             (n,) = cur.fetchone()
         return int(n)
+
+    def latest_event_ts(self) -> float | None:
+        """The newest event's timestamp (epoch s), or None when there are none."""
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            # max() over the indexed column reads one index entry, not the table.
+            cur.execute("SELECT max(ts) FROM events")
+            (ts,) = cur.fetchone()
+        return None if ts is None else float(ts)
 
     def events(self) -> list[dict[str, Any]]:
         """Every stored event as a dict, oldest first; for tests and exports."""
