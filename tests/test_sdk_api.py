@@ -280,3 +280,21 @@ def test_a_forked_child_sends_its_own_events_only(tmp_path: Path) -> None:
     finally:
         reset_sdk()
         recorder.close()
+
+
+def test_recorder_view_shows_budgets_with_null_for_no_burn(tmp_path: Path) -> None:
+    from ai_usage_exporter import Recorder
+    from ai_usage_exporter.budgets import BudgetSpec
+
+    spec = BudgetSpec(name="all", tokens=1000, period="day")
+    with Recorder(str(tmp_path / "v.db"), budgets=[spec]) as r:
+        (row,) = r.view()["budgets"]
+        assert row == {"budget": "all", "scope": "total", "key": "", "period": "day",
+                       "unit": "tokens", "limit": 1000.0, "used": 0.0, "remaining": 1000.0,
+                       "hours_to_exhaustion": None}  # fmt: skip
+        r.record(provider="p", model="m", input_tokens=250)
+        r.flush()
+        (row,) = r.view()["budgets"]
+        # 250 in the last hour, 750 left: three hours at that rate.
+        assert (row["used"], row["remaining"], row["hours_to_exhaustion"]) == (250.0, 750.0, 3.0)
+        assert "ai_budget_hours_to_exhaustion" in r.exposition().decode()

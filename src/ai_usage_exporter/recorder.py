@@ -365,7 +365,13 @@ class Recorder:
             genai_prices_version=self.prices.genai_prices_version,
         )
         if self.budget_collector is not None:
-            view["budgets"] = self.budget_collector.rows()
+            # JSON has no infinity: "nothing burns" is null there, +Inf in the gauge.
+            view["budgets"] = [
+                {**r, "hours_to_exhaustion": None}
+                if r["hours_to_exhaustion"] == float("inf")
+                else r
+                for r in self.budget_collector.rows()
+            ]
         return view
 
     def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
