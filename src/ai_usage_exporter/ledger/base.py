@@ -140,7 +140,9 @@ class Ledger(Protocol):
         group_by: Sequence[str] = (),
         filters: Mapping[str, str] | None = None,
         instance: str | None = None,
+        values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]: ...
+    def buckets_pruned_before(self) -> dict[int, int]: ...
     def select_events(
         self,
         columns: tuple[str, ...],
@@ -623,16 +625,17 @@ class SQLLedger(EventQueries):
         group_by: Sequence[str] = (),
         filters: Mapping[str, str] | None = None,
         instance: str | None = None,
+        values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]:
-        """Summed value columns of the `step` buckets in [start, end), per `group_by`.
+        """Summed `values` columns of the `step` buckets in [start, end), per `group_by`.
 
-        Each row is the group values followed by one integer per VALUE_COLUMNS; with no
-        matching bucket and no grouping, there are no rows. `instance` keeps one
-        instance's buckets; None sums every instance's.
+        Each row is the group values followed by one integer per column of `values`
+        (default VALUE_COLUMNS); with no matching bucket and no grouping, there are no
+        rows. `instance` keeps one instance's buckets; None sums every instance's.
         """
         filters = filters or {}
         where, params = self._instance_where(instance)
-        sql, ng = buckets.sums_sql(self.placeholder, group_by, filters, where)
+        sql, ng = buckets.sums_sql(self.placeholder, group_by, filters, where, values)
         with self._read_lock:
             cur = self._read_conn().cursor()
             cur.execute(sql, (step, start, end, *params, *filters.values()))

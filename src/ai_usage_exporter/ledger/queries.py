@@ -171,13 +171,44 @@ class EventQueries:
                 return total
 
     def delete_buckets_before(self, step: int, ts: float) -> int:
-        """Delete time buckets of one step that start before `ts`."""
-        from .buckets import TABLE
+        """Delete time buckets of one step that start before `ts`, and note that they went.
+
+        The note (see `buckets_pruned_before`) tells reports to read a wider step there.
+        """
+        from .buckets import PRUNED_META, TABLE
 
         ph = self.placeholder
-        return self._in_write(
-            f"DELETE FROM {TABLE} WHERE step = {ph} AND bucket < {ph}", (step, int(ts))
+        cutoff = int(ts)
+        key = PRUNED_META.format(step)
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            self._begin(cur)
+            cur.execute(f"DELETE FROM {TABLE} WHERE step = {ph} AND bucket < {ph}", (step, cutoff))
+            n = cur.rowcount
+            cur.execute(f"SELECT value FROM meta WHERE key = {ph}", (key,))
+            row = cur.fetchone()
+            if row is None or int(row[0]) < cutoff:
+                cur.execute(
+                    f"INSERT INTO meta (key, value) VALUES ({ph}, {ph}) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, str(cutoff)),
+                )
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return int(n)
+
+    def buckets_pruned_before(self) -> dict[int, int]:
+        """Step -> the time before which retention deleted that step's buckets (if it did)."""
+        from .buckets import PRUNED_META
+
+        prefix = PRUNED_META.format("")
+        _, rows = self._fetch(
+            f"SELECT key, value FROM meta WHERE key LIKE {self.placeholder}", (prefix + "%",)
         )
+        return {int(k[len(prefix) :]): int(v) for k, v in rows}
 
     def get_meta(self, key: str) -> str | None:
         _, rows = self._fetch(f"SELECT value FROM meta WHERE key = {self.placeholder}", (key,))
