@@ -236,14 +236,23 @@ def build_report(
 
 
 def _query_row(r: dict[str, Any]) -> dict[str, Any]:
-    duration = float(r["duration_ms"] or 0)
+    """One query: its own start, end, duration and text when its line gave them.
+
+    Without them (calls posted one by one with a query_id) the query spans its first
+    to its last call and lasts as long as its calls together.
+    """
+    calls_ms = float(r["duration_ms"] or 0)
+    own_ms = r["query_duration_ms"]
+    duration = float(own_ms) if own_ms is not None else calls_ms
+    start = r["query_start"] if r["query_start"] is not None else r["first_ts"]
+    end = r["query_end"] if r["query_end"] is not None else r["last_ts"]
     tokens = int(r["input_tokens"]) + int(r["output_tokens"])
     cost = float(r["cost_usd"] or 0)
     return {
         "query_id": r["query_id"],
         "user": r["user"],
-        "start": _iso(float(r["first_ts"])),
-        "end": _iso(float(r["last_ts"])),
+        "start": _iso(float(start)),
+        "end": _iso(float(end)),
         "inferences": int(r["inferences"]),
         "input_tokens": int(r["input_tokens"]),
         "output_tokens": int(r["output_tokens"]),
@@ -252,6 +261,8 @@ def _query_row(r: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": round(duration, 3),
         "errors": int(r["errors"]),
         "tokens_per_s": round(tokens / (duration / 1000), 3) if duration else None,
+        "inference_ms": round(calls_ms, 3),
+        "text": r["query_text"],
     }
 
 

@@ -41,6 +41,10 @@ QUERY_COLUMNS: tuple[str, ...] = (
     "cost_usd",
     "duration_ms",
     "errors",
+    "query_start",
+    "query_end",
+    "query_duration_ms",
+    "query_text",
 )
 
 
@@ -111,7 +115,9 @@ class EventQueries:
     ) -> list[dict[str, Any]]:
         """Per query id in [since, until): its calls summed, the costliest (or largest) first.
 
-        `instance` keeps the events that instance committed; None reads every event.
+        Also the query's own timing and text (issue 9's columns), as the query-summary
+        line gave them, NULL when its events carried none. `instance` keeps the events
+        that instance committed; None reads every event.
         """
         ph = self.placeholder
         cond, params = self._instance_where(instance)
@@ -121,7 +127,9 @@ class EventQueries:
             "count(*) AS inferences, sum(input_tokens) AS input_tokens, "
             "sum(output_tokens) AS output_tokens, sum(cost_total) AS cost_usd, "
             "COALESCE(sum(duration_ms), 0) AS duration_ms, "
-            "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors "
+            "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
+            "min(query_start) AS query_start, max(query_end) AS query_end, "
+            "max(query_duration_ms) AS query_duration_ms, max(query_text) AS query_text "
             f"FROM events WHERE query_id IS NOT NULL AND ts >= {ph} AND ts < {ph} AND {cond} "
             f"GROUP BY query_id ORDER BY {order_by} DESC, query_id LIMIT {int(limit)}"
         )
