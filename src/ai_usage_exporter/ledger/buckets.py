@@ -27,6 +27,9 @@ TABLE = "rollup_buckets"
 # The key after `instance` (see PER_INSTANCE_TABLES); step and bucket are integers.
 BUCKET_KEY: tuple[str, ...] = ("step", "bucket", *KEY_FIELDS)
 INTEGER_KEYS = frozenset(("step", "bucket"))
+# The primary key of a clustered bucket table (SQLite's, WITHOUT ROWID): a time range
+# of one step is one stretch of the table, whichever instances it covers.
+CLUSTERED_KEY: tuple[str, ...] = ("step", "bucket", INSTANCE, *KEY_FIELDS)
 # The primary key leads with the instance, so reads over every instance (the fleet,
 # reports from the CLI) and retention find a time range through this index.
 RANGE_INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_range ON {TABLE} (step, bucket)"
