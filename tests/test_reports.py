@@ -448,3 +448,34 @@ def test_reports_read_hour_buckets_where_minutes_were_pruned(
     code, out = _cli(capsys, "report", "tenants", "--db", db, "--format", "json",
                      "--since", since, "--until", until)  # fmt: skip
     assert [r["input_tokens"] for r in orjson.loads(out)["rows"]] == [15]
+
+
+def test_the_retention_thread_prunes_while_totals_stay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ai_usage_exporter.commands import start_retention
+    from ai_usage_exporter.config import Settings
+
+    db = str(tmp_path / "t.db")
+    recent = {"provider": "openai", "model": "m", "input_tokens": 3, "timestamp": NOW - 60}
+    settings = Settings(db=db, retention=DAY, minute_retention=2 * DAY, hour_retention=None)
+    with Recorder(db) as rec:
+        rec.record_many([*SUMMARIES, recent])
+        before = (_usage_samples(rec), rec.view()["totals"])
+        _, daily_before = _cli(capsys, "report", "daily", "--db", db, "--format", "json")
+        old_minutes = rec.ledger.bucket_sums(60, D0, D0 + 3 * DAY)
+        assert old_minutes and old_minutes[0][0] == 7  # requests
+        stop = start_retention(settings, interval=0.05)
+        try:
+            deadline = time.monotonic() + 30
+            while rec.ledger.count_events() > 1:
+                assert time.monotonic() < deadline, "the retention thread deleted nothing in 30 s"
+                time.sleep(0.05)
+        finally:
+            stop.set()
+        assert [e["input_tokens"] for e in rec.ledger.events()] == [3]
+        # Minute buckets older than their two days went too; the hour and day ones stay.
+        assert rec.ledger.bucket_sums(60, D0, int(NOW - 2 * DAY)) == []
+        assert rec.ledger.bucket_sums(3600, D0, D0 + 3 * DAY)[0][0] == 7
+        assert (_usage_samples(rec), rec.view()["totals"]) == before
+    assert _cli(capsys, "report", "daily", "--db", db, "--format", "json")[1] == daily_before
