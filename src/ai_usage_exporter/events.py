@@ -521,6 +521,97 @@ def _build(
     return UsageEvent(**kw)
 
 
+# The common flat event, checked inline: every key of one of these kinds, every value
+# of the plain type. Anything else (or anything wrong) takes `_build`, which alone
+# words the errors; tests/test_events_fast.py checks the two agree on random input.
+_F_LABEL, _F_ATTR, _F_TOKEN, _F_ALIAS, _F_TOTAL, _F_STATUS, _F_LEVEL, _F_NUMBER = range(8)
+_FAST_KIND: dict[str, int] = {
+    **dict.fromkeys(
+        ("provider", "model", "operation", "service", "error_type", "idempotency_key",
+         "service_tier"), _F_LABEL),
+    **dict.fromkeys(ATTRIBUTION_FIELDS, _F_ATTR),
+    **dict.fromkeys(USAGE_FIELDS, _F_TOKEN),
+    **dict.fromkeys(TOKEN_ALIASES, _F_ALIAS),
+    "total_tokens": _F_TOTAL,
+    "status": _F_STATUS,
+    "level": _F_LEVEL,
+    **dict.fromkeys(("timestamp", "duration_ms", "ttft_ms", "cost_usd", "provider_cost_usd"),
+                    _F_NUMBER),
+}  # fmt: skip
+
+
+def _fast_build(obj: Mapping[str, Any], limits: Limits, now: float) -> UsageEvent | None:
+    """The event `_build` would make of a plain flat object, or None to ask `_build`."""
+    kw: dict[str, Any] = {}
+    counts = dict.fromkeys(USAGE_FIELDS, 0)
+    max_tokens = limits.max_tokens
+    total = 0
+    get_kind = _FAST_KIND.get
+    for name, value in obj.items():
+        code = get_kind(name)
+        if code is None:
+            return None
+        if value is None:
+            continue
+        kind = type(value)
+        if code <= _F_ATTR:
+            if kind is not str or not value:
+                return None
+            limit = limits.max_label_length if code == _F_LABEL else limits.max_string_length
+            if len(value) > limit or not (value.isascii() and value.isprintable()):
+                return None
+            kw[name] = value
+        elif code <= _F_TOTAL:
+            if kind is not int or not 0 <= value <= max_tokens:
+                return None
+            if code == _F_TOKEN:
+                counts[name] = value
+            elif code == _F_ALIAS:
+                canonical = TOKEN_ALIASES[name]
+                if canonical in obj:
+                    return None
+                counts[canonical] = value
+            else:
+                total = value
+        elif code == _F_NUMBER:
+            if kind is not float and kind is not int:
+                return None
+            # NaN fails every comparison, so it goes to _build as well; an int is
+            # compared as it is (no float() overflow) and stored as _build stores it.
+            if name == "timestamp":
+                ok = now - limits.max_age_seconds <= value <= now + limits.max_future_seconds
+            elif name == "duration_ms" or name == "ttft_ms":
+                ok = 0 <= value <= limits.max_duration_ms
+            else:
+                ok = 0 <= value <= limits.max_cost_usd
+            if not ok:
+                return None
+            kw[name] = float(value)
+        else:
+            if kind is not str or value not in (STATUSES if code == _F_STATUS else LEVELS):
+                return None
+            kw[name] = value
+    if "provider" not in kw or "model" not in kw:
+        return None
+    c = counts
+    if (
+        (total and not c["input_tokens"] and not c["output_tokens"])
+        or c["cached_input_tokens"] + c["cache_write_tokens"] > c["input_tokens"]
+        or c["cache_write_1h_tokens"] > c["cache_write_tokens"]
+        or c["audio_input_tokens"] > c["input_tokens"]
+        or c["image_input_tokens"] > c["input_tokens"]
+        or c["reasoning_tokens"] + c["audio_output_tokens"] > c["output_tokens"]
+        or c["image_output_tokens"] > c["output_tokens"]
+    ):
+        return None
+    if "level" not in kw:
+        kw["level"] = "error" if kw.get("status") == "error" else "info"
+    if "timestamp" not in kw:
+        kw["timestamp"] = now
+    kw.update(counts)
+    return UsageEvent(**kw)
+
+
 def _timestamp_in_window(value: object, now: float, limits: Limits, assume_utc: bool) -> float:
     ts = parse_timestamp("timestamp", value, assume_utc=assume_utc)
     if ts < now - limits.max_age_seconds:
@@ -975,6 +1066,8 @@ def parse_events(
                 errors.append(_Invalid(bad[0], unknown_fields_message(bad, SUMMARY_FIELDS)))
             else:
                 out.extend(_summary_events(obj, limits, now, errors))
+        elif (event := _fast_build(obj, limits, now)) is not None:
+            out.append(event)
         else:
             bad = _unknown(obj, EVENT_FIELDS)
             if bad:

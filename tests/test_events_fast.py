@@ -1,0 +1,121 @@
+"""The fast path for plain flat events makes exactly the event the full validator makes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ai_usage_exporter.events import (
+    ATTRIBUTION_FIELDS,
+    LEVELS,
+    STATUSES,
+    USAGE_FIELDS,
+    Limits,
+    _build,
+    _fast_build,
+    parse_events,
+)
+from ai_usage_exporter.shapes import Invalid
+
+NOW = 1_800_000_000.0
+# Small bounds, so random values land on both sides of every limit.
+LIMITS = Limits(
+    max_tokens=1000,
+    max_label_length=6,
+    max_string_length=9,
+    max_duration_ms=5000.0,
+    max_cost_usd=2.0,
+    max_age_seconds=100.0,
+    max_future_seconds=10.0,
+)
+
+NAMES = (
+    "provider", "model", "operation", "service", "error_type", "idempotency_key",
+    "service_tier", *ATTRIBUTION_FIELDS, *USAGE_FIELDS, "prompt_tokens", "completion_tokens",
+    "total_tokens", "status", "level", "timestamp", "duration_ms", "ttft_ms", "cost_usd",
+    "provider_cost_usd", "metadata", "query_text", "usage", "prompt_token",
+)  # fmt: skip
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 1200),
+    st.integers(min_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(NOW - 150, NOW + 20),
+    st.floats(-1, 6000),
+    st.sampled_from(["", "openai", "gpt-4o", "a" * 7, "a" * 10, "x\ty", "é", "warning"]),
+    st.sampled_from([*STATUSES, *LEVELS, "2026-01-20T15:30:05Z", "5"]),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+OBJECTS = st.dictionaries(st.sampled_from(NAMES), VALUES, max_size=12)
+# Mostly plain events, so the fast path is taken often.
+PLAIN = st.fixed_dictionaries(
+    {"provider": st.sampled_from(["openai", "p"]), "model": st.sampled_from(["m", "gpt-4o"])},
+    optional={
+        name: st.one_of(st.integers(0, 1100), st.none())
+        for name in (*USAGE_FIELDS, "prompt_tokens", "total_tokens")
+    }
+    | {
+        "timestamp": st.floats(NOW - 150, NOW + 20),
+        "duration_ms": st.floats(0, 6000),
+        "user": st.text(max_size=10),
+        "status": st.sampled_from([*STATUSES, "oops"]),
+        "level": st.sampled_from([*LEVELS, "warning"]),
+        "step": st.one_of(st.integers(0, 9), st.text(max_size=3)),
+    },
+)
+
+
+def _slow(obj: dict[str, Any]) -> tuple[Any, list[Invalid]]:
+    errors: list[Invalid] = []
+    return _build(obj, LIMITS, NOW, errors), errors
+
+
+def _agree(obj: dict[str, Any]) -> bool:
+    try:
+        fast = _fast_build(obj, LIMITS, NOW)
+    except Exception as exc:  # the fast path must never fail where _build would answer
+        raise AssertionError(f"fast path raised {exc!r} on {obj!r}") from exc
+    if fast is None:
+        return False
+    slow, errors = _slow(obj)
+    assert errors == [] and fast == slow, (obj, fast, slow, errors)
+    assert all(
+        type(getattr(fast, f)) is type(getattr(slow, f))
+        for f in ("timestamp", "duration_ms", "input_tokens")
+    )
+    return True
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=list(HealthCheck))
+@given(OBJECTS)
+def test_fast_path_equals_the_validator_on_any_object(obj: dict[str, Any]) -> None:
+    _agree(obj)
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=list(HealthCheck))
+@given(PLAIN)
+def test_fast_path_equals_the_validator_on_plain_events(obj: dict[str, Any]) -> None:
+    _agree(obj)
+
+
+def test_fast_path_takes_the_usual_lines_and_leaves_the_rest() -> None:
+    usual = {"provider": "openai", "model": "gpt-4o", "input_tokens": 10,
+             "output_tokens": 2, "user": "u1", "query_id": "q1", "timestamp": NOW - 5,
+             "idempotency_key": "k1"}  # fmt: skip
+    assert _agree(usual)
+    assert _agree({"provider": "p", "model": "m", "prompt_tokens": 5, "completion_tokens": 1,
+                   "total_tokens": 6, "status": "error"})  # fmt: skip
+    assert _fast_build({**usual, "timestamp": "2026-01-20T15:30:05Z"}, LIMITS, NOW) is None
+    assert _fast_build({**usual, "level": "warning"}, LIMITS, NOW) is None
+    assert _fast_build({**usual, "input_tokens": True}, LIMITS, NOW) is None
+    assert _fast_build({**usual, "timestamp": math.nan}, LIMITS, NOW) is None
+    # Through parse_events, the answer is the same either way.
+    (event,) = parse_events([usual], LIMITS, NOW)
+    assert (event.input_tokens, event.level, event.timestamp) == (10, "info", NOW - 5)
