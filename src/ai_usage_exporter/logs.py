@@ -11,26 +11,32 @@ line goes through the same parse -> price -> commit path as a posted event.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
+import gzip
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
 from .config import Settings
-from .events import EVENT_FIELDS, TOKEN_ALIASES, USAGE_FIELDS, EventError, UsageEvent, event_fields
+from .events import EventError, UsageEvent, event_fields
+from .logformats import LineError, LineReader, content_key
 
-BATCH_LINES = 5000
+__all__ = ("ImportStats", "LineError", "UsageLog", "content_key", "import_files", "parse_json_line")
+
+BATCH_LINES = 10_000
+# Batches handed to the writer and not yet committed: the next one is read and
+# validated while the writer commits these.
+IN_FLIGHT = 3
 MAX_REJECTS_SHOWN = 20
-_INT_FIELDS = frozenset((*USAGE_FIELDS, *TOKEN_ALIASES, "total_tokens"))
-_FLOAT_FIELDS = frozenset(("duration_ms", "ttft_ms", "cost_usd", "provider_cost_usd"))
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -39,7 +45,8 @@ class ImportStats:
     accepted: int = 0  # events committed (a summary line may hold several)
     duplicate: int = 0
     rejected: int = 0
-    skipped: int = 0  # blank and comment lines
+    skipped: int = 0  # blank lines, comments, and lines that hold no usage record
+    incomplete: int = 0  # a last line without its newline that does not parse yet
     rejects: list[tuple[str, int, str]] = field(default_factory=list)
 
     def reject(self, path: str, lineno: int, reason: str) -> None:
@@ -56,76 +63,18 @@ class ImportStats:
             lines.append(f"  {path}:{lineno}: {reason}")
         if self.rejected > len(self.rejects):
             lines.append(f"  ... and {self.rejected - len(self.rejects)} more")
+        if self.incomplete:
+            lines.append(
+                f"  {self.incomplete} last line(s) still being written (no newline yet); "
+                "the next import reads them"
+            )
         return "\n".join(lines)
 
 
-class LineError(ValueError):
-    """One line cannot be read as an event."""
-
-
-def content_key(obj: Mapping[str, Any]) -> str:
-    """An idempotency key from a line's content: the same event text gives the same key."""
-    digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-    if obj.get("event") == "token_usage_summary" and isinstance(obj.get("query_id"), str):
-        # Per inference, the parser appends #0, #1, ... to this.
-        return f"import:{obj['query_id']}:{digest}"
-    return f"import:{digest}"
-
-
 def parse_json_line(line: bytes) -> dict[str, Any] | None:
-    """The event object of a log line, with a key; None for a blank or comment line."""
-    text = line.strip()
-    if not text or text.startswith(b"#"):
-        return None
-    start = text.find(b"{")
-    if start < 0:
-        raise LineError("no JSON object on the line")
-    try:
-        obj = orjson.loads(text[start:])
-    except orjson.JSONDecodeError as exc:
-        raise LineError(f"malformed JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise LineError("the JSON is not an object")
-    if "idempotency_key" not in obj:
-        obj["idempotency_key"] = content_key(obj)
-    return obj
-
-
-def csv_header(line: bytes) -> list[str] | None:
-    """The field names when `line` is a CSV header of event fields, else None."""
-    text = line.decode("utf-8", "replace").strip().lstrip("\ufeff")
-    if not text or "{" in text or "," not in text:
-        return None
-    names = next(csv.reader([text]))
-    allowed = EVENT_FIELDS | {"total_tokens"}
-    return names if all(n in allowed for n in names) and "provider" in names else None
-
-
-def parse_csv_line(line: bytes, header: list[str]) -> dict[str, Any] | None:
-    text = line.decode("utf-8", "strict").rstrip("\r\n")
-    if not text.strip():
-        return None
-    values = next(csv.reader([text]))
-    if len(values) != len(header):
-        raise LineError(f"{len(values)} fields where the header has {len(header)}")
-    obj: dict[str, Any] = {}
-    for name, value in zip(header, values, strict=True):
-        if value == "":
-            continue
-        try:
-            if name in _INT_FIELDS:
-                obj[name] = int(value)
-            elif name in _FLOAT_FIELDS:
-                obj[name] = float(value)
-            elif name == "timestamp":
-                obj[name] = float(value) if value.replace(".", "", 1).isdigit() else value
-            elif name == "metadata":
-                obj[name] = orjson.loads(value)
-            else:
-                obj[name] = value
-        except (ValueError, orjson.JSONDecodeError):
-            raise LineError(f"{name}: cannot read {value!r}") from None
-    if "idempotency_key" not in obj:
+    """The usage record of one log line, with a key; None for a line that holds none."""
+    obj = LineReader().read(line)
+    if obj is not None and "idempotency_key" not in obj:
         obj["idempotency_key"] = content_key(obj)
     return obj
 
@@ -139,38 +88,59 @@ class _Source:
     inode: int = 0
     offset: int = 0
     lineno: int = 0
-    header: list[str] | None = None
+    reader: LineReader = field(default_factory=LineReader)
     partial: bytes = b""
 
     @property
     def meta_key(self) -> str:
         return f"import:{os.path.realpath(self.path)}"
 
+    def checkpoint(self) -> dict[str, str]:
+        value = {"inode": self.inode, "offset": self.offset, "line": self.lineno}
+        value.update(self.reader.state())
+        return {self.meta_key: orjson.dumps(value).decode()}
+
 
 def _open(src: _Source, resume: dict[str, Any] | None) -> None:
-    fh = open(src.path, "rb")  # noqa: SIM115 - kept open while following
-    st = os.fstat(fh.fileno())
+    raw = open(src.path, "rb")  # noqa: SIM115 - kept open while following
+    st = os.fstat(raw.fileno())
+    compressed = raw.read(2) == GZIP_MAGIC
+    raw.seek(0)
+    # A rotated, compressed log: offsets count its uncompressed bytes.
+    fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
     src.fh, src.inode = fh, st.st_ino
     src.offset = src.lineno = 0
-    src.header, src.partial = None, b""
-    if resume and resume.get("inode") == st.st_ino and int(resume.get("offset", 0)) <= st.st_size:
+    src.reader, src.partial = LineReader(), b""
+    if (
+        resume
+        and resume.get("inode") == st.st_ino
+        and (compressed or int(resume.get("offset", 0)) <= st.st_size)
+    ):
         src.offset = int(resume["offset"])
         src.lineno = int(resume.get("line", 0))
-        src.header = resume.get("header")
+        src.reader = LineReader(resume.get("header"), resume.get("pending") or "")
         fh.seek(src.offset)
 
 
-def _read_lines(src: _Source, max_lines: int) -> list[tuple[int, bytes]]:
-    """Up to `max_lines` whole lines from the current position; a partial last line waits."""
+def _read_lines(src: _Source, max_lines: int, final: bool) -> list[tuple[int, bytes]]:
+    """Up to `max_lines` whole lines from the current position.
+
+    A last line without its newline waits for the rest (a writer is mid-line),
+    unless `final`: then it is read as it is, if it reads at all (see `_items`).
+    """
     assert src.fh is not None
     out: list[tuple[int, bytes]] = []
+    readline = src.fh.readline
     while len(out) < max_lines:
-        line = src.fh.readline()
+        line = readline()
         if not line:
+            if final and src.partial:
+                out.append((src.lineno + 1, src.partial))
+                src.partial = b""
             break
-        if not line.endswith(b"\n"):
+        if line[-1] != 0x0A:
             src.partial += line
-            break
+            continue
         if src.partial:
             line, src.partial = src.partial + line, b""
         src.lineno += 1
@@ -183,23 +153,29 @@ def _items(
     src: _Source, lines: list[tuple[int, bytes]], stats: ImportStats
 ) -> list[tuple[int, dict[str, Any]]]:
     items: list[tuple[int, dict[str, Any]]] = []
+    read = src.reader.read
     for lineno, line in lines:
-        stats.read += 1
-        if lineno == 1 and src.header is None:
-            header = csv_header(line)
-            if header is not None:
-                src.header = header
-                stats.skipped += 1
-                continue
+        last = line[-1:] != b"\n"
         try:
-            obj = parse_csv_line(line, src.header) if src.header else parse_json_line(line)
-        except (LineError, UnicodeDecodeError) as exc:
+            obj = read(line)
+        except LineError as exc:
+            if last:
+                stats.incomplete += 1  # still being written, most likely; the next run reads it
+                continue
+            stats.read += 1
             stats.reject(src.path, lineno, str(exc))
             continue
+        stats.read += 1
+        if last:
+            # Read as it is: the position moves past it.
+            src.lineno += 1
+            src.offset += len(line)
         if obj is None:
             stats.skipped += 1
-        else:
-            items.append((lineno, obj))
+            continue
+        if "idempotency_key" not in obj:
+            obj["idempotency_key"] = content_key(obj)
+        items.append((lineno, obj))
     return items
 
 
@@ -207,6 +183,16 @@ def _parse(
     recorder: Any, src: _Source, items: list[tuple[int, dict[str, Any]]], stats: ImportStats
 ) -> list[UsageEvent]:
     """Validate a batch; a bad line is rejected alone, naming its line and field."""
+    step = recorder.limits.max_events_per_request
+    out: list[UsageEvent] = []
+    for i in range(0, len(items), step):
+        out.extend(_parse_chunk(recorder, src, items[i : i + step], stats))
+    return out
+
+
+def _parse_chunk(
+    recorder: Any, src: _Source, items: list[tuple[int, dict[str, Any]]], stats: ImportStats
+) -> list[UsageEvent]:
     try:
         return list(recorder.parse([obj for _, obj in items]))
     except EventError as exc:
@@ -226,9 +212,27 @@ def _parse(
         return list(recorder.parse(good)) if good else []
 
 
-def _checkpoint(recorder: Any, src: _Source) -> None:
-    value = {"inode": src.inode, "offset": src.offset, "line": src.lineno, "header": src.header}
-    recorder.ledger.set_meta(src.meta_key, orjson.dumps(value).decode())
+class _Pipeline:
+    """Batches handed to the recorder's writer; their results fold into the stats."""
+
+    def __init__(self, recorder: Any, stats: ImportStats) -> None:
+        self.recorder = recorder
+        self.stats = stats
+        self.in_flight: deque[Future[Any]] = deque()
+
+    def submit(self, events: list[UsageEvent], meta: dict[str, str]) -> None:
+        while len(self.in_flight) >= IN_FLIGHT:
+            self._collect(self.in_flight.popleft())
+        self.in_flight.append(self.recorder.record_async(events, meta=meta))
+
+    def drain(self) -> None:
+        while self.in_flight:
+            self._collect(self.in_flight.popleft())
+
+    def _collect(self, fut: Future[Any]) -> None:
+        result = fut.result()
+        self.stats.accepted += result.accepted
+        self.stats.duplicate += result.duplicates
 
 
 def import_files(
@@ -248,49 +252,49 @@ def import_files(
         saved = None if from_start else recorder.ledger.get_meta(src.meta_key)
         _open(src, orjson.loads(saved) if saved else None)
     stop = stop or threading.Event()
-    while True:
-        idle = True
+    pipe = _Pipeline(recorder, stats)
+    try:
+        while True:
+            idle = True
+            for src in sources:
+                while True:
+                    lines = _read_lines(src, BATCH_LINES, final=not follow)
+                    if not lines:
+                        break
+                    idle = False
+                    items = _items(src, lines, stats)
+                    events = _parse(recorder, src, items, stats) if items else []
+                    pipe.submit(events, src.checkpoint())
+                    if progress is not None:
+                        progress(src, stats)
+                if follow:
+                    _reopen_if_rotated(src, stats, pipe)
+            if not follow or stop.is_set():
+                break
+            if idle:
+                pipe.drain()
+                stop.wait(poll)
+        pipe.drain()
+    finally:
         for src in sources:
-            while True:
-                lines = _read_lines(src, BATCH_LINES)
-                if not lines:
-                    break
-                idle = False
-                _commit_batch(recorder, src, lines, stats)
-                if progress is not None:
-                    progress(src, stats)
-            if follow:
-                _reopen_if_rotated(recorder, src, stats)
-        if not follow or stop.is_set():
-            break
-        if idle:
-            stop.wait(poll)
-    for src in sources:
-        if src.fh is not None:
-            src.fh.close()
+            if src.fh is not None:
+                src.fh.close()
     return stats
 
 
-def _commit_batch(
-    recorder: Any, src: _Source, lines: list[tuple[int, bytes]], stats: ImportStats
-) -> None:
-    items = _items(src, lines, stats)
-    events = _parse(recorder, src, items, stats) if items else []
-    if events:
-        result = recorder.record_parsed(events)
-        stats.accepted += result.accepted
-        stats.duplicate += result.duplicates
-    _checkpoint(recorder, src)
-
-
-def _reopen_if_rotated(recorder: Any, src: _Source, stats: ImportStats) -> None:
+def _reopen_if_rotated(src: _Source, stats: ImportStats, pipe: _Pipeline) -> None:
     """Like tail -F: a new file at the path (rotation) or a shorter one (truncation)."""
     try:
         st = os.stat(src.path)
     except FileNotFoundError:
         return  # between the rename and the new file; try again at the next poll
     if st.st_ino != src.inode or st.st_size < src.offset:
-        # The old file is read to its end above before we switch.
+        # The old file was read to its end above; a last line it never finished is
+        # read as it is before we switch.
+        lines = _read_lines(src, BATCH_LINES, final=True)
+        if lines:
+            items = _items(src, lines, stats)
+            pipe.submit(_parse(pipe.recorder, src, items, stats) if items else [], {})
         assert src.fh is not None
         src.fh.close()
         _open(src, None)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,16 +57,19 @@ class RecorderClosedError(Exception):
 
 
 class _Submission:
-    __slots__ = ("priced", "callback", "result", "error", "retry")
+    __slots__ = ("priced", "callback", "result", "error", "retry", "meta")
 
     def __init__(
         self,
         priced: list[Priced],
         callback: Callable[[_Submission], None] | None,
         retry: bool,
+        meta: dict[str, str] | None = None,
     ) -> None:
         self.priced = priced
         self.callback = callback
+        # Meta rows committed with the events (an import's checkpoint).
+        self.meta = meta
         self.result: RecordResult | None = None
         self.error: BaseException | None = None
         # Fire-and-forget submissions have no one to tell of a failure, so they are
@@ -223,6 +227,30 @@ class Recorder:
         assert sub.result is not None
         return sub.result
 
+    def record_async(
+        self, events: list[UsageEvent], *, meta: Mapping[str, str] | None = None
+    ) -> Future[RecordResult]:
+        """Queue events that `parse` returned; the future resolves once they are committed.
+
+        `meta` rows are written in the same transaction, so a reader's position is
+        saved exactly with the events read before it. The caller may prepare the next
+        batch while the writer commits this one.
+        """
+        fut: Future[RecordResult] = Future()
+
+        def done(sub: _Submission) -> None:
+            if sub.error is not None:
+                fut.set_exception(sub.error)
+            else:
+                assert sub.result is not None
+                fut.set_result(sub.result)
+
+        sub = _Submission(
+            self._prepare(events), done, retry=False, meta=dict(meta) if meta else None
+        )
+        self._enqueue(sub)
+        return fut
+
     async def submit(self, events: list[UsageEvent]) -> RecordResult:
         """Record parsed events; returns once the ledger has committed them."""
         loop = asyncio.get_running_loop()
@@ -294,9 +322,16 @@ class Recorder:
 
     def _commit(self, group: list[_Submission]) -> bool:
         priced = [p for s in group for p in s.priced]
+        meta: dict[str, str] = {}
+        for s in group:
+            if s.meta:
+                meta.update(s.meta)  # in queue order: a later checkpoint wins
         try:
             with self._ledger_lock:
-                result = self.ledger.write(priced, time.time())
+                if meta:
+                    result = self.ledger.write(priced, time.time(), meta=meta)
+                else:
+                    result = self.ledger.write(priced, time.time())
         except LedgerError as exc:
             if self._writer_failing is None:
                 log.error("%s", exc)

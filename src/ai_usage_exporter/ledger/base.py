@@ -127,7 +127,12 @@ class Ledger(Protocol):
     url: str
     instance: str
 
-    def write(self, priced: Sequence[Priced], received_at: float) -> WriteResult: ...
+    def write(
+        self,
+        priced: Sequence[Priced],
+        received_at: float,
+        meta: Mapping[str, str] | None = None,
+    ) -> WriteResult: ...
     def load_rollup(self) -> Iterator[tuple[RollupKey, Delta]]: ...
     def summary(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]: ...
     def fleet_totals(self) -> dict[str, Any]: ...
@@ -482,7 +487,17 @@ class SQLLedger(EventQueries):
             found.update(r[0] for r in cur.fetchall())
         return found
 
-    def write(self, priced: Sequence[Priced], received_at: float) -> WriteResult:
+    def write(
+        self,
+        priced: Sequence[Priced],
+        received_at: float,
+        meta: Mapping[str, str] | None = None,
+    ) -> WriteResult:
+        """Commit the events not stored yet, their rollup and buckets, and `meta` rows.
+
+        `meta` in the same transaction lets a reader save its position exactly with
+        what it read (an import's checkpoint).
+        """
         conn = self._write_conn()
         try:
             cur = conn.cursor()
@@ -497,6 +512,13 @@ class SQLLedger(EventQueries):
                 me = self.instance
                 cur.executemany(self._upsert_sql, [(me, *k, *v) for k, v in deltas.items()])
                 cur.executemany(self._bucket_upsert_sql, [(me, *k, *v) for k, v in timed.items()])
+            if meta:
+                ph = self.placeholder
+                cur.executemany(
+                    f"INSERT INTO meta (key, value) VALUES ({ph}, {ph}) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    list(meta.items()),
+                )
             conn.commit()
         except Exception as exc:
             try:
