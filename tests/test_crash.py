@@ -294,10 +294,10 @@ class _FailingLedger:
         self.url = self.inner.url
         self.failing = False
 
-    def write(self, priced: Any, received_at: float) -> WriteResult:
+    def write(self, priced: Any, received_at: float, meta: Any = None) -> WriteResult:
         if self.failing:
             raise LedgerError(f"ledger {self.url}: could not commit: database or disk is full")
-        return self.inner.write(priced, received_at)
+        return self.inner.write(priced, received_at, meta)
 
     def check_writable(self) -> None:
         if self.failing:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +158,15 @@ class FlakyLedger:
         self.url = self.inner.url
         self.failing = True
 
-    def write(self, priced: Sequence[tuple[UsageEvent, Cost]], received_at: float) -> WriteResult:
+    def write(
+        self,
+        priced: Sequence[tuple[UsageEvent, Cost]],
+        received_at: float,
+        meta: Mapping[str, str] | None = None,
+    ) -> WriteResult:
         if self.failing:
             raise LedgerError("disk full (simulated)")
-        return self.inner.write(priced, received_at)
+        return self.inner.write(priced, received_at, meta)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -59,7 +59,11 @@ class ImportStats:
             f"lines read {self.read}, events accepted {self.accepted}, duplicate "
             f"{self.duplicate}, lines rejected {self.rejected}, skipped {self.skipped}"
         ]
-        for path, lineno, reason in self.rejects:
+        files: dict[str, int] = {}
+        for path, _, _ in self.rejects:
+            files.setdefault(path, len(files))
+        # Validation rejects a batch's lines after reading did: show them in file order.
+        for path, lineno, reason in sorted(self.rejects, key=lambda r: (files[r[0]], r[1])):
             lines.append(f"  {path}:{lineno}: {reason}")
         if self.rejected > len(self.rejects):
             lines.append(f"  ... and {self.rejected - len(self.rejects)} more")
@@ -85,6 +89,7 @@ class _Source:
 
     path: str
     fh: IO[bytes] | None = None
+    raw: IO[bytes] | None = None  # the file under a decompressing `fh`
     inode: int = 0
     offset: int = 0
     lineno: int = 0
@@ -94,6 +99,12 @@ class _Source:
     @property
     def meta_key(self) -> str:
         return f"import:{os.path.realpath(self.path)}"
+
+    def close(self) -> None:
+        for f in (self.fh, self.raw):
+            if f is not None:
+                f.close()
+        self.fh = self.raw = None
 
     def checkpoint(self) -> dict[str, str]:
         value = {"inode": self.inode, "offset": self.offset, "line": self.lineno}
@@ -108,7 +119,7 @@ def _open(src: _Source, resume: dict[str, Any] | None) -> None:
     raw.seek(0)
     # A rotated, compressed log: offsets count its uncompressed bytes.
     fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
-    src.fh, src.inode = fh, st.st_ino
+    src.fh, src.raw, src.inode = fh, raw, st.st_ino
     src.offset = src.lineno = 0
     src.reader, src.partial = LineReader(), b""
     if (
@@ -277,8 +288,7 @@ def import_files(
         pipe.drain()
     finally:
         for src in sources:
-            if src.fh is not None:
-                src.fh.close()
+            src.close()
     return stats
 
 
@@ -295,8 +305,7 @@ def _reopen_if_rotated(src: _Source, stats: ImportStats, pipe: _Pipeline) -> Non
         if lines:
             items = _items(src, lines, stats)
             pipe.submit(_parse(pipe.recorder, src, items, stats) if items else [], {})
-        assert src.fh is not None
-        src.fh.close()
+        src.close()
         _open(src, None)
 
 
