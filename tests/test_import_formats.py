@@ -251,3 +251,15 @@ def test_line_reader_decisions() -> None:
                                "timestamp": "2026-01-20 15:30:05"}))  # fmt: skip
     assert got == {"provider": "p", "model": "m", "input_tokens": 1, "timestamp": 1768923005.0}
     assert copy.deepcopy(r.state()) == {"header": None, "pending": ""}
+
+
+def test_a_log_from_two_years_ago_imports(tmp_path: Path) -> None:
+    # The HTTP path refuses events over 400 days old; a log file is history.
+    old = time.time() - 730 * DAY
+    log = tmp_path / "old.log"
+    log.write_text(js({"provider": "openai", "model": "gpt-4o", "input_tokens": 5,
+                       "timestamp": old}) + "\n")  # fmt: skip
+    with Recorder(str(tmp_path / "l.db")) as rec:
+        stats = import_files(rec, [str(log)])
+        assert (stats.accepted, stats.rejected) == (1, 0)
+        assert [r["ts"] for r in rec.ledger.events()] == [old]

@@ -19,14 +19,14 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, cast
 
 import orjson
 
 from .config import Settings
-from .events import EventError, UsageEvent, event_fields
+from .events import EventError, Limits, UsageEvent, event_fields, parse_events
 from .logformats import LineError, LineReader, content_key
 
 __all__ = ("ImportStats", "LineError", "UsageLog", "content_key", "import_files", "parse_json_line")
@@ -37,6 +37,7 @@ BATCH_LINES = 10_000
 IN_FLIGHT = 3
 MAX_REJECTS_SHOWN = 20
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_AGE_SECONDS = 10 * 365 * 86400.0
 
 
 @dataclass
@@ -190,22 +191,28 @@ def _items(
     return items
 
 
+def import_limits(limits: Limits) -> Limits:
+    """The recorder's limits, but a log file is history: events up to ten years old."""
+    return replace(limits, max_age_seconds=max(limits.max_age_seconds, MAX_AGE_SECONDS))
+
+
 def _parse(
     recorder: Any, src: _Source, items: list[tuple[int, dict[str, Any]]], stats: ImportStats
 ) -> list[UsageEvent]:
     """Validate a batch; a bad line is rejected alone, naming its line and field."""
-    step = recorder.limits.max_events_per_request
+    limits = import_limits(recorder.limits)
+    step = limits.max_events_per_request
     out: list[UsageEvent] = []
     for i in range(0, len(items), step):
-        out.extend(_parse_chunk(recorder, src, items[i : i + step], stats))
+        out.extend(_parse_chunk(limits, src, items[i : i + step], stats))
     return out
 
 
 def _parse_chunk(
-    recorder: Any, src: _Source, items: list[tuple[int, dict[str, Any]]], stats: ImportStats
+    limits: Limits, src: _Source, items: list[tuple[int, dict[str, Any]]], stats: ImportStats
 ) -> list[UsageEvent]:
     try:
-        return list(recorder.parse([obj for _, obj in items]))
+        return parse_events([obj for _, obj in items], limits)
     except EventError as exc:
         bad: dict[int, str] = {}
         for d in exc.details:
@@ -214,13 +221,13 @@ def _parse_chunk(
             for i, (_, obj) in enumerate(items):
                 if i not in bad:
                     try:
-                        recorder.parse([obj])
+                        parse_events([obj], limits)
                     except EventError as one:
                         bad[i] = one.message
         for i in sorted(bad):
             stats.reject(src.path, items[i][0], bad[i])
         good = [obj for i, (_, obj) in enumerate(items) if i not in bad]
-        return list(recorder.parse(good)) if good else []
+        return parse_events(good, limits) if good else []
 
 
 class _Pipeline:
