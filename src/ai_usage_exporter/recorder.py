@@ -14,7 +14,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,11 +213,24 @@ class Recorder:
         return self.record_parsed(parse_events(items, self.limits), timeout=timeout)
 
     def record_parsed(
-        self, events: list[UsageEvent], *, timeout: float | None = None
+        self,
+        events: list[UsageEvent],
+        *,
+        timeout: float | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> RecordResult:
-        """Record events that `parse` returned and wait until they are committed."""
+        """Record events that `parse` returned and wait until they are committed.
+
+        `meta` rows are written in the same transaction, so a reader's position is
+        saved exactly with the events read before it (an import's checkpoint).
+        """
         done = threading.Event()
-        sub = _Submission(self._prepare(events), lambda _s: done.set(), retry=False)
+        sub = _Submission(
+            self._prepare(events),
+            lambda _s: done.set(),
+            retry=False,
+            meta=dict(meta) if meta else None,
+        )
         self._enqueue(sub)
         if not done.wait(timeout):
             raise TimeoutError(f"events not committed within {timeout} s")
@@ -226,30 +238,6 @@ class Recorder:
             raise sub.error
         assert sub.result is not None
         return sub.result
-
-    def record_async(
-        self, events: list[UsageEvent], *, meta: Mapping[str, str] | None = None
-    ) -> Future[RecordResult]:
-        """Queue events that `parse` returned; the future resolves once they are committed.
-
-        `meta` rows are written in the same transaction, so a reader's position is
-        saved exactly with the events read before it. The caller may prepare the next
-        batch while the writer commits this one.
-        """
-        fut: Future[RecordResult] = Future()
-
-        def done(sub: _Submission) -> None:
-            if sub.error is not None:
-                fut.set_exception(sub.error)
-            else:
-                assert sub.result is not None
-                fut.set_result(sub.result)
-
-        sub = _Submission(
-            self._prepare(events), done, retry=False, meta=dict(meta) if meta else None
-        )
-        self._enqueue(sub)
-        return fut
 
     async def submit(self, events: list[UsageEvent]) -> RecordResult:
         """Record parsed events; returns once the ledger has committed them."""
@@ -357,7 +345,7 @@ class Recorder:
         accepted = sum(result.inserted)
         if accepted:
             self._last_event_at = time.time()
-            self.bucket_cache.note_commit(min(e.timestamp for e, _ in priced))
+            self.bucket_cache.note_commit(min([e.timestamp for e, _ in priced]))
         self.state.count_exporter(accepted=accepted, duplicate=len(priced) - accepted)
         i = 0
         for s in group:
