@@ -171,7 +171,7 @@ def test_a_last_line_being_written_waits_for_its_end(tmp_path: Path) -> None:
     with Recorder(str(tmp_path / "l.db")) as rec:
         stats = import_files(rec, [str(log)])
         assert (stats.read, stats.accepted, stats.rejected, stats.incomplete) == (1, 3, 0, 1)
-        assert "1 last line(s) still being written" in stats.summary()
+        assert "1 record(s) still being written" in stats.summary()
         with log.open("a") as f:
             f.write(whole[80:])
         stats = import_files(rec, [str(log)])  # resumes at the checkpoint: only the new line
@@ -250,7 +250,11 @@ def test_line_reader_decisions() -> None:
     got = r.read(orjson.dumps({"event": "x", "provider": "p", "model": "m", "input_tokens": 1,
                                "timestamp": "2026-01-20 15:30:05"}))  # fmt: skip
     assert got == {"provider": "p", "model": "m", "input_tokens": 1, "timestamp": 1768923005.0}
-    assert copy.deepcopy(r.state()) == {"header": None, "pending": ""}
+    # A logger's suffix after the object does not hide it.
+    assert r.read(b'INFO {"provider": "p", "model": "m", "input_tokens": 2} (app.py:12)') == {
+        "provider": "p", "model": "m", "input_tokens": 2
+    }  # fmt: skip
+    assert copy.deepcopy(r.state()) == {"header": None, "pending": "", "block": ""}
 
 
 def test_a_log_from_two_years_ago_imports(tmp_path: Path) -> None:
@@ -263,3 +267,26 @@ def test_a_log_from_two_years_ago_imports(tmp_path: Path) -> None:
         stats = import_files(rec, [str(log)])
         assert (stats.accepted, stats.rejected) == (1, 0)
         assert [r["ts"] for r in rec.ledger.events()] == [old]
+
+
+def test_a_pretty_printed_summary_spans_lines(tmp_path: Path) -> None:
+    # `logger.info("TOKEN_USAGE %s", json.dumps(summary, indent=2))`
+    import json
+
+    pretty = json.dumps(summary("pretty"), indent=2, ensure_ascii=False)
+    second = json.dumps(summary("pretty-2"), indent=2)
+    log = tmp_path / "app.log"
+    log.write_text(
+        f"{D} 15:30:05,123 - app - INFO - TOKEN_USAGE {pretty}\n"
+        "INFO:root:next request\n" + js(summary("flat")) + "\n"
+        f"{D} 15:30:06,000 - app - INFO - TOKEN_USAGE {second[:300]}"
+    )
+    with Recorder(str(tmp_path / "l.db")) as rec:
+        stats = import_files(rec, [str(log)])
+        assert (stats.accepted, stats.rejected, stats.incomplete) == (6, 0, 1)
+        assert set(_tokens_per_query(rec)) == {"pretty", "flat"}
+        with log.open("a") as f:  # the rest of the second one arrives
+            f.write(second[300:] + "\n")
+        stats = import_files(rec, [str(log)])  # resumes inside the object
+        assert (stats.accepted, stats.rejected, stats.incomplete) == (3, 0, 0)
+        assert _tokens_per_query(rec)["pretty-2"] == (3, 1000, 250)

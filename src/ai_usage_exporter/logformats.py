@@ -70,6 +70,7 @@ _USAGE_HINT = re.compile(
 _CRI = re.compile(rb"^(\S+) (stdout|stderr) ([PF]) ?(.*)$", re.S)
 _MAX_DEPTH = 4
 _MAX_PARTIAL = 16 * 1024 * 1024
+_MAX_BLOCK_LINES = 100_000
 
 
 class LineError(ValueError):
@@ -194,21 +195,44 @@ def parse_text(text: bytes, depth: int = 0) -> dict[str, Any] | None:
 
 class LineReader:
     """Reads one file's lines into records, keeping what spans lines: the CSV header,
-    and a CRI or Docker line split into parts."""
+    a CRI or Docker line split into parts, and a pretty-printed JSON object."""
 
-    __slots__ = ("header", "pending", "seen_data")
+    __slots__ = ("block", "block_depth", "block_lines", "header", "pending", "seen_data")
 
-    def __init__(self, header: list[str] | None = None, pending: str = "") -> None:
+    def __init__(self, header: list[str] | None = None, pending: str = "", block: str = "") -> None:
         self.header = header
         self.pending = pending.encode("utf-8", "surrogatepass")  # a split line so far
+        # A JSON object written over several lines (`json.dumps(summary, indent=2)`).
+        self.block = block.encode("utf-8", "surrogatepass")
+        self.block_depth = _depth(self.block, 0)[0] if block else 0
+        self.block_lines = block.count("\n")
         self.seen_data = header is not None
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps to resume mid-file."""
-        return {"header": self.header, "pending": self.pending.decode("utf-8", "replace")}
+        return {
+            "header": self.header,
+            "pending": self.pending.decode("utf-8", "replace"),
+            "block": self.block.decode("utf-8", "replace"),
+        }
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """Everything it holds, for `restore`."""
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__slots__, snap, strict=True):
+            setattr(self, name, value)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a record begun on earlier lines is not complete yet."""
+        return bool(self.pending or self.block)
 
     def read(self, line: bytes) -> dict[str, Any] | None:
         """The record of one line (its newline may be there or not), or None; LineError."""
+        if self.block:
+            return self._continue_block(line)
         text = line.strip()
         if text.startswith(BOM):
             text = text[3:].lstrip()
@@ -220,7 +244,7 @@ class LineReader:
                 obj = orjson.loads(text)
             except orjson.JSONDecodeError:
                 self.seen_data = True
-                return parse_text(text)
+                return self._text(text)
             self.seen_data = True
             if not isinstance(obj, dict):
                 return None
@@ -242,7 +266,31 @@ class LineReader:
             cri = _CRI.match(text)
             if cri is not None:
                 return self._cri(cri.group(3), cri.group(4))
+        return self._text(text)
+
+    def _text(self, text: bytes) -> dict[str, Any] | None:
+        if text[-1] == 0x7B:  # `{` ends the line: an object written over several lines
+            start = text.find(b"{")
+            if text[start + 1 :].strip() == b"":
+                self.block, self.block_depth, self.block_lines = text[start:], 1, 1
+                return None
         return parse_text(text)
+
+    def _continue_block(self, line: bytes) -> dict[str, Any] | None:
+        text = line.rstrip(b"\r\n")
+        self.block += b"\n" + text
+        self.block_lines += 1
+        self.block_depth, in_string = _depth(text, self.block_depth)
+        if self.block_depth > 0 or in_string:
+            if self.block_lines > _MAX_BLOCK_LINES or len(self.block) > _MAX_PARTIAL:
+                self.block = b""
+                raise LineError(
+                    f"a JSON object still open after {_MAX_BLOCK_LINES} lines (or "
+                    f"{_MAX_PARTIAL} bytes); is its closing brace missing?"
+                )
+            return None
+        block, self.block = self.block, b""
+        return parse_text(block)
 
     def _join(self, part: bytes, complete: bool) -> bytes | None:
         if not complete:
@@ -263,6 +311,29 @@ class LineReader:
         log: str = obj["log"]
         whole = self._join(log.encode("utf-8", "surrogatepass"), log.endswith("\n"))
         return None if whole is None else parse_text(whole.strip())
+
+
+def _depth(text: bytes, depth: int) -> tuple[int, bool]:
+    """The nesting depth after `text`, starting at `depth`, and whether a string is open.
+
+    Strings in a pretty-printed object never span lines, so each line starts outside one.
+    """
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c == 0x7B or c == 0x5B:
+            depth += 1
+        elif c == 0x7D or c == 0x5D:
+            depth -= 1
+    return depth, in_string
 
 
 def csv_header(text: bytes) -> list[str] | None:

@@ -69,8 +69,8 @@ class ImportStats:
             lines.append(f"  ... and {self.rejected - len(self.rejects)} more")
         if self.incomplete:
             lines.append(
-                f"  {self.incomplete} last line(s) still being written (no newline yet); "
-                "the next import reads them"
+                f"  {self.incomplete} record(s) still being written (a last line without "
+                "its newline, or a JSON object not closed yet); the next import reads them"
             )
         return "\n".join(lines)
 
@@ -129,7 +129,9 @@ def _open(src: _Source, resume: dict[str, Any] | None) -> None:
     ):
         src.offset = int(resume["offset"])
         src.lineno = int(resume.get("line", 0))
-        src.reader = LineReader(resume.get("header"), resume.get("pending") or "")
+        src.reader = LineReader(
+            resume.get("header"), resume.get("pending") or "", resume.get("block") or ""
+        )
         fh.seek(src.offset)
 
 
@@ -185,10 +187,18 @@ def _items(src: _Source, batch: _Batch, stats: ImportStats) -> list[tuple[int, d
         items.append((n, obj))
     stats.read += len(batch.lines)
     if batch.tail is not None:
+        # A last line without its newline is taken only when it is a whole record by
+        # itself; else it is still being written, and the next run reads it again.
+        before = src.reader.snapshot()
         try:
             obj = read(batch.tail)
+            unfinished = src.reader.waiting
         except LineError:
-            stats.incomplete += 1  # still being written, most likely; the next run reads it
+            unfinished = True
+        if unfinished:
+            src.reader.restore(before)
+            if not src.reader.waiting:  # else the end of the run counts it
+                stats.incomplete += 1
             return items
         # Read as it is: it counts, and the position moves past it.
         stats.read += 1
@@ -284,6 +294,9 @@ def import_files(
                 if follow:
                     _reopen_if_rotated(recorder, src, stats)
             if not follow or stop.is_set():
+                # A record begun and not ended (a split or pretty-printed one) waits in
+                # the checkpoint for the next run.
+                stats.incomplete += sum(1 for src in sources if src.reader.waiting)
                 break
             if idle:
                 stop.wait(poll)
