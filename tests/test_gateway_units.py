@@ -127,9 +127,11 @@ def test_framer_keeps_every_byte_across_any_split() -> None:
             blocks += framer.feed(stream[i : i + size])
         assert b"".join(blocks) + framer.tail() == stream
         assert len(blocks) == len(sse_events(CHAT_STREAM))
-    assert data_of(b'event: x\ndata: {"a":\ndata: 1}\n\n') == b'{"a":\n1}'
-    assert data_of(b"data:[DONE]\r\n\r\n") == b"[DONE]"
+    assert data_of(b'event: x\ndata: {"a":\ndata: 1}\n\n') == '{"a":\n1}'
+    assert data_of(b"data:[DONE]\r\n\r\n") == "[DONE]"
     assert data_of(b": keep-alive\n\n") is None
+    # A field line without a colon is that field with an empty value (WHATWG).
+    assert data_of(b"data\n\n") == ""
 
 
 def test_fallback_policy() -> None:
