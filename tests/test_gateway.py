@@ -269,8 +269,8 @@ def test_responses_stream_through_the_sdk(sidecar: Sidecar) -> None:
     assert events[-1].type == "response.completed"
     rows = sidecar.rows(2)
     assert [(r["operation"], r["input_tokens"], r["output_tokens"]) for r in rows] == [
-        ("responses", 13, 12),
-        ("responses", 13, 12),
+        ("chat", 13, 12),
+        ("chat", 13, 12),
     ]
 
 
@@ -279,7 +279,7 @@ def test_embeddings_and_models(sidecar: Sidecar) -> None:
     result = client.embeddings.create(model="text-embedding-3-small", input="hello")
     assert result.usage.prompt_tokens == 8
     (row,) = sidecar.rows(1)
-    assert (row["operation"], row["input_tokens"], row["output_tokens"]) == ("embeddings", 8, 0)
+    assert (row["operation"], row["input_tokens"], row["output_tokens"]) == ("embedding", 8, 0)
     # /v1/models proxies the default route's first upstream...
     assert [m.id for m in client.models.list()] == ["openai-model"]
     # ...or merges every upstream of the default route, skipping one that is down.

@@ -226,3 +226,13 @@ def test_calls_served_in_one_loop_turn_are_recorded_together_but_an_odd_one_alon
     assert [(x["request_id"], x.get("input_tokens")) for x in lines] == [
         ("r0", 3), ("r1", None), ("r2", 0),
     ]  # fmt: skip
+
+
+def test_the_gateway_records_operations_in_the_sdks_words() -> None:
+    from ai_usage_exporter import OPERATION_CHAT, OPERATION_EMBEDDING
+    from ai_usage_exporter.gateway.proxy import OPERATIONS, RECORDED_OPERATION
+
+    assert set(RECORDED_OPERATION) == set(OPERATIONS)
+    assert RECORDED_OPERATION == {
+        "chat": OPERATION_CHAT, "responses": OPERATION_CHAT, "embeddings": OPERATION_EMBEDDING,
+    }  # fmt: skip
