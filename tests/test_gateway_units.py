@@ -236,3 +236,31 @@ def test_the_gateway_records_operations_in_the_sdks_words() -> None:
     assert RECORDED_OPERATION == {
         "chat": OPERATION_CHAT, "responses": OPERATION_CHAT, "embeddings": OPERATION_EMBEDDING,
     }  # fmt: skip
+
+
+def test_every_route_of_a_gateway_sidecar_is_in_its_openapi_document(tmp_path: Path) -> None:
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    gw_config = parse_gateway(
+        {"upstreams": {"a": {"provider": "openai", "base_url": "https://x", "api_key_env": "K"}}},
+        "c.yaml",
+    )
+    with Recorder(str(tmp_path / "l.db"), CollectorRegistry()) as recorder:
+        gateway = Gateway(gw_config, recorder, keys={"a": "k"}, logger=CallLogger(io.StringIO()))
+        app = recorder.app(gateway=gateway)
+        served = {
+            (r.path, m.lower())
+            for r in app.routes
+            if isinstance(r, Route) and r.path != "/openapi.json"
+            for m in r.methods or ()
+            if m != "HEAD"
+        }
+        with TestClient(app) as client:
+            with_gateway = client.get("/openapi.json").json()["paths"]
+        documented = {(p, m) for p, ops in with_gateway.items() for m in ops}
+        assert documented == served
+        plain = recorder.app()
+        with TestClient(plain) as client:
+            without = client.get("/openapi.json").json()["paths"]
+        assert "/v1/chat/completions" not in without and "/api/usage" in without
