@@ -31,9 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -163,8 +164,13 @@ async def _load(
     ).encode() + body
     latencies: list[float] = []
     ttfts: list[float] = []
-    # Warm the connections and the server's caches before timing.
-    await _connection(port, request, time.perf_counter() + min(0.5, seconds), [], [])
+    # Warm every connection (and, through the gateway, as many pooled upstream ones) and
+    # the servers' caches with the same load before timing.
+    warm: list[float] = []
+    warm_until = time.perf_counter() + min(1.0, seconds / 5)
+    await asyncio.gather(
+        *(_connection(port, request, warm_until, warm, []) for _ in range(clients))
+    )
     start = time.perf_counter()
     deadline = start + seconds
     errors = sum(
@@ -174,6 +180,7 @@ async def _load(
     )
     elapsed = time.perf_counter() - start
     return {
+        "warmup_requests": len(warm),
         "requests": len(latencies),
         "errors": errors,
         "rps": len(latencies) / elapsed,
@@ -183,8 +190,22 @@ async def _load(
     }
 
 
-def run_load(port: int, path: str, stream: bool, clients: int, seconds: float) -> dict[str, float]:
-    """Run the generator in its own process, so it shares no interpreter with a server."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(
+    port: int, path: str, stream: bool, clients: int, seconds: float, server: int
+) -> dict[str, float]:
+    """Run the generator in its own process, so it shares no interpreter with a server.
+
+    Also the CPU time the `server` process spent per request: what it would serve on
+    a core of its own, whatever else the machine was doing.
+    """
+    cpu0 = cpu_seconds(server)
     out = subprocess.run(
         [sys.executable, "-m", "bench.gateway", "--role", "load", "--port", str(port),
          "--path", path, "--clients", str(clients), "--seconds", str(seconds)]
@@ -192,6 +213,8 @@ def run_load(port: int, path: str, stream: bool, clients: int, seconds: float) -
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=seconds + 120,
     ).stdout  # fmt: skip
     result: dict[str, float] = orjson.loads(out)
+    served = result["requests"] + result["warmup_requests"]
+    result["cpu_us_per_request"] = (cpu_seconds(server) - cpu0) / served * 1e6
     return result
 
 
@@ -220,7 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_upstream(args.port)
         return 0
     if args.role == "load":
-        result = asyncio.run(_load(args.port, args.path, args.stream, args.clients, args.seconds))
+        # The same cheap event loop the servers use, so the generator takes less of the CPU.
+        run: Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]] = asyncio.run
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:
+            pass
+        result = run(_load(args.port, args.path, args.stream, args.clients, args.seconds))
         print(orjson.dumps(result).decode())
         return 0
 
@@ -254,8 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for stream in (False, True):
                 for clients in concurrency:
                     results[(stream, clients)] = Pair(
-                        run_load(up_port, "/v1/chat/completions", stream, clients, seconds),
-                        run_load(gw_port, "/v1/chat/completions", stream, clients, seconds),
+                        run_load(
+                            up_port, "/v1/chat/completions", stream, clients, seconds, upstream.pid
+                        ),
+                        run_load(
+                            gw_port, "/v1/chat/completions", stream, clients, seconds, sidecar.pid
+                        ),
                     )
         finally:
             stop(sidecar)
@@ -266,9 +301,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     print(machine())
-    print(f"load: {seconds:g} s per run; the generator runs in its own process")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"load: {seconds:g} s per run after a warm-up with the same clients; the generator "
+        "runs in its own process. Generator, upstream and gateway share the machine's cores; "
+        "'CPU/req' is the server process's CPU time per request (upstream direct; gateway "
+        "process through it), what it costs on a core of its own."
+    )
     print(f"{'run':<22}{'direct rps':>12}{'gateway rps':>13}{'ratio':>8}"
-          f"{'p50 direct':>12}{'p50 gw':>9}{'added':>8}{'ttft added':>12}")  # fmt: skip
+          f"{'p50 direct':>12}{'p50 gw':>9}{'added':>8}{'ttft added':>12}"
+          f"{'CPU/req up':>12}{'CPU/req gw':>12}")  # fmt: skip
     for (stream, clients), pair in results.items():
         d, g = pair.direct, pair.gateway
         name = f"{'stream' if stream else 'plain'}, {clients} client{'s' if clients > 1 else ''}"
@@ -276,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{name:<22}{d['rps']:>12.0f}{g['rps']:>13.0f}{g['rps'] / d['rps']:>8.2f}"
             f"{d['p50_ms']:>10.2f}ms{g['p50_ms']:>7.2f}ms{g['p50_ms'] - d['p50_ms']:>6.2f}ms"
             f"{g['ttft_p50_ms'] - d['ttft_p50_ms']:>10.2f}ms"
+            f"{d['cpu_us_per_request']:>10.0f}us{g['cpu_us_per_request']:>10.0f}us"
         )
         if d["errors"] or g["errors"]:
             print(f"  non-2xx answers: direct {d['errors']:.0f}, gateway {g['errors']:.0f}")

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from _fake_upstream import CHAT_STREAM, sse_events
 from ai_usage_exporter.calllog import CallLogger
 from ai_usage_exporter.config import ConfigError, resolve
+from ai_usage_exporter.errortypes import error_type_for_exception
 from ai_usage_exporter.gateway.config import parse_gateway, read_keys
 from ai_usage_exporter.gateway.fallback import (
     fallback_reason_for_exception,
     fallback_reason_for_status,
 )
+from ai_usage_exporter.gateway.proxy import Gateway, _Call
 from ai_usage_exporter.gateway.sse import SSEFramer, data_of
+from ai_usage_exporter.recorder import Recorder
 
 CONFIG = """\
 gateway:
@@ -129,13 +136,22 @@ def test_fallback_policy() -> None:
     assert [fallback_reason_for_status(s) for s in (200, 400, 401, 404, 429, 500, 503, 504)] == [
         None, None, None, None, "rate_limit", "server", "server", "timeout",
     ]  # fmt: skip
+    # What the gateway's client (aiohttp) raises, and what the recorded error_type is.
+    cases = [
+        (aiohttp.ClientConnectionError("refused"), "connection"),
+        (aiohttp.ClientOSError(111, "Connect call failed"), "connection"),
+        (aiohttp.ServerDisconnectedError(), "connection"),
+        (aiohttp.ClientPayloadError("cut short"), "connection"),
+        (aiohttp.ServerTimeoutError("slow"), "timeout"),
+        (aiohttp.ConnectionTimeoutError("slow"), "timeout"),
+        (aiohttp.SocketTimeoutError("slow"), "timeout"),
+        (TimeoutError(), "timeout"),
+    ]
+    assert [(fallback_reason_for_exception(e), error_type_for_exception(e)) for e, _ in cases] == [
+        (want, want) for _, want in cases
+    ]
     request = httpx.Request("POST", "http://x")
-    assert (
-        fallback_reason_for_exception(httpx.ConnectError("refused", request=request))
-        == "connection"
-    )
     assert fallback_reason_for_exception(httpx.ReadTimeout("slow", request=request)) == "timeout"
-    assert fallback_reason_for_exception(httpx.ConnectTimeout("slow", request=request)) == "timeout"
     assert (
         fallback_reason_for_exception(httpx.RemoteProtocolError("eof", request=request))
         == "connection"
@@ -174,3 +190,37 @@ def test_call_logger_levels_detail_and_secrets() -> None:
     assert record["usage"] == {"prompt_tokens_details": {"cached_tokens": 2}}
     with pytest.raises(ValueError, match="LOG_LEVEL must be one of"):
         CallLogger(level="verbose")
+
+
+def test_calls_served_in_one_loop_turn_are_recorded_together_but_an_odd_one_alone(
+    tmp_path: Path,
+) -> None:
+    gw_config = parse_gateway(
+        {"upstreams": {"a": {"provider": "openai", "base_url": "https://x", "api_key_env": "K"}}},
+        "c.yaml",
+    )
+    out = io.StringIO()
+    with Recorder(str(tmp_path / "l.db"), CollectorRegistry()) as recorder:
+        gateway = Gateway(gw_config, recorder, keys={"a": "sk-k"}, logger=CallLogger(out))
+        up = gw_config.upstreams["a"]
+
+        async def serve_three() -> None:
+            for n, usage in enumerate(
+                [{"prompt_tokens": 3, "completion_tokens": 1}, {"prompt_tokens": -1}, None]
+            ):
+                call = _Call(gw_config.routes["a"], "chat", "gpt-4o-mini", False, {}, b"{}",
+                             f"r{n}", [])  # fmt: skip
+                event = gateway._event(call, 1, up, "gpt-4o-mini", time.time(), 2.0)
+                gateway._finish(call, event, 200, usage, None, b"{}")
+            assert gateway._served and not out.getvalue()  # waits for the end of the turn
+            await asyncio.sleep(0)
+
+        asyncio.run(serve_three())
+        recorder.flush()
+        rows = sorted(recorder.ledger.events(), key=lambda r: r["idempotency_key"])
+    # The negative count is refused on its own; the calls beside it are kept.
+    assert [(r["idempotency_key"], r["input_tokens"]) for r in rows] == [("r0:1", 3), ("r2:1", 0)]
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["request_id"], x.get("input_tokens")) for x in lines] == [
+        ("r0", 3), ("r1", None), ("r2", 0),
+    ]  # fmt: skip

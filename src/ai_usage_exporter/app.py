@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .auth import BearerAuthMiddleware
+from .budgets import BUDGET_FIELDS
 from .dashboard import dashboard_routes
 from .events import EventError
 from .ledger import LedgerError
@@ -211,6 +213,37 @@ def create_app(
             return error_response(503, str(exc))
         return Response(body, media_type=PROMETHEUS_TEXT)
 
+    async def budget_usage(request: Request) -> Response:
+        """What the ledger holds since `since` for one budget key: the SDK's starting point."""
+        q = request.query_params
+        raw_since = q.get("since", "")
+        try:
+            since = float(raw_since)
+        except ValueError:
+            since = math.nan
+        if not math.isfinite(since):
+            return error_response(400, f"since must be epoch seconds, got {raw_since!r}")
+        field = q.get("field")
+        if field is not None and field not in BUDGET_FIELDS:
+            return error_response(
+                400, f"field must be one of {', '.join(sorted(BUDGET_FIELDS))}, got {field!r}"
+            )
+        value = q.get("value")
+        try:
+            rows = await run_in_threadpool(recorder.ledger.usage_since, since, field, value)
+        except LedgerError as exc:
+            return error_response(503, str(exc))
+        return JSONResponse(
+            {
+                "since": since,
+                "field": field,
+                "value": value,
+                "tokens": sum(r[0] for r in rows.values()),
+                "usd": sum(r[1] for r in rows.values()),
+                "requests": sum(r[2] for r in rows.values()),
+            }
+        )
+
     async def api_timeseries(request: Request) -> Response:
         params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
         try:
@@ -292,6 +325,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/api/usage", post_usage, methods=["POST"]),
         Route("/api/metrics", api_metrics, methods=["GET"]),
+        Route("/api/budget-usage", budget_usage, methods=["GET"]),
         Route("/api/metrics/timeseries", api_timeseries, methods=["GET"]),
         Route("/api/reports/{name}", api_report, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),

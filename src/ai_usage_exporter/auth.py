@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-WRITE_PATHS = frozenset(("/api/usage",))
+# The SDK reads its budgets' use with the write token it already holds.
+WRITE_PATHS = frozenset(("/api/usage", "/api/budget-usage"))
 READ_PATHS = frozenset(
     ("/api/metrics", "/metrics", "/metrics/fleet", "/api/metrics/timeseries", "/api/status")
 )

@@ -87,16 +87,28 @@ class CallLogger:
         return LEVELS[level] >= self._threshold
 
     def log(self, level: str, message: str, **fields: Any) -> None:
+        line = self.line(level, message, **fields)
+        if line is not None:
+            self.write([line])
+
+    def line(self, level: str, message: str, **fields: Any) -> str | None:
+        """One sanitised JSON line (newline included), or None below the level."""
         if LEVELS[level] < self._threshold:
-            return
+            return None
         record = {"ts": _now(), "level": level, "msg": message, **sanitise(fields)}
         line = orjson.dumps(record, default=str).decode()
         for secret in self._secrets:
             if secret in line:
                 line = line.replace(secret, REDACTED)
+        return line + "\n"
+
+    def write(self, lines: list[str]) -> None:
+        """Write lines from `line` with one write, so a batch costs one system call."""
+        if not lines:
+            return
         stream = self.stream if self.stream is not None else sys.stderr
         with self._lock:
-            stream.write(line + "\n")
+            stream.write("".join(lines))
             stream.flush()
 
     def bodies(self, message: str, **fields: Any) -> None:

@@ -209,6 +209,7 @@ def serve(settings: Settings) -> int:
         store_text=settings.store_text,
         synchronous=settings.synchronous,
         instance=settings.instance,
+        budgets=settings.budgets,
         usage_log=(
             UsageLog(settings.usage_log, settings.usage_log_max_bytes, settings.usage_log_backups)
             if settings.usage_log

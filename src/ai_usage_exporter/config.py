@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .budgets import BudgetConfigError, BudgetSpec, parse_budgets
 from .events import Limits
 from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from .pricing import LineLoader
@@ -55,6 +56,7 @@ class Settings:
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
     instance: str | None = None  # None: default_instance() when the sidecar starts
+    budgets: tuple[BudgetSpec, ...] = ()
     # Seconds; None keeps events forever. Retention never changes a total (see commands.prune).
     retention: float | None = None
     minute_retention: float | None = 7 * 86400.0
@@ -70,7 +72,7 @@ class Settings:
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
-    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance",
+    "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance", "budgets",
     "retention", "timeseries", "usage_log", "gateway",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
@@ -168,6 +170,11 @@ def load_file(path: str) -> dict[str, Any]:
                 out["label_caps"] = {
                     k: _int(v, _where(path, sec["caps"], k), 1) for k, v in caps.items()
                 }
+        elif key == "budgets":
+            try:
+                out["budgets"] = parse_budgets(value, where)
+            except BudgetConfigError as exc:
+                raise ConfigError(str(exc)) from None
         elif key == "limits":
             sec = _section(value, where, _LIMIT_KEYS)
             out["limits"] = {k: v for k, v in sec.items()}

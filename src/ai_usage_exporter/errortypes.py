@@ -43,7 +43,7 @@ def error_type_for_exception(exc: BaseException) -> str:
 
     The official SDKs (openai, anthropic, groq) share one hierarchy: `APIStatusError`
     subclasses carry `status_code`, `APITimeoutError` subclasses `APIConnectionError`;
-    httpx and ollama raise their own. Class names and a `status_code` attribute are
+    httpx, aiohttp and ollama raise their own. Class names and a `status_code` attribute are
     enough, so no SDK has to be installed for this to work.
     """
     names = {cls.__name__ for cls in type(exc).__mro__}
@@ -58,7 +58,7 @@ def error_type_for_exception(exc: BaseException) -> str:
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
         return error_type_for_status(status)
     if names & {"APIConnectionError", "ConnectError", "ConnectionError", "NetworkError",
-                "RemoteProtocolError"}:  # fmt: skip
+                "RemoteProtocolError", "ClientConnectionError", "ClientPayloadError"}:  # fmt: skip
         return CONNECTION
     if names & {"CancelledError", "KeyboardInterrupt", "GeneratorExit"}:
         return CANCELLED

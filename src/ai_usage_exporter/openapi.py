@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .budgets import BUDGET_FIELDS
 from .events import (
     ATTRIBUTION_FIELDS,
     LEVEL_ALIASES,
@@ -234,6 +235,31 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                                 "application/json": {"schema": {"type": "object"}},
                                 "text/plain": {"schema": {"type": "string"}},
                             },
+                        },
+                        "400": _error("bad query parameter"),
+                        "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
+            "/api/budget-usage": {
+                "get": {
+                    "summary": "Tokens, dollars and calls in the ledger since a time, for the SDK's budgets.",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "number"},
+                        },
+                        _query("field", {"type": "string", "enum": sorted(BUDGET_FIELDS)}),
+                        _query("value", {"type": "string"}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the sums",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
                         },
                         "400": _error("bad query parameter"),
                         "401": _error("missing or wrong bearer token"),

@@ -23,6 +23,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as _generat
 
 from . import __version__
 from .bucketcache import BucketCache
+from .budget_metrics import BudgetCollector
+from .budgets import BudgetSpec
 from .config import default_instance
 from .events import DEFAULT_LIMITS, Limits, UsageEvent, event_fields, parse_events
 from .ledger import Ledger, LedgerError, open_ledger
@@ -93,6 +95,7 @@ class Recorder:
         max_batch_events: int = 20_000,
         max_pending_events: int = 200_000,
         instance: str | None = None,
+        budgets: Sequence[BudgetSpec] = (),
         usage_log: UsageLog | None = None,
     ) -> None:
         self.limits = limits
@@ -121,10 +124,15 @@ class Recorder:
         t0 = time.perf_counter()
         self.state.apply(self.ledger.load_rollup())
         self.rebuild_seconds = time.perf_counter() - t0
+        self.started_at = time.time()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.collector = UsageCollector(self.state)
         self.registry.register(self.collector)
-        self.started_at = time.time()
+        self.budgets = tuple(budgets)
+        self.budget_collector: BudgetCollector | None = None
+        if self.budgets:
+            self.budget_collector = BudgetCollector(self.ledger, self.budgets, self.started_at)
+            self.registry.register(self.budget_collector)
         self.max_batch_events = max_batch_events
         self.max_pending_events = max_pending_events
         self._queue: deque[_Submission] = deque()
@@ -182,6 +190,17 @@ class Recorder:
         else:
             events = parse_events([{**event, **fields}], self.limits)
         self._enqueue(_Submission(self._prepare(events), None, retry=True))
+
+    def enqueue(self, events: list[UsageEvent]) -> list[Priced]:
+        """Queue events that `parse` returned without waiting; each with its price.
+
+        One submission for the lot, so a caller holding several events (the gateway
+        records a loop turn's calls together) takes the writer's lock once. Durable
+        once `flush()` returns; a failed commit is retried, never dropped.
+        """
+        priced = self._prepare(events)
+        self._enqueue(_Submission(priced, None, retry=True))
+        return priced
 
     def record_many(
         self, events: Iterable[UsageEvent | Mapping[str, Any]], *, timeout: float | None = None
@@ -370,6 +389,14 @@ class Recorder:
         )
         view["scope"] = scope
         view["exporter"]["instance"] = self.instance
+        if self.budget_collector is not None:
+            # JSON has no infinity: "nothing burns" is null there, +Inf in the gauge.
+            view["budgets"] = [
+                {**r, "hours_to_exhaustion": None}
+                if r["hours_to_exhaustion"] == float("inf")
+                else r
+                for r in self.budget_collector.rows()
+            ]
         if scope == "fleet":
             view["instances"] = self.ledger.instances()
         return view
@@ -444,6 +471,8 @@ class Recorder:
                 self._pending,
             )
         self.registry.unregister(self.collector)
+        if self.budget_collector is not None:
+            self.registry.unregister(self.budget_collector)
         self.ledger.close()
         if self.usage_log is not None:
             self.usage_log.close()

@@ -9,6 +9,7 @@ holds up a response.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -16,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -32,7 +32,7 @@ from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .fallback import fallback_reason_for_exception, fallback_reason_for_status
 from .metrics import FallbackCounter
 from .relay import StreamOutcome, StreamRelay
-from .upstream import UpstreamClient, response_headers
+from .upstream import TRANSPORT_ERRORS, UpstreamClient, response_headers
 
 log = logging.getLogger("ai_usage_exporter.gateway")
 
@@ -50,6 +50,22 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class BodyResponse(Response):
+    """An upstream's whole body with its headers, already in ASGI's raw form."""
+
+    def __init__(
+        self,
+        body: bytes,
+        status_code: int,
+        headers: list[tuple[bytes, bytes]],
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self.body = body
+        self.status_code = status_code
+        self.background = background
+        self.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
 
 
 def gateway_error(
@@ -77,6 +93,10 @@ class _Call:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
+# A served call waiting to be recorded: call, event, HTTP status, error_type, body.
+_Served = tuple[_Call, dict[str, Any], int, str | None, bytes | None]
+
+
 class Gateway:
     """OpenAI-compatible routes over the configured upstreams, counted by one recorder."""
 
@@ -87,16 +107,17 @@ class Gateway:
         *,
         keys: Mapping[str, str | None],
         logger: CallLogger | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
-        self.client = UpstreamClient(config, keys, transport=transport)
+        self.client = UpstreamClient(config, keys)
         self.logger = logger if logger is not None else CallLogger(secrets=self.client.keys)
         self.fallbacks = FallbackCounter()
+        self._served: list[_Served] = []
         recorder.registry.register(self.fallbacks)
 
     async def aclose(self) -> None:
+        self._flush_served()
         await self.client.aclose()
         try:
             self.recorder.registry.unregister(self.fallbacks)
@@ -212,66 +233,57 @@ class Gateway:
         """Try one upstream: a response to serve, or None after recording why it failed."""
         path, fmt = OPERATIONS[call.operation]
         content, model, strip = self._outgoing(call, up)
-        request = self.client.build(up, "POST", path, call.headers, content)
         started = time.perf_counter()
         started_at = time.time()
         try:
-            upstream = await self.client.send(request)
-        except (httpx.TransportError, OSError) as exc:
+            upstream = await self.client.send(up, "POST", path, call.headers, content)
+        except TRANSPORT_ERRORS as exc:
             self._failed(call, i, up, nxt, model, started, started_at, exc=exc)
             return None
-        reason = fallback_reason_for_status(upstream.status_code)
-        if reason is not None:
-            await upstream.aclose()
-            self._failed(call, i, up, nxt, model, started, started_at, status=upstream.status_code)
+        status = upstream.status
+        if fallback_reason_for_status(status) is not None:
+            upstream.close()
+            self._failed(call, i, up, nxt, model, started, started_at, status=status)
             return None
         is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
         if call.stream and fmt is not None and is_sse:
-            body = upstream.aiter_raw()
+            body = upstream.content.iter_any()
             try:
                 # A stall or a drop before the first byte may still fall back.
                 first = await anext(body, b"")
-            except (httpx.TransportError, OSError) as exc:
-                await upstream.aclose()
+            except TRANSPORT_ERRORS as exc:
+                upstream.close()
                 self._failed(call, i, up, nxt, model, started, started_at, exc=exc)
                 return None
             outcome = StreamOutcome(StreamFolder(fmt), started, first_byte=time.perf_counter())
 
             async def done(outcome: StreamOutcome) -> None:
-                self._served_stream(call, i, up, model, started_at, upstream.status_code, outcome)
+                self._served_stream(call, i, up, model, started_at, status, outcome)
 
             return StreamRelay(
                 upstream,
                 body,
                 first,
-                status_code=upstream.status_code,
-                headers=response_headers(upstream.headers, keep_encoding=True),
+                status_code=status,
+                headers=response_headers(upstream.raw_headers),
                 outcome=outcome,
                 strip_usage=strip,
                 on_done=done,
             )
         try:
-            data = await upstream.aread()
-        except (httpx.TransportError, OSError) as exc:
+            data = await upstream.read()
+        except TRANSPORT_ERRORS as exc:
+            upstream.close()
             self._failed(call, i, up, nxt, model, started, started_at, exc=exc)
             return None
-        finally:
-            await upstream.aclose()
+        upstream.release()
         duration_ms = (time.perf_counter() - started) * 1000
-        return Response(
+        return BodyResponse(
             data,
-            status_code=upstream.status_code,
-            headers=response_headers(upstream.headers, keep_encoding=False),
-            background=BackgroundTask(
-                self._served_body,
-                call,
-                i,
-                up,
-                model,
-                started_at,
-                upstream.status_code,
-                data,
-                duration_ms,
+            status,
+            response_headers(upstream.raw_headers),
+            BackgroundTask(
+                self._served_body, call, i, up, model, started_at, status, data, duration_ms
             ),
         )
 
@@ -318,7 +330,7 @@ class Gateway:
             assert exc is not None
             error_type = error_type_for_exception(exc)
             reason = fallback_reason_for_exception(exc)
-            # httpx messages name the host and the failure, never headers; redact anyway.
+            # aiohttp messages name the host and the failure, never headers; redact anyway.
             detail = redact_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         duration_ms = (time.perf_counter() - started) * 1000
         failure = {
@@ -349,7 +361,7 @@ class Gateway:
                 request_id=call.request_id,
             )
 
-    def _served_body(
+    async def _served_body(
         self,
         call: _Call,
         i: int,
@@ -360,6 +372,9 @@ class Gateway:
         data: bytes,
         duration_ms: float,
     ) -> None:
+        # A coroutine, so Starlette runs it on the loop after the response went out
+        # rather than handing each call to a worker thread (a thread hop and GIL
+        # contention per call, for microseconds of work).
         usage: Any = None
         try:
             parsed = orjson.loads(data)
@@ -412,50 +427,82 @@ class Gateway:
             event.update(status="error", error_type=error_type, level="error")
         if usage is not None:
             event["usage"] = usage
-        cost = self._record(event)
-        fields = {
-            "route": call.route.name,
-            "upstream": event["metadata"]["upstream"],
-            "provider": event["provider"],
-            "model": event["model"],
-            "operation": call.operation,
-            "stream": call.stream,
-            "status": event.get("status", "ok"),
-            "http_status": status,
-            "error_type": error_type,
-            "duration_ms": event["duration_ms"],
-            "ttft_ms": event.get("ttft_ms"),
-            "request_id": call.request_id,
-            **(cost or {}),
-        }
-        self.logger.log("error" if error_type else "info", "gateway call", **fields)
-        self.logger.bodies(
-            "gateway call bodies",
-            request_id=call.request_id,
-            request=_json_or_text(call.body),
-            response=_json_or_text(response_body) if response_body is not None else None,
-        )
+        # Recorded and logged at the end of this loop turn with every other call that
+        # finished in it: one parse, one queue submission and one log write per batch.
+        self._served.append((call, event, status, error_type, response_body))
+        if len(self._served) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_served)
+
+    def _flush_served(self) -> None:
+        served, self._served = self._served, []
+        if not served:
+            return
+        costs = self._record_many([event for _, event, _, _, _ in served])
+        lines: list[str] = []
+        for (call, event, status, error_type, response_body), cost in zip(
+            served, costs, strict=True
+        ):
+            line = self.logger.line(
+                "error" if error_type else "info",
+                "gateway call",
+                route=call.route.name,
+                upstream=event["metadata"]["upstream"],
+                provider=event["provider"],
+                model=event["model"],
+                operation=call.operation,
+                stream=call.stream,
+                status=event.get("status", "ok"),
+                http_status=status,
+                error_type=error_type,
+                duration_ms=event["duration_ms"],
+                ttft_ms=event.get("ttft_ms"),
+                request_id=call.request_id,
+                **(cost or {}),
+            )
+            if line is not None:
+                lines.append(line)
+            if self.logger.detailed:
+                line = self.logger.line(
+                    "debug",
+                    "gateway call bodies",
+                    request_id=call.request_id,
+                    request=_json_or_text(call.body),
+                    response=_json_or_text(response_body) if response_body is not None else None,
+                )
+                if line is not None:
+                    lines.append(line)
+        self.logger.write(lines)
 
     def _record(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Queue one event; the tokens and cost for the log line, or None if it was refused."""
+        return self._record_many([event])[0]
+
+    def _record_many(self, events: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """Queue events; for each, the tokens and cost for its log line, or None if refused."""
         try:
-            parsed = self.recorder.parse([event])[0]
-            cost = self.recorder.prices.price(parsed)
-            self.recorder.record(parsed)
+            parsed = self.recorder.parse(events)
         except EventError as exc:
+            if len(events) > 1:
+                # Keep the good ones: find the odd one out one by one.
+                return [self._record(e) for e in events]
             # An upstream's odd usage object must not cost the client its answer.
             log.error("gateway call not recorded: %s", exc.message)
-            return None
+            return [None]
+        try:
+            priced = self.recorder.enqueue(parsed)
         except Exception as exc:  # the recorder is closing or its backlog is full
             log.error("gateway call not recorded: %s", exc)
-            return None
-        return {
-            "input_tokens": parsed.input_tokens,
-            "output_tokens": parsed.output_tokens,
-            "cached_input_tokens": parsed.cached_input_tokens,
-            "reasoning_tokens": parsed.reasoning_tokens,
-            "cost_usd": getattr(cost, "total", None),
-        }
+            return [None] * len(events)
+        return [
+            {
+                "input_tokens": e.input_tokens,
+                "output_tokens": e.output_tokens,
+                "cached_input_tokens": e.cached_input_tokens,
+                "reasoning_tokens": e.reasoning_tokens,
+                "cost_usd": getattr(cost, "total", None),
+            }
+            for e, cost in priced
+        ]
 
     # ------------------------------------------------------------ /v1/models
 
@@ -467,31 +514,26 @@ class Gateway:
         lists: list[Sequence[Any]] = []
         failures: list[dict[str, Any]] = []
         for up in ups:
-            req = self.client.build(up, "GET", "/models", list(request.scope["headers"]))
             try:
-                resp = await self.client.send(req)
+                resp = await self.client.send(up, "GET", "/models", request.scope["headers"])
                 try:
-                    data = await resp.aread()
+                    data = await resp.read()
                 finally:
-                    await resp.aclose()
-            except (httpx.TransportError, OSError) as exc:
+                    resp.close()
+            except TRANSPORT_ERRORS as exc:
                 failures.append({"upstream": up.name, "error_type": error_type_for_exception(exc)})
                 continue
             if self.config.models_endpoint == "proxy":
-                return Response(
-                    data,
-                    status_code=resp.status_code,
-                    headers=response_headers(resp.headers, keep_encoding=False),
-                )
+                return BodyResponse(data, resp.status, response_headers(resp.raw_headers))
             try:
-                listed = orjson.loads(data).get("data") if resp.status_code == 200 else None
+                listed = orjson.loads(data).get("data") if resp.status == 200 else None
             except (orjson.JSONDecodeError, AttributeError):
                 listed = None
             if isinstance(listed, list):
                 lists.append(listed)
             else:
                 failures.append(
-                    {"upstream": up.name, "error_type": error_type_for_status(resp.status_code)}
+                    {"upstream": up.name, "error_type": error_type_for_status(resp.status)}
                 )
         if not lists:
             return gateway_error(

@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import anyio
-import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..shapes.streams import StreamFolder
 from .sse import SSEFramer, data_of
+from .upstream import TRANSPORT_ERRORS
 
 
 @dataclass(slots=True)
@@ -39,19 +40,19 @@ class StreamRelay(Response):
 
     def __init__(
         self,
-        upstream: httpx.Response,
+        upstream: aiohttp.ClientResponse,
         body: AsyncIterator[bytes],
         first: bytes,
         *,
         status_code: int,
-        headers: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
         outcome: StreamOutcome,
         strip_usage: bool,
         on_done: Callable[[StreamOutcome], Awaitable[None]],
     ) -> None:
         self.status_code = status_code
         self.background = None
-        self.init_headers(headers)
+        self.raw_headers = headers
         self._upstream = upstream
         self._body = body
         self._first = first
@@ -59,6 +60,7 @@ class StreamRelay(Response):
         self._strip = strip_usage
         self._on_done = on_done
         self._framer = SSEFramer()
+        self._drained = False
 
     def _fold(self, blocks: list[bytes]) -> list[bytes]:
         """Feed each event to the folder; the blocks to forward (all but a stripped one)."""
@@ -98,8 +100,13 @@ class StreamRelay(Response):
                 tg.cancel_scope.cancel()
         finally:
             outcome.ended = time.perf_counter()
+            # A stream read to its end gives its connection back to the pool; one cut
+            # short (client gone, upstream error) is closed, as its rest is unread.
+            if self._drained:
+                self._upstream.release()
+            else:
+                self._upstream.close()
             with anyio.CancelScope(shield=True):
-                await self._upstream.aclose()
                 await self._on_done(outcome)
 
     async def _pump(self, send: Send) -> None:
@@ -115,7 +122,8 @@ class StreamRelay(Response):
                 out = self._forward(chunk)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-        except httpx.HTTPError as exc:
+            self._drained = True
+        except TRANSPORT_ERRORS as exc:
             # After the first byte nothing can fall back; the client gets what came.
             outcome.error = exc
         tail = self._framer.tail()

@@ -138,6 +138,9 @@ class Ledger(Protocol):
     def latest_event_ts(self) -> float | None: ...
     def events(self) -> list[dict[str, Any]]: ...
     def scope_instance(self, scope: str) -> str | None: ...
+    def usage_since(
+        self, since: float, field: str | None = None, value: str | None = None
+    ) -> dict[str, tuple[int, float, int]]: ...
     def bucket_sums(
         self,
         step: int,
@@ -615,6 +618,35 @@ class SQLLedger(EventQueries):
         if instance is None:
             return "1 = 1", ()
         return f"{q(INSTANCE)} = {self.placeholder}", (instance,)
+
+    def usage_since(
+        self, since: float, field: str | None = None, value: str | None = None
+    ) -> dict[str, tuple[int, float, int]]:
+        """Tokens (input + output), dollars and calls of events at or after `since`.
+
+        Grouped by `field` (an attribution column), or one group "" for everything;
+        `value` keeps only that one group. Budgets read it so a restart does not reset them.
+        """
+        if field is not None and field not in EVENT_COLUMNS:
+            raise ValueError(f"no event column {field!r}")
+        ph = self.placeholder
+        group = q(field) if field is not None else "''"
+        where = f"ts >= {ph}"
+        params: list[Any] = [since]
+        if field is not None:
+            where += f" AND {q(field)} IS NOT NULL"
+            if value is not None:
+                where += f" AND {q(field)} = {ph}"
+                params.append(value)
+        sql = (
+            f"SELECT {group}, sum(input_tokens + output_tokens), sum(cost_total), count(*) "
+            f"FROM events WHERE {where} GROUP BY 1"
+        )
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+        return {str(r[0]): (int(r[1] or 0), float(r[2] or 0.0), int(r[3])) for r in rows}
 
     def bucket_sums(
         self,
