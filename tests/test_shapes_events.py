@@ -182,3 +182,33 @@ def test_perplexity_reasoning_and_citations_are_output_and_searches_are_counted(
         40000,
         20,
     )
+
+
+def test_cohere_chat_is_counted_by_its_billed_units() -> None:
+    # Cohere v2 Chat as recorded in vercel/ai packages/cohere/src/__fixtures__/cohere-text.json
+    # and its stream cohere-text.chunks.txt: billed 12 in, 7 out; the model saw 507 and 10.
+    usage = {"billed_units": {"input_tokens": 12, "output_tokens": 7},
+             "tokens": {"input_tokens": 507, "output_tokens": 10}, "cached_tokens": 448}  # fmt: skip
+    body = {
+        "id": "a",
+        "finish_reason": "COMPLETE",
+        "message": {"role": "assistant"},
+        "usage": usage,
+    }
+    e = one({"model": "command-a-03-2025", "response": body})
+    assert (e.provider, e.input_tokens, e.output_tokens, e.cached_input_tokens) == (
+        "cohere",
+        12,
+        7,
+        0,
+    )
+    stream = [{"type": "message-start", "id": "a", "delta": {"message": {"role": "assistant"}}},
+              {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "Hi"}}}},
+              {"type": "message-end", "delta": {"finish_reason": "COMPLETE", "usage": usage}}]  # fmt: skip
+    s = one({"model": "command-a-03-2025", "stream": stream})
+    assert (s.provider, s.input_tokens, s.output_tokens) == ("cohere", 12, 7)
+    # v1 Chat carries the same object as `meta`.
+    v1 = one(
+        {"provider": "cohere", "model": "command-r", "response": {"text": "Hi", "meta": usage}}
+    )
+    assert (v1.input_tokens, v1.output_tokens) == (12, 7)

@@ -677,6 +677,8 @@ def _stream_format(events: list[Mapping[str, Any]]) -> str | None:
                 return "openai_responses"
             if kind.startswith(("message_", "content_block_")):
                 return "anthropic"
+            if kind.startswith(("message-", "content-", "tool-call-", "tool-plan-", "citation-")):
+                return "cohere"
         if e.get("object") == "chat.completion.chunk" or "choices" in e:
             return "openai_chat"
         if "usageMetadata" in e or "candidates" in e:
@@ -693,6 +695,7 @@ _FORMAT_PROVIDER = {
     "gemini": "google",
     "ollama": "ollama",
     "bedrock": "bedrock",
+    "cohere": "cohere",
 }
 
 

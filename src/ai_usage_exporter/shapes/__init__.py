@@ -7,9 +7,9 @@ its parent; a provider's own object is clamped and noted, never refused).
 the provider, the tier and a duration when the body says them.
 
 Families: `openai` (Chat Completions and Responses, and every provider that copies
-them), `anthropic`, `gemini` (Gemini API and Vertex AI), `bedrock` (Converse) and
-`ollama` (native API). Each module's ``MAP`` lists where each count comes from; the
-README's provider table is checked against them. `streams` folds a streamed call's
+them), `anthropic`, `gemini` (Gemini API and Vertex AI), `bedrock` (Converse),
+`ollama` (native API) and `cohere` (Chat v1 and v2). Each module's ``MAP`` lists where
+each count comes from; the README's provider table is checked against them. `streams` folds a streamed call's
 events into the usage object the same call returns unstreamed; `sse` parses SSE.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import anthropic, bedrock, gemini, ollama, openai
+from . import anthropic, bedrock, cohere, gemini, ollama, openai
 from ._common import (
     COUNT_FIELDS,
     STANDARD_TIERS,
@@ -66,6 +66,7 @@ MAPS: dict[str, tuple[tuple[str, str], ...]] = {
     "gemini": gemini.MAP,
     "bedrock": bedrock.MAP,
     "ollama": ollama.MAP,
+    "cohere": cohere.MAP,
 }
 
 # The provider a shape alone identifies; the OpenAI shapes are shared by many providers.
@@ -74,6 +75,7 @@ SHAPE_PROVIDER: dict[str, str] = {
     "gemini": "google",
     "bedrock": "bedrock",
     "ollama": "ollama",
+    "cohere": "cohere",
 }
 
 
@@ -85,6 +87,8 @@ def usage_shape(usage: Mapping[str, Any]) -> str:
         return "bedrock"
     if ollama.is_ollama(usage):
         return "ollama"
+    if cohere.is_cohere(usage):
+        return "cohere"
     if openai.is_chat(usage):
         return "openai_chat"
     if anthropic.is_anthropic(usage):
@@ -102,6 +106,7 @@ _READERS = {
     "gemini": gemini.read,
     "bedrock": bedrock.read,
     "ollama": ollama.read,
+    "cohere": cohere.read,
 }
 
 
@@ -118,7 +123,7 @@ def read_usage(
         raise Invalid(
             where,
             "has no token counts in a known provider shape (OpenAI, Anthropic, Gemini, "
-            f"Bedrock, Ollama); its keys: {keys}",
+            f"Bedrock, Ollama, Cohere); its keys: {keys}",
         )
     if (
         shape == "openai_responses"
@@ -173,6 +178,9 @@ def infer_provider(response: Mapping[str, Any]) -> str | None:
         return "bedrock"
     if "done" in response and ("eval_count" in response or "prompt_eval_count" in response):
         return "ollama"
+    if any(isinstance(response.get(k), Mapping) and cohere.is_cohere(response[k])
+           for k in ("usage", "meta")):  # fmt: skip
+        return "cohere"
     hint = openai.provider_hint(response)
     if hint is not None:
         return hint
@@ -188,6 +196,9 @@ def _usage_of(response: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
             return inner, f"response.{key}"
     if ollama.is_ollama(response):
         return response, "response"
+    meta = response.get("meta")  # Cohere's v1 Chat
+    if isinstance(meta, Mapping) and cohere.is_cohere(meta):
+        return meta, "response.meta"
     raise Invalid("response", "holds no usage object (usage, usageMetadata or Ollama counts)")
 
 
