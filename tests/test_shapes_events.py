@@ -212,3 +212,36 @@ def test_cohere_chat_is_counted_by_its_billed_units() -> None:
         {"provider": "cohere", "model": "command-r", "response": {"text": "Hi", "meta": usage}}
     )
     assert (v1.input_tokens, v1.output_tokens) == (12, 7)
+
+
+def test_a_real_call_that_reported_no_usage_is_counted_with_no_tokens() -> None:
+    # Gemini blocking a prompt (pydantic-ai tests/models/cassettes/test_google/
+    # test_google_model_armor_prompt_template_text_gets_blocked.yaml): usageMetadata
+    # holds only the traffic type.
+    blocked = {"promptFeedback": {"blockReason": "MODEL_ARMOR"},
+               "usageMetadata": {"trafficType": "ON_DEMAND"}, "modelVersion": "gemini-2.5-flash"}  # fmt: skip
+    e = one({"response": blocked})
+    assert (e.provider, e.model, e.input_tokens, e.output_tokens) == (
+        "google", "gemini-2.5-flash", 0, 0)  # fmt: skip
+    assert one({"provider": "vertex", "model": "m", "usageMetadata": {"trafficType": "ON_DEMAND"}})
+    # A background Responses job still queued (test_background_mode_vcr.yaml): usage null.
+    queued = {"id": "resp_1", "object": "response", "status": "queued", "background": True,
+              "model": "o4-mini-2025-04-16", "output": [], "usage": None}  # fmt: skip
+    q = one({"response": queued})
+    assert (q.provider, q.model, q.input_tokens, q.output_tokens) == (
+        "openai",
+        "o4-mini-2025-04-16",
+        0,
+        0,
+    )
+    # A stream that failed before any usage (vercel/ai openai-error.1.chunks.txt).
+    failed = [{"type": "response.created", "response": {"id": "r", "model": "gpt-4.1", "usage": None}},
+              {"type": "error", "error": {"code": "insufficient_quota"}},
+              {"type": "response.failed", "response": {"id": "r", "model": "gpt-4.1", "usage": None}}]  # fmt: skip
+    f = one({"stream": failed})
+    assert (f.provider, f.model, f.input_tokens, f.output_tokens) == ("openai", "gpt-4.1", 0, 0)
+    # Not a provider's body at all: still refused, naming the field.
+    with pytest.raises(EventError, match="response: holds no usage object"):
+        one({"provider": "openai", "model": "m", "response": {"foo": 1}})
+    with pytest.raises(EventError, match="usage: has no token counts"):
+        one({"provider": "openai", "model": "m", "usage": {"foo": 1}})

@@ -115,9 +115,16 @@ def read_usage(
     where: str = "usage",
     max_tokens: int = DEFAULT_MAX_TOKENS,
     provider: str | None = None,
+    shape: str | None = None,
 ) -> Reading:
-    """Map a provider's own usage object to our counts, its billed cost and its tier."""
-    shape = usage_shape(usage)
+    """Map a provider's own usage object to our counts, its billed cost and its tier.
+
+    `shape` is the family the object's place already names (a Gemini `usageMetadata`),
+    used when its keys do not: Gemini sends one with no counts for a blocked prompt.
+    """
+    found = usage_shape(usage)
+    if found != "unknown" or shape is None:
+        shape = found
     if shape == "unknown":
         keys = ", ".join(sorted(str(k) for k in usage)[:10]) or "none"
         raise Invalid(
@@ -189,7 +196,7 @@ def infer_provider(response: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _usage_of(response: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+def _usage_of(response: Mapping[str, Any]) -> tuple[Mapping[str, Any], str] | None:
     for key in ("usage", "usageMetadata", "usage_metadata"):
         inner = response.get(key)
         if isinstance(inner, Mapping):
@@ -199,7 +206,12 @@ def _usage_of(response: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     meta = response.get("meta")  # Cohere's v1 Chat
     if isinstance(meta, Mapping) and cohere.is_cohere(meta):
         return meta, "response.meta"
-    raise Invalid("response", "holds no usage object (usage, usageMetadata or Ollama counts)")
+    return None
+
+
+# Keys only a provider's own response body has; one of them and no usage is a real call
+# that reported none (a background Responses job still queued, a failed call).
+_RESPONSE_KEYS = ("choices", "candidates", "output", "promptFeedback", "content")
 
 
 def _number(value: object) -> float | None:
@@ -216,8 +228,17 @@ def read_response(
 ) -> ResponseReading:
     """Counts, model, provider, tier and duration from a provider's whole response."""
     inferred = infer_provider(response)
-    usage, where = _usage_of(response)
-    reading = read_usage(usage, where, max_tokens, provider or inferred)
+    found = _usage_of(response)
+    if found is not None:
+        usage, where = found
+        shape = "gemini" if where.endswith(("usageMetadata", "usage_metadata")) else None
+        reading = read_usage(usage, where, max_tokens, provider or inferred, shape)
+    elif inferred is not None or any(k in response for k in _RESPONSE_KEYS):
+        # The call happened and the provider said nothing of its tokens: it is counted,
+        # with no tokens, rather than refused (a refusal would lose the call itself).
+        reading = Reading(notes=["response: no usage reported; counted with 0 tokens"])
+    else:
+        raise Invalid("response", "holds no usage object (usage, usageMetadata or Ollama counts)")
     out = ResponseReading(reading, provider=inferred)
     model = response.get("model")
     if model is None:
