@@ -245,3 +245,19 @@ def test_a_real_call_that_reported_no_usage_is_counted_with_no_tokens() -> None:
         one({"provider": "openai", "model": "m", "response": {"foo": 1}})
     with pytest.raises(EventError, match="usage: has no token counts"):
         one({"provider": "openai", "model": "m", "usage": {"foo": 1}})
+
+
+def test_openrouter_byok_cost_adds_the_upstream_bill_to_the_fee() -> None:
+    # pydantic-ai tests/models/cassettes/test_openrouter/test_openrouter_google_nested_schema.yaml:
+    # a BYOK call; OpenRouter charged 0 and Google billed the user's key 0.0003253.
+    usage = {"completion_tokens": 91, "completion_tokens_details": {"image_tokens": 0, "reasoning_tokens": 0},
+             "cost": 0, "cost_details": {"upstream_inference_completions_cost": 0.0002275,
+                                         "upstream_inference_cost": 0.0003253,
+                                         "upstream_inference_prompt_cost": 9.78e-05},
+             "is_byok": True, "prompt_tokens": 326, "total_tokens": 417}  # fmt: skip
+    e = one({"provider": "openrouter", "model": "google/gemini-2.5-flash", "usage": usage})
+    assert e.provider_cost_usd == pytest.approx(0.0003253, abs=1e-15)
+    # Not BYOK: upstream_inference_cost equals the cost and is not added again.
+    usage2 = {**usage, "is_byok": False, "cost": 0.0003253}
+    e2 = one({"provider": "openrouter", "model": "google/gemini-2.5-flash", "usage": usage2})
+    assert e2.provider_cost_usd == pytest.approx(0.0003253, abs=1e-15)
