@@ -261,3 +261,13 @@ def test_openrouter_byok_cost_adds_the_upstream_bill_to_the_fee() -> None:
     usage2 = {**usage, "is_byok": False, "cost": 0.0003253}
     e2 = one({"provider": "openrouter", "model": "google/gemini-2.5-flash", "usage": usage2})
     assert e2.provider_cost_usd == pytest.approx(0.0003253, abs=1e-15)
+
+
+def test_a_legacy_completions_body_names_openai() -> None:
+    # vercel/ai packages/openai/src/completion/__fixtures__/openai-completion-text.json
+    body = {"id": "cmpl-1", "object": "text_completion", "model": "gpt-3.5-turbo-instruct",
+            "choices": [{"text": "Hi", "index": 0, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}}  # fmt: skip
+    e = one({"response": body})
+    assert (e.provider, e.model, e.input_tokens, e.output_tokens) == (
+        "openai", "gpt-3.5-turbo-instruct", 10, 20)  # fmt: skip

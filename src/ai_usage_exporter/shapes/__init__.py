@@ -191,7 +191,12 @@ def infer_provider(response: Mapping[str, Any]) -> str | None:
     hint = openai.provider_hint(response)
     if hint is not None:
         return hint
-    if response.get("object") in ("chat.completion", "response", "chat.completion.chunk"):
+    if response.get("object") in (
+        "chat.completion",
+        "response",
+        "chat.completion.chunk",
+        "text_completion",
+    ):
         return "openai"
     return None
 
