@@ -89,3 +89,46 @@ def test_serve_reports_a_bad_config_and_exits_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "unknown setting 'prot'" in out.stderr
+
+
+def test_retention_timeseries_and_usage_log_settings(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "retention: 90d\n"
+        "timeseries:\n  minute_retention: 36h\n  hour_retention: off\n"
+        "usage_log:\n  path: logs/usage.log\n  max_bytes: 2048\n  backups: 0\n",
+    )
+    s = resolve({"config": path}, environ={})
+    assert (s.retention, s.minute_retention, s.hour_retention) == (90 * 86400, 36 * 3600, None)
+    assert (s.usage_log, s.usage_log_max_bytes, s.usage_log_backups) == ("logs/usage.log", 2048, 0)
+    # Off, forever and a bare path; the defaults otherwise.
+    s = resolve({"config": _write(tmp_path, "retention: forever\nusage_log: u.log\n")}, environ={})
+    assert (s.retention, s.minute_retention, s.hour_retention) == (None, 7 * 86400, 400 * 86400)
+    assert (s.usage_log, s.usage_log_max_bytes, s.usage_log_backups) == ("u.log", 100 * 2**20, 5)
+    assert resolve({"config": _write(tmp_path, "retention: off\n")}, environ={}).retention is None
+    assert resolve({"config": _write(tmp_path, "retention: 3600\n")}, environ={}).retention == 3600
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "retention: soon\n",
+            "config.yml:1: expected a duration such as 90d, 12h or 2w, got 'soon'",
+        ),
+        ("retention: 0d\n", "config.yml:1: expected a duration such as 90d, 12h or 2w, got '0d'"),
+        ("db: a\ntimeseries:\n  minute_retention: 5x\n", "config.yml:3: expected a duration"),
+        ("timeseries:\n  day_retention: 1d\n", "config.yml:2: unknown key 'day_retention'"),
+        ("timeseries: 7d\n", "config.yml:1: expected a mapping, got '7d'"),
+        ("usage_log:\n  backups: 1\n", "config.yml:1: usage_log needs a path"),
+        ("usage_log:\n  path: u.log\n  max_bytes: 10\n", "config.yml:3: must be >= 1024, got 10"),
+        ("usage_log:\n  path: u.log\n  backups: -1\n", "config.yml:3: must be >= 0, got -1"),
+        ("usage_log:\n  path: u.log\n  rotate: 1\n", "config.yml:3: unknown key 'rotate'"),
+    ],
+)
+def test_retention_and_usage_log_errors_name_file_and_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"config": _write(tmp_path, text)}, environ={})
+    assert message in str(info.value)

@@ -453,3 +453,22 @@ def test_budgets_show_when_the_view_has_them(tab: Page, sidecar: ServerProcess) 
          "750,000 tokens", "not at this rate"],
     ]  # fmt: skip
     assert tab.errors == []
+
+
+def test_the_scope_switch_asks_for_the_fleet(tab: Page, sidecar: ServerProcess) -> None:
+    tab.sign_in(sidecar.url)
+    tab.wait_requests(_view(sidecar.url)["totals"]["requests"])
+    assert all("scope=" not in u for u in tab.requests if "/api/" in u)  # the default
+    with tab.page.expect_response(lambda r: "/api/metrics?" in r.url and "scope=fleet" in r.url):
+        tab.page.click('#scopes button[data-scope="fleet"]')
+    fleet = httpx.get(f"{sidecar.url}/api/metrics?scope=fleet", headers=READ_HEADERS).json()
+    tab.wait_requests(fleet["totals"]["requests"])
+    _assert_totals_match(tab, fleet)
+    asked = [u for u in tab.requests if "/api/metrics/timeseries" in u and "scope=fleet" in u]
+    assert len(asked) >= 5  # every chart of the refresh
+    with tab.page.expect_response(lambda r: "/api/reports/models" in r.url) as resp:
+        with tab.page.expect_download():
+            tab.page.click('#b-model .exports button[data-format="csv"]')
+    assert httpx.URL(resp.value.url).params["scope"] == "fleet"
+    assert tab.page.locator('#scopes button[data-scope="fleet"]').get_attribute("class") == "active"
+    assert tab.errors == []

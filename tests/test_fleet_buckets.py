@@ -329,3 +329,51 @@ def test_a_sqlite_sidecar_reads_its_whole_file_after_a_rename(
     assert main([*argv, "--until", UNTIL, "--instance", "container-1"]) == 0
     rows = orjson.loads(capsys.readouterr().out)["rows"]
     assert [(q["query_id"], q["inferences"]) for q in rows] == [("q1", 1)]
+
+
+def test_an_unclustered_sqlite_bucket_table_is_rebuilt_without_rowid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ai_usage_exporter.ledger.buckets import CLUSTERED_KEY
+    from ai_usage_exporter.ledger.sqlite import SQLiteLedger
+
+    db = str(tmp_path / "old.db")
+
+    def layout() -> tuple[str, list[str], list[str]]:
+        with sqlite3.connect(db) as conn:
+            (sql,) = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = ?", (TABLE,)
+            ).fetchone()
+            info = conn.execute(f"PRAGMA table_info({TABLE})").fetchall()
+            indexes = [r[1] for r in conn.execute(f"PRAGMA index_list({TABLE})")]
+        pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]]
+        return sql, pk, indexes
+
+    def sums(ledger: Ledger) -> list[tuple[Any, ...]]:
+        group = ("bucket", INSTANCE, *KEY_FIELDS)
+        return sorted(row for s in STEPS.values() for row in ledger.bucket_sums(s, 0, 2**40, group))
+
+    with monkeypatch.context() as m:
+        m.setattr(SQLiteLedger, "clustered_buckets", False)  # the layout before clustering
+        with Recorder(db, CollectorRegistry(), instance="pod-a") as rec:
+            rec.record_many(POD_A)
+            before = sums(rec.ledger)
+            reports = [build_report(rec.ledger, n, Window(D0, D0 + 2 * DAY)) for n in REPORTS]
+    sql, pk, indexes = layout()
+    assert "WITHOUT ROWID" not in sql and f"{TABLE}_range" in indexes
+    assert len(before) == 6  # two events, three steps
+
+    with Recorder(db, CollectorRegistry(), instance="pod-a") as rec:
+        assert sums(rec.ledger) == before
+        assert [build_report(rec.ledger, n, Window(D0, D0 + 2 * DAY)) for n in REPORTS] == reports
+        rec.record_many([{**POD_A[0], "timestamp": D0 + 3600 + 7}])
+        after = sums(rec.ledger)
+    sql, pk, indexes = layout()
+    assert "WITHOUT ROWID" in sql and pk == list(CLUSTERED_KEY)
+    assert f"{TABLE}_range" not in indexes  # the primary key orders by (step, bucket)
+    assert len(after) == 6
+    # The first event's buckets (gpt-4o-mini) hold two requests now, the other's one.
+    model, requests = 2 + KEY_FIELDS.index("model"), 2 + len(KEY_FIELDS)
+    assert [(r[model], r[requests]) for r in after] == [
+        (r[model], r[requests] * (2 if r[model] == "gpt-4o-mini" else 1)) for r in before
+    ]

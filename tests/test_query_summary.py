@@ -198,3 +198,47 @@ def test_the_line_posted_to_the_sidecar_lands_in_the_ledger(tmp_path: Path) -> N
             5200.0,
         )
         assert row["query_text"] == REDACTED_TEXT
+
+
+def test_queries_report_and_query_show_the_lines_own_timing_and_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import orjson
+
+    from ai_usage_exporter.cli import main
+
+    db = tmp_path / "ledger.db"
+    with server_process(db, env={"AI_USAGE_EXPORTER_STORE_TEXT": "true"}) as server:
+        r = httpx.post(f"{server.url}/api/usage", json=LINE, timeout=10)
+        assert r.status_code == 200, r.text
+        # Calls posted one by one with a query id and no query fields of their own.
+        calls = [
+            {"provider": "openai", "model": "gpt-4o-mini", "query_id": "q-flat", "input_tokens": n,
+             "duration_ms": 700.0, "timestamp": START + 60 + i * 10}
+            for i, n in enumerate((10, 20))
+        ]  # fmt: skip
+        assert httpx.post(f"{server.url}/api/usage", json=calls, timeout=10).status_code == 200
+    argv = ["--db", str(db), "--since", "2026-01-20", "--until", "2026-01-21"]
+    assert main(["report", "queries", "--format", "json", *argv]) == 0
+    rows = {r["query_id"]: r for r in orjson.loads(capsys.readouterr().out)["rows"]}
+    line, flat = rows["abc-123-def"], rows["q-flat"]
+    assert (line["start"], line["end"], line["duration_ms"], line["text"]) == (
+        "2026-01-20T15:30:00Z", "2026-01-20T15:30:05Z", 5200.0, REDACTED_TEXT
+    )  # fmt: skip
+    assert (line["inferences"], line["total_tokens"], line["tokens_per_s"]) == (3, 1250, 240.385)
+    assert (flat["start"], flat["end"], flat["duration_ms"], flat["text"]) == (
+        "2026-01-20T15:31:00Z", "2026-01-20T15:31:10Z", 1400.0, None
+    )  # fmt: skip
+    assert main(["report", "queries", "--format", "csv", *argv]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.endswith(",inference_ms,text")
+    assert main(["query", "--query-id", "abc-123-def", "--db", str(db), "--format", "json"]) == 0
+    got = orjson.loads(capsys.readouterr().out)
+    assert {(c["query_start"], c["query_end"], c["query_duration_ms"], c["query_text"])
+            for c in got} == {("2026-01-20T15:30:00Z", "2026-01-20T15:30:05Z", 5200.0,
+                               REDACTED_TEXT)}  # fmt: skip
+    assert main(["query", "--query-id", "abc-123-def", "--db", str(db)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-2:] == ["query_duration_ms", "query_text"]
+    # The text is cut to 40 characters so a row stays one line.
+    assert table[1].endswith("5200.0             Cuánto debo pagar? mi clave es [REDACTE…")

@@ -353,3 +353,129 @@ def _norm(blocks: list[list[Any]]) -> list[list[tuple[Any, ...]]]:
         return round(float(v), 9) if isinstance(v, int | float | Decimal) else v
 
     return [[tuple(one(v) for v in row) for row in rows] for rows in blocks]
+
+
+# Events at known times of two UTC days: (offset from D0 + DAY, input tokens, model).
+PARTIAL = [(10 * 3600, 1, "a"), (23 * 3600 + 1800, 2, "b"), (DAY + 600, 4, "a"),
+           (DAY + 5 * 3600 + 1200, 8, "b"), (DAY + 7 * 3600, 16, "a")]  # fmt: skip
+
+
+def _partial_events() -> list[dict[str, Any]]:
+    return [
+        {"provider": "openai", "model": m, "input_tokens": n, "timestamp": D0 + DAY + t}
+        for t, n, m in PARTIAL
+    ]
+
+
+def test_plan_tiles_days_hours_minutes_and_widens_where_pruned() -> None:
+    from ai_usage_exporter.reports import plan
+
+    h, m = 3600, 60
+    w = Window(D0 + 9 * h + 30 * m, D0 + 2 * DAY + 6 * h + 10 * m)
+    assert plan(w, {}) == (w, [
+        (60, D0 + 9 * h + 30 * m, D0 + 10 * h),
+        (3600, D0 + 10 * h, D0 + DAY),
+        (86400, D0 + DAY, D0 + 2 * DAY),
+        (3600, D0 + 2 * DAY, D0 + 2 * DAY + 6 * h),
+        (60, D0 + 2 * DAY + 6 * h, D0 + 2 * DAY + 6 * h + 10 * m),
+    ])  # fmt: skip
+    # Minutes deleted before 07:13 of the last day: the first end widens to its hour.
+    covered, tiles = plan(w, {60: D0 + 2 * DAY + 7 * h + 13 * m})
+    assert covered == Window(D0 + 9 * h, D0 + 2 * DAY + 7 * h)
+    assert tiles == [(3600, D0 + 9 * h, D0 + DAY), (86400, D0 + DAY, D0 + 2 * DAY),
+                     (3600, D0 + 2 * DAY, D0 + 2 * DAY + 7 * h)]  # fmt: skip
+    # Hours deleted too: whole days.
+    covered, tiles = plan(w, {60: D0 + 3 * DAY, 3600: D0 + 3 * DAY})
+    assert (covered, tiles) == (Window(D0, D0 + 3 * DAY), [(86400, D0, D0 + 3 * DAY)])
+    # Within one hour, minutes only.
+    inner = Window(D0 + 5 * m, D0 + 20 * m)
+    assert plan(inner, {}) == (inner, [(60, D0 + 5 * m, D0 + 20 * m)])
+
+
+def test_daily_report_on_partial_days_gives_one_row_per_day(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "p.db")
+    with Recorder(db) as rec:
+        rec.record_many(_partial_events())
+    since = time.strftime("%Y-%m-%dT09:30:00Z", time.gmtime(D0 + DAY))
+    until = time.strftime("%Y-%m-%dT06:10:00Z", time.gmtime(D0 + 2 * DAY))
+    day1, day2 = (time.strftime("%Y-%m-%d", time.gmtime(D0 + d * DAY)) for d in (1, 2))
+    code, out = _cli(capsys, "report", "daily", "--db", db, "--format", "json",
+                     "--since", since, "--until", until)  # fmt: skip
+    body = orjson.loads(out)
+    assert [(r["day"], r["requests"], r["input_tokens"]) for r in body["rows"]] == [
+        (day1, 2, 3), (day2, 2, 12)
+    ]  # fmt: skip
+    assert (body["since"], body["until"], "asked" in body) == (since, until, False)
+    # Every key report sums the same partial days, one row per key.
+    code, out = _cli(capsys, "report", "models", "--db", db, "--format", "json",
+                     "--since", since, "--until", until)  # fmt: skip
+    rows = orjson.loads(out)["rows"]
+    # Unpriced and as many requests each: ordered by key.
+    assert [(r["model"], r["requests"], r["input_tokens"]) for r in rows] == [
+        ("a", 2, 5), ("b", 2, 10)
+    ]  # fmt: skip
+    with serve_app(Recorder(db).app(close_recorder=True)) as url:
+        r = httpx.get(f"{url}/api/reports/daily", params={"since": since, "until": until})
+        assert [(x["day"], x["total_tokens"]) for x in r.json()["rows"]] == [(day1, 3), (day2, 12)]
+
+
+def test_reports_read_hour_buckets_where_minutes_were_pruned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ai_usage_exporter.commands import prune
+    from ai_usage_exporter.config import Settings
+
+    db = str(tmp_path / "r.db")
+    with Recorder(db) as rec:
+        rec.record_many(_partial_events())
+        # Minute buckets kept for less than a day: every minute of these events goes.
+        prune(rec.ledger, Settings(db=db, minute_retention=3600.0), NOW)
+    since = time.strftime("%Y-%m-%dT09:30:00Z", time.gmtime(D0 + DAY))
+    until = time.strftime("%Y-%m-%dT06:10:00Z", time.gmtime(D0 + 2 * DAY))
+    code, out = _cli(capsys, "report", "daily", "--db", db, "--format", "json",
+                     "--since", since, "--until", until)  # fmt: skip
+    body = orjson.loads(out)
+    assert [(r["requests"], r["input_tokens"]) for r in body["rows"]] == [(2, 3), (2, 12)]
+    assert body["asked"] == {"since": since, "until": until}
+    assert (body["since"], body["until"]) == (
+        since.replace("09:30", "09:00"),
+        until.replace("06:10", "07:00"),
+    )
+    code, out = _cli(capsys, "report", "daily", "--db", db, "--since", since, "--until", until)
+    assert "retention kept only coarser buckets" in out.splitlines()[1]
+    code, out = _cli(capsys, "report", "tenants", "--db", db, "--format", "json",
+                     "--since", since, "--until", until)  # fmt: skip
+    assert [r["input_tokens"] for r in orjson.loads(out)["rows"]] == [15]
+
+
+def test_the_retention_thread_prunes_while_totals_stay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ai_usage_exporter.commands import start_retention
+    from ai_usage_exporter.config import Settings
+
+    db = str(tmp_path / "t.db")
+    recent = {"provider": "openai", "model": "m", "input_tokens": 3, "timestamp": NOW - 60}
+    settings = Settings(db=db, retention=DAY, minute_retention=2 * DAY, hour_retention=None)
+    with Recorder(db) as rec:
+        rec.record_many([*SUMMARIES, recent])
+        before = (_usage_samples(rec), rec.view()["totals"])
+        _, daily_before = _cli(capsys, "report", "daily", "--db", db, "--format", "json")
+        old_minutes = rec.ledger.bucket_sums(60, D0, D0 + 3 * DAY)
+        assert old_minutes and old_minutes[0][0] == 7  # requests
+        stop = start_retention(settings, interval=0.05)
+        try:
+            deadline = time.monotonic() + 30
+            while rec.ledger.count_events() > 1:
+                assert time.monotonic() < deadline, "the retention thread deleted nothing in 30 s"
+                time.sleep(0.05)
+        finally:
+            stop.set()
+        assert [e["input_tokens"] for e in rec.ledger.events()] == [3]
+        # Minute buckets older than their two days went too; the hour and day ones stay.
+        assert rec.ledger.bucket_sums(60, D0, int(NOW - 2 * DAY)) == []
+        assert rec.ledger.bucket_sums(3600, D0, D0 + 3 * DAY)[0][0] == 7
+        assert (_usage_samples(rec), rec.view()["totals"]) == before
+    assert _cli(capsys, "report", "daily", "--db", db, "--format", "json")[1] == daily_before

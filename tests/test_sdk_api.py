@@ -25,6 +25,7 @@ from ai_usage_exporter import (
     track_token_usage_sync,
     usage_context,
 )
+from ai_usage_exporter.events import parse_events
 from ai_usage_exporter.sdk import core, stats
 from ai_usage_exporter.sdk.budget import BudgetBook
 from ai_usage_exporter.sdk.track import usage_event
@@ -36,6 +37,14 @@ def test_metadata_fills_provider_and_split() -> None:
                     metadata={"provider": "groq", "input_tokens": 100, "output_tokens": 50, "x": 1})  # fmt: skip
     assert e == {"model": "m", "provider": "groq", "operation": "query", "tenant": "t1",
                  "input_tokens": 100, "output_tokens": 50, "metadata": {"x": 1}}  # fmt: skip
+
+
+def test_metadata_fills_the_newer_kinds_and_counts() -> None:
+    meta = {"provider": "google", "input_tokens": 100, "output_tokens": 50,
+            "image_output_tokens": 40, "cache_write_1h_tokens": 0, "web_search_requests": 2}  # fmt: skip
+    e = usage_event(model="m", metadata=meta)
+    assert e == {"model": "m", **meta}
+    assert parse_events([e])[0].image_output_tokens == 40
 
 
 def test_embedding_tokens_are_input_tokens() -> None:

@@ -23,6 +23,7 @@ from _fake_provider import (
 from _sdk import fake_provider, reset_sdk
 from _server import free_port, scrape, server_process, wait_healthy
 from ai_usage_exporter import Budget, BudgetExceeded, configure, flush, instrument, usage_context
+from ai_usage_exporter.metrics import TOKEN_TYPES
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
@@ -85,16 +86,16 @@ def test_counters_equal_what_the_provider_returned(provider: str, tmp_path: Path
         o["completion_tokens"] + st["completion_tokens"] + a["output_tokens"] + d["output_tokens"]
     )
     tokens = totals(samples, "ai_tokens_total", "type")
+    # Every other kind the exporter counts (TOKEN_TYPES) is 0 here.
     assert tokens == {
+        **dict.fromkeys(TOKEN_TYPES, 0),
         "input": expected_input,
         "output": expected_output,
         "total": expected_input + expected_output,
         "cached_input": 1920 + a["cache_read_input_tokens"],
         "cache_write": d["cache_creation_input_tokens"],
-        "reasoning": 0,
-        "audio_input": 0,
-        "audio_output": 0,
     }
+    assert set(tokens) == set(TOKEN_TYPES)
     # Five calls, the abandoned stream counted once.
     assert sum(totals(samples, "ai_requests_total", "provider").values()) == 5
     assert totals(samples, "ai_requests_total", "provider") == {"openai": 3, "anthropic": 2}

@@ -29,6 +29,7 @@ QUERY_COLUMNS: tuple[str, ...] = (
     "query_id", "workflow_id", "agent", "task", "tool", "node", "step",
     "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
     "cost_total", "duration_ms", "error_type", "idempotency_key",
+    "query_start", "query_end", "query_duration_ms", "query_text",
 )  # fmt: skip
 COMMANDS = ("report", "query", "import", "prune")
 log = logging.getLogger("ai_usage_exporter")
@@ -139,7 +140,9 @@ def _query(args: argparse.Namespace, ledger: Ledger) -> int:
         QUERY_COLUMNS, given, since, None, limit=args.limit, instance=args.instance
     )
     for r in rows:
-        r["ts"] = _iso(r["ts"])
+        for name in ("ts", "query_start", "query_end"):
+            if r[name] is not None:
+                r[name] = _iso(r[name])
     if args.format == "json":
         sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif args.format == "csv":
@@ -150,12 +153,18 @@ def _query(args: argparse.Namespace, ledger: Ledger) -> int:
         sys.stdout.write(buf.getvalue())
     else:
         cols = ("ts", "user", "query_id", "agent", "model", "input_tokens", "output_tokens",
-                "cost_total", "duration_ms", "status")  # fmt: skip
-        table = [list(cols)] + [["" if r[c] is None else str(r[c]) for c in cols] for r in rows]
+                "cost_total", "duration_ms", "status", "query_duration_ms", "query_text")  # fmt: skip
+        table = [list(cols)] + [[_short(r[c]) for c in cols] for r in rows]
         widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
         for t in table:
             print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
     return 0
+
+
+def _short(value: Any, width: int = 40) -> str:
+    # A table row stays one line: the query text is cut, newlines folded.
+    text = "" if value is None else " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _prune(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int:

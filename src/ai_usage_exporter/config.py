@@ -209,7 +209,8 @@ def load_file(path: str) -> dict[str, Any]:
 def _duration(value: Any, where: str) -> float | None:
     from .timeseries import ParamError, parse_duration
 
-    if value is None or value in ("forever", "off"):
+    # YAML 1.1 reads an unquoted `off` as false: it means "keep forever" like "off".
+    if value is None or value is False or value in ("forever", "off"):
         return None
     try:
         return parse_duration("duration", value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +20,7 @@ import orjson
 
 from .events import TOKEN_FIELDS
 from .ledger import Ledger
-from .ledger.buckets import pick_step
-from .rollup import COST_TOTAL, DUR_COUNT, DUR_SUM_US, NANO, REQUESTS, TOKEN_COLUMNS
+from .rollup import NANO, STEPS
 from .timeseries import ParamError, parse_time
 
 REPORTS: tuple[str, ...] = ("daily", "queries", "agents", "models", "tenants", "services")
@@ -71,50 +70,115 @@ def window(since: str | None, until: str | None, now: float) -> Window:
     return Window(int(start // 60) * 60, int(math.ceil(end / 60)) * 60)
 
 
+# The bucket columns a report sums (of the 48): the rest are histograms it never shows.
+REPORT_VALUES: tuple[str, ...] = (
+    "requests",
+    *TOKEN_FIELDS,
+    "cost_total_nusd",
+    "duration_count",
+    "duration_sum_us",
+)
+_V = {name: i for i, name in enumerate(REPORT_VALUES)}
+_REQUESTS, _COST, _DUR_COUNT, _DUR_SUM = (
+    _V["requests"], _V["cost_total_nusd"], _V["duration_count"], _V["duration_sum_us"]
+)  # fmt: skip
+
+
 def measures(vec: Sequence[int], errors: int) -> dict[str, Any]:
-    """The measures of every key report, from one summed bucket vector."""
-    tokens = {f: vec[c] for f, c in zip(TOKEN_FIELDS, TOKEN_COLUMNS, strict=True)}
+    """The measures of every key report, from one summed vector of REPORT_VALUES."""
+    tokens = {f: vec[_V[f]] for f in TOKEN_FIELDS}
     total = tokens["input_tokens"] + tokens["output_tokens"]
-    cost = vec[COST_TOTAL] / NANO
-    seconds = vec[DUR_SUM_US] / 1e6
+    cost = vec[_COST] / NANO
+    seconds = vec[_DUR_SUM] / 1e6
     return {
-        "requests": vec[REQUESTS],
+        "requests": vec[_REQUESTS],
         "errors": errors,
         **tokens,
         "total_tokens": total,
         "cost_usd": cost,
         "duration_ms": round(seconds * 1000, 3),
-        "avg_duration_ms": round(seconds * 1000 / vec[DUR_COUNT], 3) if vec[DUR_COUNT] else None,
+        "avg_duration_ms": round(seconds * 1000 / vec[_DUR_COUNT], 3) if vec[_DUR_COUNT] else None,
         "tokens_per_s": round(total / seconds, 3) if seconds else None,
         "cost_per_min": cost / (seconds / 60) if seconds else None,
     }
 
 
+Tile = tuple[int, int, int]  # (step, first bucket start, end exclusive)
+
+
+def plan(w: Window, pruned_before: Mapping[int, int]) -> tuple[Window, list[Tile]]:
+    """The bucket ranges that sum to the window, widest step first where it fits.
+
+    [since, until) is cut into whole days, the hours at its ends that are not whole
+    days, and the minutes that are not whole hours. Where retention deleted a step's
+    buckets (`pruned_before`: step -> time), that part is read from the next wider
+    step instead, so the window widens to its boundaries: the returned window is the
+    range the sums cover, `w` itself when nothing had to widen.
+    """
+    steps = sorted(STEPS.values())
+    since, until = w.since, w.until
+    for fine, wide in zip(steps, steps[1:], strict=False):
+        cut = pruned_before.get(fine)
+        if cut is None:
+            continue
+        # Before the first whole `wide` bucket after the cut, `fine` buckets may be gone.
+        edge = -(-cut // wide) * wide
+        if since % wide and since < edge:
+            since -= since % wide
+        if until % wide and until < edge:
+            until += wide - until % wide
+    return Window(since, until), _tile(since, until, steps[::-1])
+
+
+def _tile(since: int, until: int, steps: Sequence[int]) -> list[Tile]:
+    if since >= until:
+        return []
+    step, finer = steps[0], steps[1:]
+    first, last = -(-since // step) * step, until // step * step
+    if first >= last:
+        return _tile(since, until, finer) if finer else [(step, since, until)]
+    whole: list[Tile] = [(step, first, last)]
+    if not finer:
+        return whole
+    return [*_tile(since, first, finer), *whole, *_tile(last, until, finer)]
+
+
 def _grouped(
     ledger: Ledger, name: str, w: Window, instance: str | None
-) -> list[tuple[tuple[Any, ...], list[int], int]]:
-    """Bucket sums per key of the report (status folded into an error count), by cost."""
+) -> tuple[Window, list[tuple[tuple[Any, ...], list[int], int]]]:
+    """Bucket sums per key of the report (status folded into an error count), by cost.
+
+    The daily report's key is the UTC day, so the hour and minute buckets that cover
+    partial days add into their day's row. Returns the range the sums cover, too.
+    """
     keys = _KEYS[name]
-    step = pick_step(w.since, w.until)
-    rows = ledger.bucket_sums(step, w.since, w.until, (*keys, "status"), instance=instance)
+    if w.since % DAY or w.until % DAY:
+        covered, tiles = plan(w, ledger.buckets_pruned_before())
+    else:
+        covered, tiles = w, [(DAY, w.since, w.until)]
     merged: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
     n = len(keys)
-    for r in rows:
-        key = tuple(r[:n])
-        vec = list(r[n + 1 :])
-        acc = merged.get(key)
-        if acc is None:
-            acc = merged[key] = ([0] * len(vec), [0])
-        for i, v in enumerate(vec):
-            acc[0][i] += v
-        if r[n] == "error":
-            acc[1][0] += vec[REQUESTS]
+    width = len(REPORT_VALUES)
+    for step, start, end in tiles:
+        rows = ledger.bucket_sums(
+            step, start, end, (*keys, "status"), instance=instance, values=REPORT_VALUES
+        )
+        for r in rows:
+            key = (r[0] - r[0] % DAY,) if name == "daily" else tuple(r[:n])
+            acc = merged.get(key)
+            if acc is None:
+                acc = merged[key] = ([0] * width, [0])
+            vec = acc[0]
+            for i in range(width):
+                vec[i] += r[n + 1 + i]
+            if r[n] == "error":
+                acc[1][0] += r[n + 1 + _REQUESTS]
     out = [(k, v, e[0]) for k, (v, e) in merged.items()]
     if name == "daily":
         out.sort(key=lambda t: t[0])
     else:
-        out.sort(key=lambda t: (-t[1][COST_TOTAL], -t[1][REQUESTS], t[0]))
-    return out
+        out.sort(key=lambda t: (-t[1][_COST], -t[1][_REQUESTS], t[0]))
+    return covered, out
 
 
 def build_report(
@@ -142,7 +206,11 @@ def build_report(
         rows = ledger.query_sums(w.since, w.until, order=order, limit=limit, instance=instance)
         body["rows"] = [_query_row(r) for r in rows]
         return body
-    grouped = _grouped(ledger, name, w, instance)
+    covered, grouped = _grouped(ledger, name, w, instance)
+    if covered != w:
+        # Retention deleted the finer buckets an end of the range needed.
+        body["since"], body["until"] = _iso(covered.since), _iso(covered.until)
+        body["asked"] = {"since": _iso(w.since), "until": _iso(w.until)}
     if name == "daily":
         body["rows"] = [{"day": _iso(k[0])[:10], **measures(v, e)} for k, v, e in grouped]
     elif name == "agents":
@@ -168,14 +236,23 @@ def build_report(
 
 
 def _query_row(r: dict[str, Any]) -> dict[str, Any]:
-    duration = float(r["duration_ms"] or 0)
+    """One query: its own start, end, duration and text when its line gave them.
+
+    Without them (calls posted one by one with a query_id) the query spans its first
+    to its last call and lasts as long as its calls together.
+    """
+    calls_ms = float(r["duration_ms"] or 0)
+    own_ms = r["query_duration_ms"]
+    duration = float(own_ms) if own_ms is not None else calls_ms
+    start = r["query_start"] if r["query_start"] is not None else r["first_ts"]
+    end = r["query_end"] if r["query_end"] is not None else r["last_ts"]
     tokens = int(r["input_tokens"]) + int(r["output_tokens"])
     cost = float(r["cost_usd"] or 0)
     return {
         "query_id": r["query_id"],
         "user": r["user"],
-        "start": _iso(float(r["first_ts"])),
-        "end": _iso(float(r["last_ts"])),
+        "start": _iso(float(start)),
+        "end": _iso(float(end)),
         "inferences": int(r["inferences"]),
         "input_tokens": int(r["input_tokens"]),
         "output_tokens": int(r["output_tokens"]),
@@ -184,6 +261,8 @@ def _query_row(r: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": round(duration, 3),
         "errors": int(r["errors"]),
         "tokens_per_s": round(tokens / (duration / 1000), 3) if duration else None,
+        "inference_ms": round(calls_ms, 3),
+        "text": r["query_text"],
     }
 
 
@@ -339,6 +418,11 @@ def render_text(body: dict[str, Any]) -> str:
     """A block like the summaries apps write to their logs: a title, aligned columns."""
     name = body["report"]
     lines = [f"===== {name} report: {body['since']} .. {body['until']} ====="]
+    if "asked" in body:
+        lines.append(
+            f"(asked {body['asked']['since']} .. {body['asked']['until']}; retention kept "
+            "only coarser buckets at an end, so the range is widened to them)"
+        )
     if name == "agents":
         for a in body["rows"]:
             lines.append(f"Agent {a['agent'] or '-'}: {_line(a)}")

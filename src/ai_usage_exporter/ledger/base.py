@@ -149,7 +149,9 @@ class Ledger(Protocol):
         group_by: Sequence[str] = (),
         filters: Mapping[str, str] | None = None,
         instance: str | None = None,
+        values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]: ...
+    def buckets_pruned_before(self) -> dict[int, int]: ...
     def select_events(
         self,
         columns: tuple[str, ...],
@@ -238,6 +240,9 @@ class SQLLedger(EventQueries):
     id_column = "id INTEGER PRIMARY KEY"
     store_text: bool = False
     instance: str = ""
+    # Whether the bucket table is clustered on (step, bucket, instance, key): reports
+    # and charts read a time range of it, which then lies in one stretch of the file.
+    clustered_buckets = False
 
     def __init__(self, instance: str | None) -> None:
         try:
@@ -280,7 +285,8 @@ class SQLLedger(EventQueries):
             "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key ON events (idempotency_key)",
             "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
             *INDEXES,
-            buckets.RANGE_INDEX,
+            # A clustered bucket table is ordered by (step, bucket) already.
+            *(() if self.clustered_buckets else (buckets.RANGE_INDEX,)),
         ]
 
     def _per_instance_table(self, name: str, kind: str) -> str:
@@ -294,9 +300,12 @@ class SQLLedger(EventQueries):
             for c in (INSTANCE, *keys)
         )
         value_cols = ",\n  ".join(f"{q(c)} {self.int_type} NOT NULL DEFAULT 0" for c in values)
+        primary, options = (INSTANCE, *keys), ""
+        if kind == buckets.TABLE and self.clustered_buckets:
+            primary, options = buckets.CLUSTERED_KEY, " WITHOUT ROWID"
         return (
             f"CREATE TABLE IF NOT EXISTS {name} (\n  {key_cols},\n  {value_cols},\n"
-            f"  PRIMARY KEY ({', '.join(q(c) for c in (INSTANCE, *keys))})\n)"
+            f"  PRIMARY KEY ({', '.join(q(c) for c in primary)})\n){options}"
         )
 
     def create_schema(self, cur: Any) -> None:
@@ -328,7 +337,8 @@ class SQLLedger(EventQueries):
         cur.execute(buckets.create_view())
 
     def _rebuild_if_key_changed(self, cur: Any, table: str) -> None:
-        """Copy a table whose primary key lacks a column (e.g. `instance`) into a new one.
+        """Copy a table whose primary key lacks a column (e.g. `instance`), or whose
+        layout is not the one this version makes (see `_layout_outdated`), into a new one.
 
         A primary key cannot be altered in SQLite, so the table is rebuilt: create the
         new shape, copy every row (missing key columns become '', rows written before
@@ -338,18 +348,31 @@ class SQLLedger(EventQueries):
         """
         keys, values = PER_INSTANCE_TABLES[table]
         have = self._existing_columns(cur, table)
-        if all(c in have for c in (INSTANCE, *keys)):
+        if not have:
             return
+        if all(c in have for c in (INSTANCE, *keys)) and not self._layout_outdated(cur, table):
+            return
+        t0 = time.perf_counter()
         new = f"{table}_rebuild"
         cur.execute(f"DROP TABLE IF EXISTS {new}")
         cur.execute(self._per_instance_table(new, table))
         copied = ", ".join(q(c) for c in (*keys, *values) if c in have)
+        instance = q(INSTANCE) if INSTANCE in have else f"'{UNASSIGNED_INSTANCE}'"
         cur.execute(
-            f"INSERT INTO {new} ({q(INSTANCE)}, {copied}) "
-            f"SELECT '{UNASSIGNED_INSTANCE}', {copied} FROM {table}"
+            f"INSERT INTO {new} ({q(INSTANCE)}, {copied}) SELECT {instance}, {copied} FROM {table}"
         )
         cur.execute(f"DROP TABLE {table}")
         cur.execute(f"ALTER TABLE {new} RENAME TO {table}")
+        log.info(
+            "ledger %s: rebuilt table %s in the current layout in %.1f s (once)",
+            self.url,
+            table,
+            time.perf_counter() - t0,
+        )
+
+    def _layout_outdated(self, cur: Any, table: str) -> bool:
+        """Whether an existing table has every column but not this version's layout."""
+        return False
 
     def _move_instance_rows(self, cur: Any, where: str, params: Sequence[Any], to: str) -> int:
         """Add the rows matching `where` into instance `to`'s rows, then delete them.
@@ -656,16 +679,17 @@ class SQLLedger(EventQueries):
         group_by: Sequence[str] = (),
         filters: Mapping[str, str] | None = None,
         instance: str | None = None,
+        values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]:
-        """Summed value columns of the `step` buckets in [start, end), per `group_by`.
+        """Summed `values` columns of the `step` buckets in [start, end), per `group_by`.
 
-        Each row is the group values followed by one integer per VALUE_COLUMNS; with no
-        matching bucket and no grouping, there are no rows. `instance` keeps one
-        instance's buckets; None sums every instance's.
+        Each row is the group values followed by one integer per column of `values`
+        (default VALUE_COLUMNS); with no matching bucket and no grouping, there are no
+        rows. `instance` keeps one instance's buckets; None sums every instance's.
         """
         filters = filters or {}
         where, params = self._instance_where(instance)
-        sql, ng = buckets.sums_sql(self.placeholder, group_by, filters, where)
+        sql, ng = buckets.sums_sql(self.placeholder, group_by, filters, where, values)
         with self._read_lock:
             cur = self._read_conn().cursor()
             cur.execute(sql, (step, start, end, *params, *filters.values()))

@@ -41,6 +41,10 @@ QUERY_COLUMNS: tuple[str, ...] = (
     "cost_usd",
     "duration_ms",
     "errors",
+    "query_start",
+    "query_end",
+    "query_duration_ms",
+    "query_text",
 )
 
 
@@ -111,7 +115,9 @@ class EventQueries:
     ) -> list[dict[str, Any]]:
         """Per query id in [since, until): its calls summed, the costliest (or largest) first.
 
-        `instance` keeps the events that instance committed; None reads every event.
+        Also the query's own timing and text (issue 9's columns), as the query-summary
+        line gave them, NULL when its events carried none. `instance` keeps the events
+        that instance committed; None reads every event.
         """
         ph = self.placeholder
         cond, params = self._instance_where(instance)
@@ -121,7 +127,9 @@ class EventQueries:
             "count(*) AS inferences, sum(input_tokens) AS input_tokens, "
             "sum(output_tokens) AS output_tokens, sum(cost_total) AS cost_usd, "
             "COALESCE(sum(duration_ms), 0) AS duration_ms, "
-            "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors "
+            "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
+            "min(query_start) AS query_start, max(query_end) AS query_end, "
+            "max(query_duration_ms) AS query_duration_ms, max(query_text) AS query_text "
             f"FROM events WHERE query_id IS NOT NULL AND ts >= {ph} AND ts < {ph} AND {cond} "
             f"GROUP BY query_id ORDER BY {order_by} DESC, query_id LIMIT {int(limit)}"
         )
@@ -171,13 +179,44 @@ class EventQueries:
                 return total
 
     def delete_buckets_before(self, step: int, ts: float) -> int:
-        """Delete time buckets of one step that start before `ts`."""
-        from .buckets import TABLE
+        """Delete time buckets of one step that start before `ts`, and note that they went.
+
+        The note (see `buckets_pruned_before`) tells reports to read a wider step there.
+        """
+        from .buckets import PRUNED_META, TABLE
 
         ph = self.placeholder
-        return self._in_write(
-            f"DELETE FROM {TABLE} WHERE step = {ph} AND bucket < {ph}", (step, int(ts))
+        cutoff = int(ts)
+        key = PRUNED_META.format(step)
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            self._begin(cur)
+            cur.execute(f"DELETE FROM {TABLE} WHERE step = {ph} AND bucket < {ph}", (step, cutoff))
+            n = cur.rowcount
+            cur.execute(f"SELECT value FROM meta WHERE key = {ph}", (key,))
+            row = cur.fetchone()
+            if row is None or int(row[0]) < cutoff:
+                cur.execute(
+                    f"INSERT INTO meta (key, value) VALUES ({ph}, {ph}) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, str(cutoff)),
+                )
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return int(n)
+
+    def buckets_pruned_before(self) -> dict[int, int]:
+        """Step -> the time before which retention deleted that step's buckets (if it did)."""
+        from .buckets import PRUNED_META
+
+        prefix = PRUNED_META.format("")
+        _, rows = self._fetch(
+            f"SELECT key, value FROM meta WHERE key LIKE {self.placeholder}", (prefix + "%",)
         )
+        return {int(k[len(prefix) :]): int(v) for k, v in rows}
 
     def get_meta(self, key: str) -> str | None:
         _, rows = self._fetch(f"SELECT value FROM meta WHERE key = {self.placeholder}", (key,))

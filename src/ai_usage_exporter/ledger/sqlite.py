@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..rollup import INSTANCE
+from . import buckets
 from .base import LedgerError, SQLLedger, q
 
 SYNCHRONOUS = ("full", "normal")
@@ -120,6 +121,16 @@ class SQLiteLedger(SQLLedger):
         )
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
+
+    clustered_buckets = True
+
+    def _layout_outdated(self, cur: Any, table: str) -> bool:
+        # Bucket tables made before they were clustered are ordinary rowid tables.
+        if table != buckets.TABLE:
+            return False
+        cur.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        row = cur.fetchone()
+        return row is not None and "WITHOUT ROWID" not in str(row[0]).upper()
 
     def _existing_columns(self, cur: Any, table: str) -> set[str]:
         cur.execute(f"PRAGMA table_info({table})")

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ..events import USAGE_FIELDS
+
 log = logging.getLogger("ai_usage_exporter.sdk")
 
 TOKEN_TYPE_LLM = "llm"
@@ -26,15 +28,8 @@ OPERATION_INGESTION = "ingestion"
 OPERATION_CHUNKING = "chunking"
 OPERATION_RERANK = "rerank"
 
-_TOKEN_KEYS = (
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "audio_input_tokens",
-    "audio_output_tokens",
-)
+# Every count an event takes, so a kind the server adds is read from metadata too.
+_TOKEN_KEYS = USAGE_FIELDS
 _warned_unsplit: set[str] = set()
 
 

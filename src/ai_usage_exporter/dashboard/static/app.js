@@ -22,6 +22,10 @@
   const authRequired = document.body.dataset.auth === "required";
   let token = sessionStorage.getItem(TOKEN_KEY);
   let windowName = "1h";
+  // "instance" (this sidecar's rows) or "fleet" (every sidecar sharing its database).
+  // The server's default is "instance", so only the fleet is asked for by name.
+  let scope = "instance";
+  const scoped = (params) => (scope === "fleet" ? { ...params, scope } : params);
   let timer = null;
   let generation = 0;
   let lastWindow = null; // [from, to, step seconds] of the charts on screen
@@ -93,6 +97,7 @@
     $("signin-panel").hidden = false;
     $("signout").hidden = true;
     $("windows").hidden = true;
+    $("scopes").hidden = true;
     $("signin-error").textContent = message || "";
     $("live-text").textContent = "signed out";
     $("live-dot").className = "dot";
@@ -282,7 +287,7 @@
 
   // `range` is [since, until], or null for all time (the report API's default is 30 days).
   async function download(report, fmt, range) {
-    const q = new URLSearchParams({ format: fmt, limit: "10000" });
+    const q = new URLSearchParams(scoped({ format: fmt, limit: "10000" }));
     q.set("since", range ? range[0] : "0");
     if (range) q.set("until", range[1]);
     try {
@@ -412,7 +417,7 @@
   new ResizeObserver(() => window.requestAnimationFrame(resizeCharts)).observe(document.querySelector(".charts"));
 
   async function series(params) {
-    const r = await api("/api/metrics/timeseries?" + new URLSearchParams(params).toString());
+    const r = await api("/api/metrics/timeseries?" + new URLSearchParams(scoped(params)).toString());
     return r.json();
   }
 
@@ -468,7 +473,7 @@
     try {
       const [status, view] = await Promise.all([
         api("/api/status").then((r) => r.json()),
-        api("/api/metrics?limit=20").then((r) => r.json()),
+        api("/api/metrics?" + new URLSearchParams(scoped({ limit: "20" })).toString()).then((r) => r.json()),
         refreshCharts(gen),
       ]);
       if (gen !== generation) return;
@@ -496,6 +501,7 @@
     $("signin-panel").hidden = true;
     $("content").hidden = false;
     $("windows").hidden = false;
+    $("scopes").hidden = false;
     $("signout").hidden = !authRequired;
     timer = 0;
     refresh(generation);
@@ -512,6 +518,14 @@
       windowName = b.dataset.window;
       for (const o of document.querySelectorAll("#windows button")) o.classList.toggle("active", o === b);
       $("window-label").textContent = WINDOWS[windowName][3];
+      if (timer !== null || !authRequired || token) start();
+    });
+  }
+
+  for (const b of document.querySelectorAll("#scopes button")) {
+    b.addEventListener("click", () => {
+      scope = b.dataset.scope;
+      for (const o of document.querySelectorAll("#scopes button")) o.classList.toggle("active", o === b);
       if (timer !== null || !authRequired || token) start();
     });
   }
