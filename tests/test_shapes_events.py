@@ -182,3 +182,92 @@ def test_perplexity_reasoning_and_citations_are_output_and_searches_are_counted(
         40000,
         20,
     )
+
+
+def test_cohere_chat_is_counted_by_its_billed_units() -> None:
+    # Cohere v2 Chat as recorded in vercel/ai packages/cohere/src/__fixtures__/cohere-text.json
+    # and its stream cohere-text.chunks.txt: billed 12 in, 7 out; the model saw 507 and 10.
+    usage = {"billed_units": {"input_tokens": 12, "output_tokens": 7},
+             "tokens": {"input_tokens": 507, "output_tokens": 10}, "cached_tokens": 448}  # fmt: skip
+    body = {
+        "id": "a",
+        "finish_reason": "COMPLETE",
+        "message": {"role": "assistant"},
+        "usage": usage,
+    }
+    e = one({"model": "command-a-03-2025", "response": body})
+    assert (e.provider, e.input_tokens, e.output_tokens, e.cached_input_tokens) == (
+        "cohere",
+        12,
+        7,
+        0,
+    )
+    stream = [{"type": "message-start", "id": "a", "delta": {"message": {"role": "assistant"}}},
+              {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "Hi"}}}},
+              {"type": "message-end", "delta": {"finish_reason": "COMPLETE", "usage": usage}}]  # fmt: skip
+    s = one({"model": "command-a-03-2025", "stream": stream})
+    assert (s.provider, s.input_tokens, s.output_tokens) == ("cohere", 12, 7)
+    # v1 Chat carries the same object as `meta`.
+    v1 = one(
+        {"provider": "cohere", "model": "command-r", "response": {"text": "Hi", "meta": usage}}
+    )
+    assert (v1.input_tokens, v1.output_tokens) == (12, 7)
+
+
+def test_a_real_call_that_reported_no_usage_is_counted_with_no_tokens() -> None:
+    # Gemini blocking a prompt (pydantic-ai tests/models/cassettes/test_google/
+    # test_google_model_armor_prompt_template_text_gets_blocked.yaml): usageMetadata
+    # holds only the traffic type.
+    blocked = {"promptFeedback": {"blockReason": "MODEL_ARMOR"},
+               "usageMetadata": {"trafficType": "ON_DEMAND"}, "modelVersion": "gemini-2.5-flash"}  # fmt: skip
+    e = one({"response": blocked})
+    assert (e.provider, e.model, e.input_tokens, e.output_tokens) == (
+        "google", "gemini-2.5-flash", 0, 0)  # fmt: skip
+    assert one({"provider": "vertex", "model": "m", "usageMetadata": {"trafficType": "ON_DEMAND"}})
+    # A background Responses job still queued (test_background_mode_vcr.yaml): usage null.
+    queued = {"id": "resp_1", "object": "response", "status": "queued", "background": True,
+              "model": "o4-mini-2025-04-16", "output": [], "usage": None}  # fmt: skip
+    q = one({"response": queued})
+    assert (q.provider, q.model, q.input_tokens, q.output_tokens) == (
+        "openai",
+        "o4-mini-2025-04-16",
+        0,
+        0,
+    )
+    # A stream that failed before any usage (vercel/ai openai-error.1.chunks.txt).
+    failed = [{"type": "response.created", "response": {"id": "r", "model": "gpt-4.1", "usage": None}},
+              {"type": "error", "error": {"code": "insufficient_quota"}},
+              {"type": "response.failed", "response": {"id": "r", "model": "gpt-4.1", "usage": None}}]  # fmt: skip
+    f = one({"stream": failed})
+    assert (f.provider, f.model, f.input_tokens, f.output_tokens) == ("openai", "gpt-4.1", 0, 0)
+    # Not a provider's body at all: still refused, naming the field.
+    with pytest.raises(EventError, match="response: holds no usage object"):
+        one({"provider": "openai", "model": "m", "response": {"foo": 1}})
+    with pytest.raises(EventError, match="usage: has no token counts"):
+        one({"provider": "openai", "model": "m", "usage": {"foo": 1}})
+
+
+def test_openrouter_byok_cost_adds_the_upstream_bill_to_the_fee() -> None:
+    # pydantic-ai tests/models/cassettes/test_openrouter/test_openrouter_google_nested_schema.yaml:
+    # a BYOK call; OpenRouter charged 0 and Google billed the user's key 0.0003253.
+    usage = {"completion_tokens": 91, "completion_tokens_details": {"image_tokens": 0, "reasoning_tokens": 0},
+             "cost": 0, "cost_details": {"upstream_inference_completions_cost": 0.0002275,
+                                         "upstream_inference_cost": 0.0003253,
+                                         "upstream_inference_prompt_cost": 9.78e-05},
+             "is_byok": True, "prompt_tokens": 326, "total_tokens": 417}  # fmt: skip
+    e = one({"provider": "openrouter", "model": "google/gemini-2.5-flash", "usage": usage})
+    assert e.provider_cost_usd == pytest.approx(0.0003253, abs=1e-15)
+    # Not BYOK: upstream_inference_cost equals the cost and is not added again.
+    usage2 = {**usage, "is_byok": False, "cost": 0.0003253}
+    e2 = one({"provider": "openrouter", "model": "google/gemini-2.5-flash", "usage": usage2})
+    assert e2.provider_cost_usd == pytest.approx(0.0003253, abs=1e-15)
+
+
+def test_a_legacy_completions_body_names_openai() -> None:
+    # vercel/ai packages/openai/src/completion/__fixtures__/openai-completion-text.json
+    body = {"id": "cmpl-1", "object": "text_completion", "model": "gpt-3.5-turbo-instruct",
+            "choices": [{"text": "Hi", "index": 0, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}}  # fmt: skip
+    e = one({"response": body})
+    assert (e.provider, e.model, e.input_tokens, e.output_tokens) == (
+        "openai", "gpt-3.5-turbo-instruct", 10, 20)  # fmt: skip

@@ -23,6 +23,7 @@ from .shapes import (
     STREAM_FORMATS,
     TOKEN_FIELDS,
     USAGE_FIELDS,
+    Reading,
     StreamFolder,
     check_int,
     read_response,
@@ -731,7 +732,8 @@ def _source_counts(
         found.model = got.model
         found.duration_ms = got.duration_ms
     else:
-        reading = read_usage(container, key, limits.max_tokens, provider)
+        shape = "gemini" if key == "usageMetadata" else None
+        reading = read_usage(container, key, limits.max_tokens, provider, shape)
         if provider is None:
             found.provider = _provider_of_usage(container)
     found.service_tier = reading.service_tier
@@ -768,6 +770,8 @@ def _stream_format(events: list[Mapping[str, Any]]) -> str | None:
                 return "openai_responses"
             if kind.startswith(("message_", "content_block_")):
                 return "anthropic"
+            if kind.startswith(("message-", "content-", "tool-call-", "tool-plan-", "citation-")):
+                return "cohere"
         if e.get("object") == "chat.completion.chunk" or "choices" in e:
             return "openai_chat"
         if "usageMetadata" in e or "candidates" in e:
@@ -784,6 +788,7 @@ _FORMAT_PROVIDER = {
     "gemini": "google",
     "ollama": "ollama",
     "bedrock": "bedrock",
+    "cohere": "cohere",
 }
 
 
@@ -813,7 +818,12 @@ def _stream_counts(
         folder.add(event)
     usage = folder.usage
     if usage is None:
-        raise _Invalid("stream", f"holds no usage report ({len(events)} {fmt} events)")
+        if not events:
+            raise _Invalid("stream", "holds no events")
+        # A stream that ended without a usage report (OpenAI Chat without
+        # `stream_options.include_usage`, a failed Responses stream, a ConverseStream cut
+        # before its metadata) is still a call: counted with no tokens, not refused.
+        usage = {}
     hint: str | None = _FORMAT_PROVIDER.get(fmt)
     tier: str | None = None
     for event in events:
@@ -823,7 +833,10 @@ def _stream_counts(
             tier = event["service_tier"]
     if hint is None and fmt.startswith("openai"):
         hint = "openai"
-    reading = read_usage(usage, "stream", limits.max_tokens, provider or hint)
+    if usage:
+        reading = read_usage(usage, "stream", limits.max_tokens, provider or hint)
+    else:
+        reading = Reading(notes=["stream: no usage reported; counted with 0 tokens"])
     found.provider = hint
     found.model = folder.model
     found.service_tier = reading.service_tier or (tier.lower() if tier else None)

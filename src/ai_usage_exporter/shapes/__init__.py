@@ -7,9 +7,9 @@ its parent; a provider's own object is clamped and noted, never refused).
 the provider, the tier and a duration when the body says them.
 
 Families: `openai` (Chat Completions and Responses, and every provider that copies
-them), `anthropic`, `gemini` (Gemini API and Vertex AI), `bedrock` (Converse) and
-`ollama` (native API). Each module's ``MAP`` lists where each count comes from; the
-README's provider table is checked against them. `streams` folds a streamed call's
+them), `anthropic`, `gemini` (Gemini API and Vertex AI), `bedrock` (Converse),
+`ollama` (native API) and `cohere` (Chat v1 and v2). Each module's ``MAP`` lists where
+each count comes from; the README's provider table is checked against them. `streams` folds a streamed call's
 events into the usage object the same call returns unstreamed; `sse` parses SSE.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import anthropic, bedrock, gemini, ollama, openai
+from . import anthropic, bedrock, cohere, gemini, ollama, openai
 from ._common import (
     COUNT_FIELDS,
     STANDARD_TIERS,
@@ -66,6 +66,7 @@ MAPS: dict[str, tuple[tuple[str, str], ...]] = {
     "gemini": gemini.MAP,
     "bedrock": bedrock.MAP,
     "ollama": ollama.MAP,
+    "cohere": cohere.MAP,
 }
 
 # The provider a shape alone identifies; the OpenAI shapes are shared by many providers.
@@ -74,6 +75,7 @@ SHAPE_PROVIDER: dict[str, str] = {
     "gemini": "google",
     "bedrock": "bedrock",
     "ollama": "ollama",
+    "cohere": "cohere",
 }
 
 
@@ -85,6 +87,8 @@ def usage_shape(usage: Mapping[str, Any]) -> str:
         return "bedrock"
     if ollama.is_ollama(usage):
         return "ollama"
+    if cohere.is_cohere(usage):
+        return "cohere"
     if openai.is_chat(usage):
         return "openai_chat"
     if anthropic.is_anthropic(usage):
@@ -102,6 +106,7 @@ _READERS = {
     "gemini": gemini.read,
     "bedrock": bedrock.read,
     "ollama": ollama.read,
+    "cohere": cohere.read,
 }
 
 
@@ -110,15 +115,22 @@ def read_usage(
     where: str = "usage",
     max_tokens: int = DEFAULT_MAX_TOKENS,
     provider: str | None = None,
+    shape: str | None = None,
 ) -> Reading:
-    """Map a provider's own usage object to our counts, its billed cost and its tier."""
-    shape = usage_shape(usage)
+    """Map a provider's own usage object to our counts, its billed cost and its tier.
+
+    `shape` is the family the object's place already names (a Gemini `usageMetadata`),
+    used when its keys do not: Gemini sends one with no counts for a blocked prompt.
+    """
+    found = usage_shape(usage)
+    if found != "unknown" or shape is None:
+        shape = found
     if shape == "unknown":
         keys = ", ".join(sorted(str(k) for k in usage)[:10]) or "none"
         raise Invalid(
             where,
             "has no token counts in a known provider shape (OpenAI, Anthropic, Gemini, "
-            f"Bedrock, Ollama); its keys: {keys}",
+            f"Bedrock, Ollama, Cohere); its keys: {keys}",
         )
     if (
         shape == "openai_responses"
@@ -173,22 +185,38 @@ def infer_provider(response: Mapping[str, Any]) -> str | None:
         return "bedrock"
     if "done" in response and ("eval_count" in response or "prompt_eval_count" in response):
         return "ollama"
+    if any(isinstance(response.get(k), Mapping) and cohere.is_cohere(response[k])
+           for k in ("usage", "meta")):  # fmt: skip
+        return "cohere"
     hint = openai.provider_hint(response)
     if hint is not None:
         return hint
-    if response.get("object") in ("chat.completion", "response", "chat.completion.chunk"):
+    if response.get("object") in (
+        "chat.completion",
+        "response",
+        "chat.completion.chunk",
+        "text_completion",
+    ):
         return "openai"
     return None
 
 
-def _usage_of(response: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+def _usage_of(response: Mapping[str, Any]) -> tuple[Mapping[str, Any], str] | None:
     for key in ("usage", "usageMetadata", "usage_metadata"):
         inner = response.get(key)
         if isinstance(inner, Mapping):
             return inner, f"response.{key}"
     if ollama.is_ollama(response):
         return response, "response"
-    raise Invalid("response", "holds no usage object (usage, usageMetadata or Ollama counts)")
+    meta = response.get("meta")  # Cohere's v1 Chat
+    if isinstance(meta, Mapping) and cohere.is_cohere(meta):
+        return meta, "response.meta"
+    return None
+
+
+# Keys only a provider's own response body has; one of them and no usage is a real call
+# that reported none (a background Responses job still queued, a failed call).
+_RESPONSE_KEYS = ("choices", "candidates", "output", "promptFeedback", "content")
 
 
 def _number(value: object) -> float | None:
@@ -205,8 +233,17 @@ def read_response(
 ) -> ResponseReading:
     """Counts, model, provider, tier and duration from a provider's whole response."""
     inferred = infer_provider(response)
-    usage, where = _usage_of(response)
-    reading = read_usage(usage, where, max_tokens, provider or inferred)
+    found = _usage_of(response)
+    if found is not None:
+        usage, where = found
+        shape = "gemini" if where.endswith(("usageMetadata", "usage_metadata")) else None
+        reading = read_usage(usage, where, max_tokens, provider or inferred, shape)
+    elif inferred is not None or any(k in response for k in _RESPONSE_KEYS):
+        # The call happened and the provider said nothing of its tokens: it is counted,
+        # with no tokens, rather than refused (a refusal would lose the call itself).
+        reading = Reading(notes=["response: no usage reported; counted with 0 tokens"])
+    else:
+        raise Invalid("response", "holds no usage object (usage, usageMetadata or Ollama counts)")
     out = ResponseReading(reading, provider=inferred)
     model = response.get("model")
     if model is None:

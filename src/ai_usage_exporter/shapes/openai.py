@@ -37,7 +37,11 @@ CHAT_MAP: tuple[tuple[str, str], ...] = (
     ("completion_tokens_details.image_tokens", "image_output_tokens"),
     ("reasoning_tokens, citation_tokens (Perplexity)", "added to output_tokens"),
     ("num_search_queries (Perplexity)", "web_search_requests"),
-    ("cost (OpenRouter), cost_in_usd_ticks / 1e10 (xAI)", "provider-reported cost"),
+    (
+        "cost (+ cost_details.upstream_inference_cost if is_byok: OpenRouter)",
+        "provider-reported cost",
+    ),
+    ("cost_in_usd_ticks / 1e10 (xAI)", "provider-reported cost"),
     ("service_tier", "service_tier"),
 )
 RESPONSES_MAP: tuple[tuple[str, str], ...] = (
@@ -50,7 +54,11 @@ RESPONSES_MAP: tuple[tuple[str, str], ...] = (
     ("output_tokens_details.reasoning_tokens", "reasoning_tokens"),
     ("output_tokens_details.audio_tokens", "audio_output_tokens"),
     ("output_tokens_details.image_tokens", "image_output_tokens"),
-    ("cost (OpenRouter), cost_in_usd_ticks / 1e10 (xAI)", "provider-reported cost"),
+    (
+        "cost (+ cost_details.upstream_inference_cost if is_byok: OpenRouter)",
+        "provider-reported cost",
+    ),
+    ("cost_in_usd_ticks / 1e10 (xAI)", "provider-reported cost"),
     ("service_tier", "service_tier"),
 )
 
@@ -87,7 +95,15 @@ def _provider_cost(usage: Mapping[str, Any]) -> float | None:
     cost = usage.get("cost")
     if isinstance(cost, Mapping):
         return cost_value(cost.get("total_cost"))
-    return cost_value(cost)
+    billed = cost_value(cost)
+    if billed is not None and usage.get("is_byok") is True:
+        # Bring-your-own-key: `cost` is only OpenRouter's fee; the upstream provider
+        # bills the user's own key `cost_details.upstream_inference_cost` (OpenRouter's
+        # "Usage Accounting" docs), so the call cost both.
+        upstream = cost_value(sub(usage, "cost_details").get("upstream_inference_cost"))
+        if upstream is not None:
+            billed += upstream
+    return billed
 
 
 def read_chat(

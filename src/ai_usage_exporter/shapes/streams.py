@@ -3,7 +3,7 @@
 A streamed call reports its usage in pieces: OpenAI Chat in one extra chunk (or, on
 some compatible providers, cumulatively in every chunk), Anthropic in
 `message_start` and then cumulatively in `message_delta`, Gemini cumulatively in every
-chunk, the OpenAI Responses API, Ollama and Bedrock once near the end. `StreamFolder`
+chunk, the OpenAI Responses API, Ollama, Bedrock and Cohere once near the end. `StreamFolder`
 takes the decoded events one at a time, as they arrive, and keeps the usage object the
 provider would have returned for the same call without streaming, so
 `events.normalise_usage` maps both the same way.
@@ -29,6 +29,7 @@ STREAM_FORMATS: tuple[str, ...] = (
     "gemini",
     "ollama",
     "bedrock",
+    "cohere",
 )
 
 # The Responses API ends every stream with exactly one of these; each carries the whole
@@ -105,6 +106,7 @@ class StreamFolder:
             "gemini": self._add_gemini,
             "ollama": self._add_ollama,
             "bedrock": self._add_bedrock,
+            "cohere": self._add_cohere,
         }
         self._add = adders[fmt]
 
@@ -270,6 +272,16 @@ class StreamFolder:
         if isinstance(metadata, Mapping):
             self._fold(metadata.get("usage"))
             # The metadata event is the last one ConverseStream sends.
+            self._finished = True
+
+    def _add_cohere(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message-start":
+            self._note(response_id=event.get("id"))
+        elif kind == "message-end":
+            delta = event.get("delta")
+            if isinstance(delta, Mapping):
+                self._fold(delta.get("usage"))
             self._finished = True
 
 
