@@ -200,6 +200,19 @@ def test_rotated_gzip_files_and_the_live_file(tmp_path: Path) -> None:
         assert (stats.accepted, stats.duplicate) == (0, 21)
 
 
+def test_a_gzip_file_cut_short_keeps_what_came_before(tmp_path: Path) -> None:
+    n = 1500
+    text = "".join(js(summary(f"z{i}", i + 1)) + "\n" for i in range(n))
+    data = gzip.compress(text.encode())
+    cut = tmp_path / "app.log.3.gz"
+    cut.write_bytes(data[: len(data) * 3 // 4])
+    with Recorder(str(tmp_path / "l.db")) as rec:
+        stats = import_files(rec, [str(cut)])
+        assert stats.rejected == 1 and 0 < stats.accepted == 3 * stats.read < 3 * n
+        assert stats.rejects[0][1] == stats.read + 1
+        assert "cannot read on: EOFError" in stats.rejects[0][2]
+
+
 def test_csv_with_either_spelling_bom_and_crlf(tmp_path: Path) -> None:
     ts = time.time() - DAY
     ours = tmp_path / "ours.csv"

@@ -1,11 +1,12 @@
 """Usage log files: reading them into the ledger (`import`), and writing our own.
 
-Import reads lines of the query-summary JSON (bare, or after a `TOKEN_USAGE`
-marker or any logging prefix), JSON lines of flat events, and CSV with a header
-of event fields. A line without an idempotency key gets one derived from its
-content, so importing a file twice counts it once; a checkpoint (file, inode,
-offset) in the ledger's meta table lets an interrupted import resume. Every
-line goes through the same parse -> price -> commit path as a posted event.
+Import reads files in blocks and hands each line to a `logformats.LineReader`,
+which finds the usage record in it (see there for the formats), derives an
+idempotency key from the record's content when it has none (so importing a file
+twice counts it once), validates batches through the same `parse_events` as a
+posted event, and commits each batch through the Recorder together with the file's
+checkpoint (inode, offset, what spans lines), so an interrupted import resumes
+exactly where its last commit ended.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +29,7 @@ from .config import Settings
 from .events import EventError, Limits, UsageEvent, event_fields, parse_events
 from .logformats import LineError, LineReader, content_key
 
-__all__ = ("ImportStats", "LineError", "UsageLog", "content_key", "import_files", "parse_json_line")
+__all__ = ("ImportStats", "LineError", "UsageLog", "content_key", "import_files")
 
 # Lines per commit. Each batch is committed before the next is read: reading the
 # next one meanwhile was measured slower (both are Python work under one GIL, and
@@ -46,7 +48,7 @@ class ImportStats:
     duplicate: int = 0
     rejected: int = 0
     skipped: int = 0  # blank lines, comments, and lines that hold no usage record
-    incomplete: int = 0  # a last line without its newline that does not parse yet
+    incomplete: int = 0  # records still being written at the end: left for the next run
     rejects: list[tuple[str, int, str]] = field(default_factory=list)
 
     def reject(self, path: str, lineno: int, reason: str) -> None:
@@ -75,14 +77,6 @@ class ImportStats:
         return "\n".join(lines)
 
 
-def parse_json_line(line: bytes) -> dict[str, Any] | None:
-    """The usage record of one log line, with a key; None for a line that holds none."""
-    obj = LineReader().read(line)
-    if obj is not None and "idempotency_key" not in obj:
-        obj["idempotency_key"] = content_key(obj)
-    return obj
-
-
 @dataclass
 class _Source:
     """One file being read: where we are, and how to read its lines."""
@@ -90,6 +84,7 @@ class _Source:
     path: str
     fh: IO[bytes] | None = None
     raw: IO[bytes] | None = None  # the file under a decompressing `fh`
+    broken: str | None = None  # why the rest of the file cannot be read
     inode: int = 0
     offset: int = 0
     lineno: int = 0
@@ -155,7 +150,12 @@ def _read_lines(src: _Source, max_lines: int, final: bool) -> _Batch | None:
     batch = _Batch(src.lineno + 1, [])
     lines = batch.lines
     while len(lines) < max_lines:
-        data = src.fh.read(READ_BYTES)
+        try:
+            # Smaller reads of a compressed file: a cut-short one loses less at its end.
+            data = src.fh.read(READ_BYTES if src.raw is src.fh else READ_BYTES // 16)
+        except (EOFError, OSError, zlib.error) as exc:
+            # A .gz cut short or corrupt: what came before it counts, the rest cannot.
+            src.broken, data = f"{type(exc).__name__}: {exc}", b""
         if not data:
             if final and src.partial:
                 batch.tail, src.partial = src.partial, b""
@@ -281,16 +281,19 @@ def import_files(
         while True:
             idle = True
             for src in sources:
-                while True:
+                while src.broken is None:
                     batch = _read_lines(src, BATCH_LINES, final=not follow)
-                    if batch is None:
+                    if batch is not None:
+                        idle = False
+                        items = _items(src, batch, stats)
+                        events = _parse(recorder, src, items, stats) if items else []
+                        _commit(recorder, events, src.checkpoint(), stats)
+                        if progress is not None:
+                            progress(src, stats)
+                    if src.broken is not None:
+                        stats.reject(src.path, src.lineno + 1, f"cannot read on: {src.broken}")
+                    elif batch is None:
                         break
-                    idle = False
-                    items = _items(src, batch, stats)
-                    events = _parse(recorder, src, items, stats) if items else []
-                    _commit(recorder, events, src.checkpoint(), stats)
-                    if progress is not None:
-                        progress(src, stats)
                 if follow:
                     _reopen_if_rotated(recorder, src, stats)
             if not follow or stop.is_set():
