@@ -652,7 +652,8 @@ def test_openai_cached_audio_and_image_rates(model: str, kinds: dict[str, int]) 
     )
     cost = PriceBook().price(e)
     assert_matches(cost, e)
-    without = PriceBook().price(dataclasses.replace(e, **dict.fromkeys(kinds, 0)))
+    zeroed: dict[str, Any] = dict.fromkeys(kinds, 0)
+    without = PriceBook().price(dataclasses.replace(e, **zeroed))
     assert without.total > cost.total  # the cache discount is applied to those tokens
 
 
