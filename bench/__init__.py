@@ -1,1 +1,1 @@
-"""Benchmarks, run as `python -m bench.<name>` from the repository root."""
+"""Benchmarks, run as `python3 -m bench.<name>` from the repository root."""

@@ -1,6 +1,6 @@
 """Feed one million events, each with a distinct model name, through `MetricsState.apply`.
 
-Run from the repository root: ``python -m bench.cardinality`` (``--smoke`` for a quick
+Run from the repository root: ``python3 -m bench.cardinality`` (``--smoke`` for a quick
 check). Prints resident memory at checkpoints: with the default label caps it should
 stop growing once the model cap is reached, because later names fold into
 ``__other__``. It checks the counts are exact and asserts nothing about memory.

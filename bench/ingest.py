@@ -1,11 +1,11 @@
 """Events per second into the sidecar over HTTP, against a bare Starlette app.
 
-Run from the repository root: ``python -m bench.ingest`` (``--smoke`` for a quick check).
+Run from the repository root: ``python3 -m bench.ingest`` (``--smoke`` for a quick check).
 
 Two servers run as separate processes on 127.0.0.1, on the same uvicorn settings (the
 sidecar's: uvloop and httptools when installed, no access log, no server header):
 
-- the sidecar, ``python -m ai_usage_exporter serve --port P --db <tmp>/ingest.db``:
+- the sidecar, ``python3 -m ai_usage_exporter serve --port P --db <tmp>/ingest.db``:
   every 200 answer is a durable acknowledgement (committed to SQLite with
   synchronous=full, i.e. fsynced, then counted);
 - the anchor: a minimal Starlette app with one route that reads the body, parses it

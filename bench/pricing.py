@@ -1,6 +1,6 @@
 """Time `PriceBook.price` per event after warm-up against genai-prices' `calc_price`.
 
-Run from the repository root: ``python -m bench.pricing`` (or ``--smoke`` for a quick
+Run from the repository root: ``python3 -m bench.pricing`` (or ``--smoke`` for a quick
 check). Prints ns per event for both on the same events and whether the price book
 meets its 2 µs target; it asserts nothing about timing.
 """

@@ -1,6 +1,6 @@
 """Time `Recorder.record()` per event against prometheus_client and the OpenTelemetry SDK.
 
-Run from the repository root: ``python -m bench.record`` (``--smoke`` for a quick check).
+Run from the repository root: ``python3 -m bench.record`` (``--smoke`` for a quick check).
 
 Every contender does the same metric updates for the same realistic events (five label
 values, three token types, a duration, priced by genai-prices), in this process:

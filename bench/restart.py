@@ -1,6 +1,6 @@
 """Start-up time of a Recorder over a 1-million-event ledger, and memory after recording it.
 
-Run from the repository root: ``python -m bench.restart`` (``--smoke`` records 20,000).
+Run from the repository root: ``python3 -m bench.restart`` (``--smoke`` records 20,000).
 
 1. Build: one Recorder (label caps service=50, model=5; the events carry 300 services
    and 8 priced models, so both caps fold) records 1,000,000 events through

@@ -1,6 +1,6 @@
 """Time rendering the exposition against prometheus_client's `generate_latest`.
 
-Run from the repository root: ``python -m bench.scrape`` (``--smoke`` for a quick check).
+Run from the repository root: ``python3 -m bench.scrape`` (``--smoke`` for a quick check).
 
 A *series* is one sample line of the exposition, as Prometheus counts them. Each label
 set (service, provider, model) with one request label set contributes 30 series: one

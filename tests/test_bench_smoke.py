@@ -26,3 +26,11 @@ def test_smoke(name: str) -> None:
 
 def test_every_question_has_a_script() -> None:
     assert {"record", "pricing", "ingest", "scrape", "restart"} <= set(SCRIPTS)
+
+
+def test_every_script_has_a_summary_row_and_a_section_in_benchmarks_md() -> None:
+    text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    summary = text.split("## Latest results", 1)[1].split("\n### ", 1)[0]
+    rows = {n for n in SCRIPTS if f"| `python3 -m bench.{n}` |" in summary}
+    sections = {n for n in SCRIPTS if f"— `python3 -m bench.{n}`" in text}
+    assert (sorted(set(SCRIPTS) - rows), sorted(set(SCRIPTS) - sections)) == ([], [])

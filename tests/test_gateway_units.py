@@ -127,9 +127,11 @@ def test_framer_keeps_every_byte_across_any_split() -> None:
             blocks += framer.feed(stream[i : i + size])
         assert b"".join(blocks) + framer.tail() == stream
         assert len(blocks) == len(sse_events(CHAT_STREAM))
-    assert data_of(b'event: x\ndata: {"a":\ndata: 1}\n\n') == b'{"a":\n1}'
-    assert data_of(b"data:[DONE]\r\n\r\n") == b"[DONE]"
+    assert data_of(b'event: x\ndata: {"a":\ndata: 1}\n\n') == '{"a":\n1}'
+    assert data_of(b"data:[DONE]\r\n\r\n") == "[DONE]"
     assert data_of(b": keep-alive\n\n") is None
+    # A field line without a colon is that field with an empty value (WHATWG).
+    assert data_of(b"data\n\n") == ""
 
 
 def test_fallback_policy() -> None:
@@ -224,3 +226,41 @@ def test_calls_served_in_one_loop_turn_are_recorded_together_but_an_odd_one_alon
     assert [(x["request_id"], x.get("input_tokens")) for x in lines] == [
         ("r0", 3), ("r1", None), ("r2", 0),
     ]  # fmt: skip
+
+
+def test_the_gateway_records_operations_in_the_sdks_words() -> None:
+    from ai_usage_exporter import OPERATION_CHAT, OPERATION_EMBEDDING
+    from ai_usage_exporter.gateway.proxy import OPERATIONS, RECORDED_OPERATION
+
+    assert set(RECORDED_OPERATION) == set(OPERATIONS)
+    assert RECORDED_OPERATION == {
+        "chat": OPERATION_CHAT, "responses": OPERATION_CHAT, "embeddings": OPERATION_EMBEDDING,
+    }  # fmt: skip
+
+
+def test_every_route_of_a_gateway_sidecar_is_in_its_openapi_document(tmp_path: Path) -> None:
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    gw_config = parse_gateway(
+        {"upstreams": {"a": {"provider": "openai", "base_url": "https://x", "api_key_env": "K"}}},
+        "c.yaml",
+    )
+    with Recorder(str(tmp_path / "l.db"), CollectorRegistry()) as recorder:
+        gateway = Gateway(gw_config, recorder, keys={"a": "k"}, logger=CallLogger(io.StringIO()))
+        app = recorder.app(gateway=gateway)
+        served = {
+            (r.path, m.lower())
+            for r in app.routes
+            if isinstance(r, Route) and r.path != "/openapi.json"
+            for m in r.methods or ()
+            if m != "HEAD"
+        }
+        with TestClient(app) as client:
+            with_gateway = client.get("/openapi.json").json()["paths"]
+        documented = {(p, m) for p, ops in with_gateway.items() for m in ops}
+        assert documented == served
+        plain = recorder.app()
+        with TestClient(plain) as client:
+            without = client.get("/openapi.json").json()["paths"]
+        assert "/v1/chat/completions" not in without and "/api/usage" in without

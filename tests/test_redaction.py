@@ -3,16 +3,20 @@ and then redacted and truncated to `Limits.max_text_bytes`."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ai_usage_exporter.calllog import CallLogger
 from ai_usage_exporter.events import EventError, Limits
 from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.redact import redact_value
 
 OPENAI_KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv"
 ANTHROPIC_KEY = "sk-ant-api03-Zy9xWv8uTs7rQp6oNm5lKj4i"
@@ -91,6 +95,41 @@ def test_metadata_under_secret_looking_keys_is_redacted_whole(recorder: Recorder
         "empty_token": "",
         "model_family": "gpt-4o",
     }
+
+
+def test_token_counts_in_metadata_are_kept_but_tokens_are_not(recorder: Recorder) -> None:
+    # "token" in a key names a credential (access_token) or a count (max_tokens); the
+    # counts were once stored as [REDACTED].
+    metadata = {
+        "max_tokens": 1024,
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "token_count": 7,
+        "tokenizer": "o200k_base",
+        "access_token": "ya29.plain-looking-value",
+        "refresh-token": 12345,
+        "session_token": {"nested": "object"},
+    }
+    recorder.record_many([_base(metadata=metadata)])
+    assert json.loads(_only_row(recorder)["metadata"]) == {
+        "max_tokens": 1024,
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "token_count": 7,
+        "tokenizer": "o200k_base",
+        "access_token": "[REDACTED]",
+        "refresh-token": "[REDACTED]",
+        "session_token": "[REDACTED]",
+    }
+
+
+def test_call_logs_and_the_ledger_redact_alike() -> None:
+    out = io.StringIO()
+    CallLogger(out).log("info", "call", request={"api_key": 3, "max_tokens": 5}, note=OPENAI_KEY)
+    record = orjson.loads(out.getvalue())
+    assert (record["request"], record["note"]) == (
+        redact_value({"api_key": 3, "max_tokens": 5}),
+        "[REDACTED]",
+    )
+    assert record["request"] == {"api_key": "[REDACTED]", "max_tokens": 5}
 
 
 def test_error_type_is_redacted(recorder: Recorder) -> None:

@@ -479,3 +479,15 @@ def test_the_retention_thread_prunes_while_totals_stay(
         assert rec.ledger.bucket_sums(3600, D0, D0 + 3 * DAY)[0][0] == 7
         assert (_usage_samples(rec), rec.view()["totals"]) == before
     assert _cli(capsys, "report", "daily", "--db", db, "--format", "json")[1] == daily_before
+
+
+def test_agents_text_says_when_the_workflow_asked_for_has_no_events(tmp_path: Path) -> None:
+    from ai_usage_exporter.reports import render
+
+    with Recorder(str(tmp_path / "l.db")) as rec:
+        rec.record_many(SUMMARIES)
+        w = Window(D0, D0 + 3 * DAY)
+        missing = render(build_report(rec.ledger, "agents", w, workflow="wf-typo"), "text")
+        plain = render(build_report(rec.ledger, "agents", w), "text")
+    assert "----- execution log, workflow wf-typo: no events in this range -----" in missing
+    assert "execution log" not in plain

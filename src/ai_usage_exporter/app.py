@@ -311,7 +311,7 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document(limits))
+        return JSONResponse(openapi_document(limits, gateway=gateway is not None))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -4,13 +4,12 @@ Modelled on the apps' own logger: `info` for a served call (route, upstream, mod
 tokens, cost, duration, status), `warn` for a fallback, `error` for a failure, and
 request and response bodies at `debug` only when ``ENABLE_DETAILED_LOGGING`` is on.
 ``LOG_LEVEL`` (debug, info, warn, error) picks what is written. Every record passes
-through `sanitise`, and any configured secret (the provider keys) is cut out of
+through `redact.redact_value` (the ledger's redaction), and any configured secret (the provider keys) is cut out of
 the final line as well, so no key reaches the log whatever field it hid in.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -19,28 +18,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from .redact import REDACTED, redact_text
+from .redact import REDACTED, redact_value
 
 LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 _ALIASES = {"warning": "warn", "err": "error", "critical": "error"}
 _TRUE = ("1", "true", "yes", "on")
-_SECRET_KEY = re.compile(r"(?i)(api[_-]?key|secret|password|passwd|token|authorization|credential)")
-
-
-def sanitise(value: Any, key: object = None) -> Any:
-    """Redact secrets in JSON-like data: any string under a secret-looking key, and
-    credentials inside every other string. Numbers are kept (`input_tokens` is a count)."""
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        if isinstance(key, str) and value and _SECRET_KEY.search(key):
-            return REDACTED
-        return redact_text(value)
-    if isinstance(value, Mapping):
-        return {k: sanitise(v, k) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [sanitise(v, key) for v in value]
-    return redact_text(str(value))
 
 
 def parse_level(value: str) -> str:
@@ -95,7 +77,7 @@ class CallLogger:
         """One sanitised JSON line (newline included), or None below the level."""
         if LEVELS[level] < self._threshold:
             return None
-        record = {"ts": _now(), "level": level, "msg": message, **sanitise(fields)}
+        record = {"ts": _now(), "level": level, "msg": message, **redact_value(fields)}
         line = orjson.dumps(record, default=str).decode()
         for secret in self._secrets:
             if secret in line:

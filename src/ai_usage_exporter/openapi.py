@@ -153,7 +153,16 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(limits: Limits) -> dict[str, Any]:
+def openapi_document(limits: Limits, *, gateway: bool = False) -> dict[str, Any]:
+    """The document; with `gateway`, the gateway's routes too (they exist only then)."""
+    doc = _core_document(limits)
+    doc["paths"].update(_page_paths())
+    if gateway:
+        doc["paths"].update(_gateway_paths())
+    return doc
+
+
+def _core_document(limits: Limits) -> dict[str, Any]:
     event_ref = {"$ref": "#/components/schemas/UsageEvent"}
     bearer: list[dict[str, list[str]]] = [{"bearer": []}, {}]
     return {
@@ -395,6 +404,77 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _page_paths() -> dict[str, Any]:
+    return {
+        "/": {
+            "get": {
+                "summary": "Redirects to the dashboard.",
+                "responses": {"302": {"description": "to /dashboard"}},
+            }
+        },
+        "/dashboard/{name}": {
+            "get": {
+                "summary": "The dashboard's script, style sheet and chart library.",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "the file"}, "404": _error("no such file")},
+            }
+        },
+    }
+
+
+def _gateway_paths() -> dict[str, Any]:
+    """OpenAI-compatible routes; bodies pass through, so their schemas are OpenAI's own."""
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {}]
+    route = {"name": "route", "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def post(summary: str, named: bool) -> dict[str, Any]:
+        op: dict[str, Any] = {
+            "summary": summary,
+            "security": security,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "the upstream's answer, as it sent it (JSON, or an SSE stream)"
+                },
+                "401": _error("missing or wrong gateway client token"),
+                "404": _error("no such route"),
+                "502": _error("every upstream failed; `attempts` names each failure"),
+            },
+        }
+        if named:
+            op["parameters"] = [route]
+        return {"post": op}
+
+    paths: dict[str, Any] = {
+        "/v1/chat/completions": post("Chat Completions, to the default route.", False),
+        "/v1/responses": post("Responses API, to the default route.", False),
+        "/v1/embeddings": post("Embeddings, to the default route.", False),
+        "/v1/models": {
+            "get": {
+                "summary": "Models of the default route (models_endpoint: proxy or aggregate).",
+                "security": security,
+                "responses": {
+                    "200": {"description": "an OpenAI model list"},
+                    "401": _error("missing or wrong gateway client token"),
+                },
+            }
+        },
+        "/api/ai/{route}": post("A chat body to a named route.", True),
+    }
+    for suffix, what in (
+        ("chat/completions", "Chat Completions"),
+        ("responses", "Responses API"),
+        ("embeddings", "Embeddings"),
+    ):
+        paths[f"/api/ai/{{route}}/{suffix}"] = post(f"{what}, to a named route.", True)
+    return paths
 
 
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from .events import UsageEvent
@@ -29,9 +30,18 @@ _ASSIGNMENT = re.compile(
     ([^\s"',;&]+)
     """
 )
+# A key whose value is a credential. `token` counts unless it is a count of tokens
+# (`max_tokens`, `prompt_tokens_details`, `token_count`) or a tokenizer's name.
 _SECRET_KEYS = re.compile(
-    r"(?i)(api[_-]?key|secret|password|passwd|token|authorization|credential)"
+    r"""(?ix)
+    api[_-]?key|secret|password|passwd|authorization|credential
+    | token(?!s|iz|_?(?:count|limit|budget|usage|type))
+    """
 )
+
+
+def is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and _SECRET_KEYS.search(key) is not None
 
 
 def redact_text(text: str) -> str:
@@ -42,21 +52,24 @@ def redact_text(text: str) -> str:
 
 
 def redact_value(value: Any) -> Any:
-    """Redact strings inside JSON-like data; values under secret-looking keys entirely."""
+    """Redact JSON-like data: credentials inside every string, and the whole value under a
+    secret-looking key (unless it is empty). What the ledger stores and the call logs print.
+
+    Numbers, booleans and None elsewhere are kept (`input_tokens` is a count); anything
+    that is not JSON becomes its redacted `str()`, so a log line can always be written.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, str):
         return redact_text(value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {
-            k: (
-                REDACTED
-                if isinstance(k, str) and _SECRET_KEYS.search(k) and v not in (None, "")
-                else redact_value(v)
-            )
+            k: REDACTED if is_secret_key(k) and v not in (None, "") else redact_value(v)
             for k, v in value.items()
         }
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [redact_value(v) for v in value]
-    return value
+    return redact_text(str(value))
 
 
 def redact_event(e: UsageEvent) -> None:

@@ -430,6 +430,11 @@ def render_text(body: dict[str, Any]) -> str:
                 lines.append(f"  Task {t['task'] or '-'}: {_line(t)}")
                 for tool in t["tools"]:
                     lines.append(f"    Tool {tool['tool'] or '-'}: {_line(tool)}")
+        if body.get("workflow") is not None and not body.get("steps"):
+            # Asked for a workflow's log and got nothing: say so, or a typo reads as success.
+            lines.append(
+                f"----- execution log, workflow {body['workflow']}: no events in this range -----"
+            )
         if body.get("steps"):
             lines.append(f"----- execution log, workflow {body['workflow']} -----")
             for s in body["steps"]:

@@ -42,6 +42,13 @@ OPERATIONS: dict[str, tuple[str, str | None]] = {
     "responses": ("/responses", "openai_responses"),
     "embeddings": ("/embeddings", None),
 }
+# The `operation` an event records, in the words the SDK uses for the same calls
+# (OPERATION_CHAT, OPERATION_EMBEDDING), so one report or label covers both entry points.
+RECORDED_OPERATION: dict[str, str] = {
+    "chat": "chat",
+    "responses": "chat",
+    "embeddings": "embedding",
+}
 MAX_REQUEST_ID = 128
 
 
@@ -301,7 +308,7 @@ class Gateway:
         return {
             "provider": up.provider,
             "model": model,
-            "operation": call.operation,
+            "operation": RECORDED_OPERATION[call.operation],
             "service": call.route.name,
             "duration_ms": round(duration_ms, 3),
             "timestamp": started_at,

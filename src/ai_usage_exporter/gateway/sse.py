@@ -2,15 +2,17 @@
 
 A block is everything up to and including the blank line that ends an event
 (``\\n\\n``, ``\\r\\n\\r\\n`` or ``\\r\\r``). The bytes of every block are kept as
-received; only `data_of` looks inside.
+received; only `data_of` looks inside, with the package's one SSE parser
+(`shapes.sse.SSEParser`), not a second one.
 """
 
 from __future__ import annotations
 
 import re
 
+from ..shapes.sse import parse_sse
+
 _END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-_LINES = re.compile(rb"\r\n|\n|\r")
 
 
 class SSEFramer:
@@ -37,11 +39,7 @@ class SSEFramer:
         return rest
 
 
-def data_of(block: bytes) -> bytes | None:
-    """The event's data (its `data:` lines joined by newlines), or None when it has none."""
-    parts: list[bytes] = []
-    for line in _LINES.split(block):
-        if line.startswith(b"data:"):
-            value = line[5:]
-            parts.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(parts) if parts else None
+def data_of(block: bytes) -> str | None:
+    """The event's data (its `data` lines joined by newlines), or None when it has none."""
+    events = parse_sse(block)
+    return events[0][1] if events else None
