@@ -33,7 +33,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ai_usage_exporter.events import UsageEvent
+from ai_usage_exporter.events import TOKEN_FIELDS, UsageEvent
 from ai_usage_exporter.metrics import BUCKETS, COST_TYPES, HELP, LEVELS, TOKEN_TYPES, MetricsState
 from ai_usage_exporter.pricing import Cost
 from ai_usage_exporter.recorder import Recorder
@@ -129,14 +129,7 @@ def prometheus_registry(priced: Sequence[Priced], state: MetricsState) -> Collec
             e.input_tokens,
             e.output_tokens,
             e.input_tokens + e.output_tokens,
-            e.cached_input_tokens,
-            e.cache_write_tokens,
-            e.reasoning_tokens,
-            e.audio_input_tokens,
-            e.audio_output_tokens,
-            e.cache_write_1h_tokens,
-            e.image_input_tokens,
-            e.image_output_tokens,
+            *(getattr(e, f) for f in TOKEN_FIELDS[2:]),
         )
         for t, v in zip(TOKEN_TYPES, counts, strict=True):
             tokens.labels(t, *key).inc(v)

@@ -28,6 +28,11 @@ TOKEN_TYPES = (
     "cache_write_1h",
     "image_input",
     "image_output",
+    "cached_audio_input",
+    "cached_image_input",
+    "video_input",
+    "video_output",
+    "cached_video_input",
 )
 
 

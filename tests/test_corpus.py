@@ -91,6 +91,11 @@ GP_FIELDS = {
     "output_reasoning_tokens": "reasoning_tokens",
     "output_audio_tokens": "audio_output_tokens",
     "output_image_tokens": "image_output_tokens",
+    "cache_audio_read_tokens": "cached_audio_input_tokens",
+    "cache_image_read_tokens": "cached_image_input_tokens",
+    "input_video_tokens": "video_input_tokens",
+    "output_video_tokens": "video_output_tokens",
+    "cache_video_read_tokens": "cached_video_input_tokens",
     "web_searches": "web_search_requests",
 }
 
@@ -182,19 +187,6 @@ def _count_deviation(entry: dict[str, Any], oracle: dict[str, int]) -> str | Non
     return None
 
 
-def _gemini_cached_modality(entry: dict[str, Any]) -> bool:
-    """A Gemini body whose cache reads include audio or image tokens (see the xfail)."""
-    text = json.dumps(entry.get("response", entry.get("events")))
-    if '"cacheTokensDetails"' not in text:
-        return False
-    body = _oracle_body(entry)
-    meta = body.get("usageMetadata") or {}
-    return any(
-        d.get("modality") in ("AUDIO", "IMAGE", "DOCUMENT") and d.get("tokenCount")
-        for d in meta.get("cacheTokensDetails") or []
-    )
-
-
 def _gp_price(usage: genai_prices.Usage, event: UsageEvent) -> float | None:
     try:
         price = genai_prices.calc_price(
@@ -254,14 +246,6 @@ def test_recorded_body_is_counted_as_genai_prices_reads_it(
     if want is None:
         assert cost.source == "unpriced", why
         return
-    if why == "genai-prices" and _gemini_cached_modality(entry):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="Gemini cache reads of audio/image tokens: we have no count of cached "
-                "audio or image, so they are priced as uncached audio/image",
-            )
-        )
     assert cost.total == pytest.approx(want, abs=1e-9), (why, cost)
 
 

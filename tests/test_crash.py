@@ -48,6 +48,11 @@ TOKEN_TYPES = {
     "cache_write_1h": "cache_write_1h_tokens",
     "image_input": "image_input_tokens",
     "image_output": "image_output_tokens",
+    "cached_audio_input": "cached_audio_input_tokens",
+    "cached_image_input": "cached_image_input_tokens",
+    "video_input": "video_input_tokens",
+    "video_output": "video_output_tokens",
+    "cached_video_input": "cached_video_input_tokens",
 }
 
 

@@ -158,6 +158,11 @@ _NEW_EVENT_COLUMNS = (
     "cache_write_1h_tokens",
     "image_input_tokens",
     "image_output_tokens",
+    "cached_audio_input_tokens",
+    "cached_image_input_tokens",
+    "video_input_tokens",
+    "video_output_tokens",
+    "cached_video_input_tokens",
     "web_search_requests",
     "cost_reason",
     "service_tier",
@@ -167,6 +172,11 @@ _NEW_ROLLUP_COLUMNS = (
     "cache_write_1h_tokens",
     "image_input_tokens",
     "image_output_tokens",
+    "cached_audio_input_tokens",
+    "cached_image_input_tokens",
+    "video_input_tokens",
+    "video_output_tokens",
+    "cached_video_input_tokens",
     "web_search_requests",
     "unpriced_token_type",
     "unknown_tier",
@@ -225,11 +235,14 @@ def test_a_ledger_without_the_new_token_kinds_is_migrated_at_open(ledger_url: st
         e = UsageEvent(
             provider="google", model="gemini-2.5-flash", input_tokens=10, output_tokens=20,
             image_output_tokens=15, cache_write_1h_tokens=0, web_search_requests=2,
-            service_tier="flex", idempotency_key="new-1",
+            cached_input_tokens=6, audio_input_tokens=4, cached_audio_input_tokens=3,
+            video_input_tokens=2, service_tier="flex", idempotency_key="new-1",
         )  # fmt: skip
         ledger.write([(e, Cost(1e-6, 2e-6, 3e-6, "genai-prices", "unknown_tier"))], 2.0)
         summary = ledger.summary()
         assert summary["totals"]["tokens"]["image_output_tokens"] == 15
+        assert summary["totals"]["tokens"]["cached_audio_input_tokens"] == 3
+        assert summary["totals"]["tokens"]["video_input_tokens"] == 2
         assert summary["totals"]["web_search_requests"] == 2
         assert summary["totals"]["unpriced_requests"] == 1
         assert summary["totals"]["approximately_priced_requests"] == {
@@ -255,10 +268,11 @@ def test_a_ledger_without_the_new_token_kinds_is_migrated_at_open(ledger_url: st
         cur = conn.cursor()
         cur.execute(
             "SELECT sum(requests), sum(input_tokens), sum(unpriced), sum(unknown_tier), "
-            "sum(image_output_tokens), sum(web_search_requests) FROM rollup_buckets WHERE step = 60"
+            "sum(image_output_tokens), sum(web_search_requests), sum(cached_audio_input_tokens) "
+            "FROM rollup_buckets WHERE step = 60"
         )
         # Rebuilt from the two old events, then the new one added live.
-        assert tuple(int(v) for v in cur.fetchone()) == (3, 14, 1, 1, 15, 2)
+        assert tuple(int(v) for v in cur.fetchone()) == (3, 14, 1, 1, 15, 2, 3)
         conn.rollback()
         widths = {len(v) for _, v in ledger.load_rollup()}
         from ai_usage_exporter.rollup import VALUE_COLUMNS

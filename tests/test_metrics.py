@@ -142,3 +142,21 @@ def test_build_info() -> None:
         ]
         == 1.0
     )
+
+
+def test_cache_reads_by_modality_and_video_are_token_types() -> None:
+    e = UsageEvent(
+        provider="google", model="m", input_tokens=1000, output_tokens=50,
+        cached_input_tokens=700, audio_input_tokens=300, image_input_tokens=200,
+        video_input_tokens=400, cached_audio_input_tokens=250, cached_image_input_tokens=90,
+        cached_video_input_tokens=300, video_output_tokens=20,
+    )  # fmt: skip
+    s = exposition_samples(_state_with([(e, Cost(1.0, 2.0, 3.0, "event"))]).render_text())
+    base = {("service", "default"), ("provider", "google"), ("model", "m")}
+    kinds = ("cached_audio_input", "cached_image_input", "cached_video_input", "video_input",
+             "video_output")  # fmt: skip
+    got = {t: s[("ai_tokens_total", frozenset({*base, ("type", t)}))] for t in kinds}
+    assert got == {
+        "cached_audio_input": 250.0, "cached_image_input": 90.0, "cached_video_input": 300.0,
+        "video_input": 400.0, "video_output": 20.0,
+    }  # fmt: skip

@@ -251,21 +251,25 @@ def test_every_genai_prices_model_matches_calc_price() -> None:
     checked = 0
     for provider in get_snapshot().providers:
         for model in provider.models:
-            prices = model.get_prices(datetime.fromtimestamp(NOW, UTC))
-            # With cached and audio input both reported, genai-prices needs an explicit
-            # cached-audio count, which events do not carry.
-            audio = 0 if getattr(prices, "cache_audio_read_mtok", None) is not None else 300
             for n in (10_000, 300_000):
+                # Every kind at once, the cache reads overlapping each modality.
                 e = event(
                     provider.id,
                     model.id,
                     input_tokens=n,
                     cached_input_tokens=2000,
                     cache_write_tokens=1000,
-                    audio_input_tokens=audio,
+                    audio_input_tokens=300,
+                    image_input_tokens=500,
+                    video_input_tokens=700,
+                    cached_audio_input_tokens=120,
+                    cached_image_input_tokens=230,
+                    cached_video_input_tokens=340,
                     output_tokens=900,
                     reasoning_tokens=400,
                     audio_output_tokens=100,
+                    image_output_tokens=60,
+                    video_output_tokens=40,
                 )
                 try:
                     ref = calc_price(
@@ -584,3 +588,127 @@ def test_concurrent_pricing_agrees() -> None:
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(work, range(8)))
     assert all(r == expected for r in results)
+
+
+# ---------------------------------------------------------------- cache reads by modality
+
+
+def test_gemini_cached_audio_is_priced_at_the_cached_audio_rate() -> None:
+    # gemini-2.5-flash per 1M: input 0.30, cached 0.03, audio 1.00, cached audio 0.10,
+    # output 2.50. 10,000 input of which 4,000 audio; 6,000 cached of which 3,000 audio.
+    e = event(
+        "google",
+        "gemini-2.5-flash",
+        input_tokens=10_000,
+        cached_input_tokens=6000,
+        audio_input_tokens=4000,
+        cached_audio_input_tokens=3000,
+        output_tokens=100,
+    )
+    cost = PriceBook().price(e)
+    # uncached text 3,000 x 0.30 + cached text 3,000 x 0.03 + uncached audio 1,000 x 1.00
+    # + cached audio 3,000 x 0.10, per 1M.
+    assert cost.input == pytest.approx((900 + 90 + 1000 + 300) / 1e6, abs=1e-12)
+    assert cost.output == pytest.approx(250 / 1e6, abs=1e-12)
+    assert cost.reason == ""
+    assert_matches(cost, e)
+
+
+def test_cached_image_on_a_model_without_image_rates_is_a_plain_cache_read() -> None:
+    # The recorded gemini-2.5-flash body of test_corpus: 373 input (258 image), 204
+    # cached (141 image). No image rate: 169 uncached at 0.30, 204 cached at 0.03.
+    e = event(
+        "google",
+        "gemini-2.5-flash",
+        input_tokens=373,
+        cached_input_tokens=204,
+        image_input_tokens=258,
+        cached_image_input_tokens=141,
+    )
+    cost = PriceBook().price(e)
+    assert cost.input == pytest.approx((169 * 0.30 + 204 * 0.03) / 1e6, abs=1e-15)
+    assert_matches(cost, e)
+
+
+@pytest.mark.parametrize(
+    ("model", "kinds"),
+    [
+        # cached audio $0.40 and cached image $0.50 against audio $32 and image $5.
+        ("gpt-realtime", {"cached_audio_input_tokens": 700, "cached_image_input_tokens": 90}),
+        # cached image $2.50 against image $10.
+        ("gpt-image-1", {"cached_image_input_tokens": 300}),
+    ],
+)
+def test_openai_cached_audio_and_image_rates(model: str, kinds: dict[str, int]) -> None:
+    e = event(
+        "openai",
+        model,
+        input_tokens=5000,
+        cached_input_tokens=1500,
+        audio_input_tokens=2000 if "cached_audio_input_tokens" in kinds else 0,
+        image_input_tokens=400,
+        output_tokens=300,
+        **kinds,
+    )
+    cost = PriceBook().price(e)
+    assert_matches(cost, e)
+    zeroed: dict[str, Any] = dict.fromkeys(kinds, 0)
+    without = PriceBook().price(dataclasses.replace(e, **zeroed))
+    assert without.total > cost.total  # the cache discount is applied to those tokens
+
+
+def test_video_is_priced_apart_only_where_the_model_prices_it() -> None:
+    # gemini-live-2.5-flash: input 0.50, video 3.00; gemini-2.5-flash: no video rate.
+    live = event("google", "gemini-live-2.5-flash", input_tokens=1000, video_input_tokens=800)
+    assert PriceBook().price(live).input == pytest.approx((200 * 0.5 + 800 * 3.0) / 1e6)
+    assert_matches(PriceBook().price(live), live)
+    flash = event("google", "gemini-2.5-flash", input_tokens=1000, video_input_tokens=800)
+    assert PriceBook().price(flash).input == pytest.approx(1000 * 0.30 / 1e6)
+    assert PriceBook().price(flash).reason == ""
+    # Omni: video output 17.50 against 9.00 for the rest of the output.
+    omni = event("google", "gemini-omni-flash-preview", output_tokens=1000, video_output_tokens=600)
+    assert PriceBook().price(omni).output == pytest.approx((400 * 9.0 + 600 * 17.5) / 1e6)
+    assert_matches(PriceBook().price(omni), omni)
+
+
+def test_override_cached_modality_rates(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        providers:
+          acme:
+            models:
+              joined: {input: 1.0, output: 2.0, cached_input: 0.1, audio_input: 4.0,
+                       cached_audio_input: 0.4, video_input: 3.0, cached_video_input: 0.3}
+              unjoined: {input: 1.0, output: 2.0, cached_input: 0.1, audio_input: 4.0}
+              audio_only: {input: 1.0, output: 2.0, audio_input: 4.0}
+              cache_only: {input: 1.0, output: 2.0, cached_input: 0.1}
+        """,
+    )
+    book = PriceBook.from_file(path)
+
+    def price(model: str, **extra: int) -> Cost:
+        return book.price(
+            event("acme", model, input_tokens=1000, cached_input_tokens=600,
+                  audio_input_tokens=500, cached_audio_input_tokens=400, **extra)
+        )  # fmt: skip
+
+    # 300 text uncached, 200 text cached, 100 audio uncached, 400 audio cached.
+    joined = price("joined", video_input_tokens=0)
+    assert joined.input == pytest.approx((300 * 1.0 + 200 * 0.1 + 100 * 4.0 + 400 * 0.4) / 1e6)
+    assert joined.reason == ""
+    # Both parents priced apart and no join: a cache read, said to be approximate.
+    unjoined = price("unjoined")
+    assert unjoined.input == pytest.approx((300 * 1.0 + 600 * 0.1 + 100 * 4.0) / 1e6)
+    assert unjoined.reason == "unpriced_token_type"
+    # One parent priced apart: its rate, exactly (genai-prices' leaf rule).
+    assert price("audio_only").input == pytest.approx((500 * 1.0 + 500 * 4.0) / 1e6)
+    assert price("audio_only").reason == ""
+    assert price("cache_only").input == pytest.approx((400 * 1.0 + 600 * 0.1) / 1e6)
+    # (Flagged for the audio input, which has no rate of its own there.)
+    assert price("cache_only").reason == "unpriced_token_type"
+    video = book.price(
+        event("acme", "joined", input_tokens=1000, cached_input_tokens=600,
+              video_input_tokens=500, cached_video_input_tokens=400)
+    )  # fmt: skip
+    assert video.input == pytest.approx((300 * 1.0 + 200 * 0.1 + 100 * 3.0 + 400 * 0.3) / 1e6)

@@ -6,9 +6,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import genai_prices
 import pytest
+from genai_prices.data_snapshot import get_snapshot
 
 from ai_usage_exporter.events import USAGE_FIELDS, EventError, normalise_usage, parse_event
+from ai_usage_exporter.pricing import PriceBook
 from ai_usage_exporter.shapes import MAPS, infer_provider
 
 NOW = 1_790_000_000.0
@@ -271,3 +274,74 @@ def test_a_legacy_completions_body_names_openai() -> None:
     e = one({"response": body})
     assert (e.provider, e.model, e.input_tokens, e.output_tokens) == (
         "openai", "gpt-3.5-turbo-instruct", 10, 20)  # fmt: skip
+
+
+def test_gemini_cache_reads_by_modality_and_video_in_snake_case() -> None:
+    # google-genai's GenerateContentResponseUsageMetadata: cache_tokens_details splits
+    # cached_content_token_count by modality, as prompt_tokens_details splits the prompt.
+    dump = {"prompt_token_count": 1000, "candidates_token_count": 50,
+            "cached_content_token_count": 700,
+            "prompt_tokens_details": [
+                {"modality": "TEXT", "token_count": 100}, {"modality": "AUDIO", "token_count": 300},
+                {"modality": "IMAGE", "token_count": 150}, {"modality": "DOCUMENT", "token_count": 50},
+                {"modality": "VIDEO", "token_count": 400}],
+            "cache_tokens_details": [
+                {"modality": "TEXT", "token_count": 60}, {"modality": "AUDIO", "token_count": 250},
+                {"modality": "MediaModality.IMAGE", "token_count": 80},
+                {"modality": "DOCUMENT", "token_count": 10}, {"modality": "VIDEO", "token_count": 300}],
+            "candidates_tokens_details": [{"modality": "VIDEO", "token_count": 20}]}  # fmt: skip
+    assert normalise_usage(dump) == counts(
+        input_tokens=1000, output_tokens=50, cached_input_tokens=700, audio_input_tokens=300,
+        image_input_tokens=200, video_input_tokens=400, cached_audio_input_tokens=250,
+        cached_image_input_tokens=90, cached_video_input_tokens=300, video_output_tokens=20,
+    )  # fmt: skip
+
+
+def test_a_cached_modality_above_its_parents_is_cut_to_fit() -> None:
+    usage = {"promptTokenCount": 100, "cachedContentTokenCount": 40,
+             "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 60}],
+             "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 50},
+                                    {"modality": "IMAGE", "tokenCount": 5}]}  # fmt: skip
+    e = one({"provider": "google", "model": "gemini-2.5-flash", "usage": usage})
+    # 50 cached audio > 40 cached: cut to 40; 5 cached image > 0 image: cut to 0.
+    assert (e.cached_audio_input_tokens, e.cached_image_input_tokens) == (40, 0)
+
+
+def test_cached_modalities_sent_by_hand_must_be_parts_of_both_parents() -> None:
+    base = {"provider": "google", "model": "m", "input_tokens": 100, "cached_input_tokens": 40,
+            "audio_input_tokens": 30}  # fmt: skip
+    for extra, field in (
+        ({"cached_audio_input_tokens": 35}, "cached_audio_input_tokens"),  # > audio
+        ({"audio_input_tokens": 90, "cached_audio_input_tokens": 50}, "cached_audio_input_tokens"),
+        ({"cached_video_input_tokens": 1}, "cached_video_input_tokens"),  # no video at all
+        ({"video_input_tokens": 101}, "video_input_tokens"),
+        ({"video_output_tokens": 1}, "video_output_tokens"),
+    ):
+        with pytest.raises(EventError) as err:
+            parse_event({**base, **extra}, now=NOW)
+        assert err.value.details[0].field == field, extra
+    e = one({**base, "cached_audio_input_tokens": 30, "video_input_tokens": 60})
+    assert (e.cached_audio_input_tokens, e.video_input_tokens) == (30, 60)
+
+
+def test_openai_realtime_usage_counts_cached_audio_and_image() -> None:
+    # openai-python types/realtime/realtime_response_usage_input_token_details.py:
+    # input_token_details.cached_tokens_details splits the cached tokens by modality.
+    usage = {"total_tokens": 2600, "input_tokens": 2400, "output_tokens": 200,
+             "input_token_details": {"text_tokens": 600, "audio_tokens": 1500, "image_tokens": 300,
+                                     "cached_tokens": 1280,
+                                     "cached_tokens_details": {"text_tokens": 256,
+                                                               "audio_tokens": 896,
+                                                               "image_tokens": 128}},
+             "output_token_details": {"text_tokens": 40, "audio_tokens": 160}}  # fmt: skip
+    assert normalise_usage(usage, provider="openai") == counts(
+        input_tokens=2400, output_tokens=200, cached_input_tokens=1280, audio_input_tokens=1500,
+        image_input_tokens=300, cached_audio_input_tokens=896, cached_image_input_tokens=128,
+        audio_output_tokens=160,
+    )  # fmt: skip
+    # Priced as genai-prices' own Realtime extractor reads the same object.
+    openai = next(p for p in get_snapshot().providers if p.id == "openai")
+    _, theirs = openai.extract_usage({"response": {"usage": usage}}, api_flavor="realtime")
+    want = genai_prices.calc_price(theirs, "gpt-realtime", provider_id="openai").total_price
+    e = one({"provider": "openai", "model": "gpt-realtime", "usage": usage})
+    assert PriceBook().price(e).total == pytest.approx(float(want), abs=1e-12)

@@ -32,6 +32,7 @@ from .shapes import (
 )
 from .shapes import Invalid as _Invalid
 from .shapes import describe as _describe
+from .shapes._common import CACHED_MODALITIES
 from .shapes.openai import provider_hint
 
 __all__ = (
@@ -100,7 +101,10 @@ class UsageEvent:
     includes reasoning tokens; every sub-kind is a subset of its parent.
 
     ``cache_write_1h_tokens`` is the part of ``cache_write_tokens`` written for an hour;
-    image and audio tokens are parts of input or output; ``web_search_requests`` counts
+    image, audio and video tokens are parts of input or output, and
+    ``cached_audio_input_tokens``, ``cached_image_input_tokens`` and
+    ``cached_video_input_tokens`` the parts of ``cached_input_tokens`` that are also
+    audio, image or video; ``web_search_requests`` counts
     server-side searches billed per request. ``provider_cost_usd`` is the bill the
     provider reported in its response, ``service_tier`` the tier that served the call.
     """
@@ -119,6 +123,11 @@ class UsageEvent:
     cache_write_1h_tokens: int = 0
     image_input_tokens: int = 0
     image_output_tokens: int = 0
+    cached_audio_input_tokens: int = 0
+    cached_image_input_tokens: int = 0
+    video_input_tokens: int = 0
+    video_output_tokens: int = 0
+    cached_video_input_tokens: int = 0
     web_search_requests: int = 0
     service_tier: str | None = None
     duration_ms: float | None = None
@@ -869,9 +878,15 @@ def _check_subsets(c: dict[str, int]) -> None:
             f"cache_write_1h_tokens ({c['cache_write_1h_tokens']}) exceeds cache_write_tokens "
             f"({c['cache_write_tokens']}), which must include it",
         )
-    for name in ("audio_input_tokens", "image_input_tokens"):
+    for name in ("audio_input_tokens", "image_input_tokens", "video_input_tokens"):
         if c[name] > c["input_tokens"]:
             raise _Invalid(name, "exceeds input_tokens, which must include it")
+    for name, parent in CACHED_MODALITIES.items():
+        for whole in ("cached_input_tokens", parent):
+            if c[name] > c[whole]:
+                raise _Invalid(
+                    name, f"{name} ({c[name]}) exceeds {whole} ({c[whole]}), which must include it"
+                )
     if c["reasoning_tokens"] + c["audio_output_tokens"] > c["output_tokens"]:
         raise _Invalid(
             "reasoning_tokens",
@@ -879,8 +894,9 @@ def _check_subsets(c: dict[str, int]) -> None:
             f"({c['audio_output_tokens']}) exceed output_tokens ({c['output_tokens']}), "
             "which must include them",
         )
-    if c["image_output_tokens"] > c["output_tokens"]:
-        raise _Invalid("image_output_tokens", "exceeds output_tokens, which must include it")
+    for name in ("image_output_tokens", "video_output_tokens"):
+        if c[name] > c["output_tokens"]:
+            raise _Invalid(name, "exceeds output_tokens, which must include it")
 
 
 # ---------------------------------------------------------------- requests

@@ -16,7 +16,8 @@ Precedence, first match wins:
 A priced call can still be priced only approximately; `Cost.reason` then says why:
 ``unpriced_token_type`` when it has tokens of a kind its price list has no rate for
 (audio, image output, 1-hour cache writes, web searches; they are priced at their
-parent's rate, as genai-prices does), ``unknown_tier`` when it was served by a service
+parent's rate, as genai-prices does; a cached audio or image token when both the cache
+read and the modality have rates of their own but their join has none), ``unknown_tier`` when it was served by a service
 tier (flex, batch, priority...) with no price of its own (priced at the standard rate).
 A tier's price can be given as an override keyed ``model@tier``. An unpriced call has
 reason ``unknown_model``.
@@ -39,6 +40,11 @@ defaulting to the input or output rate)::
             cache_write_1h: 0.60
             image_input: 0.30
             image_output: 40.0
+            cached_audio_input: 0.30           # a cache read of audio tokens
+            cached_image_input: 0.03           # a cache read of image tokens
+            video_input: 0.30
+            video_output: 20.0
+            cached_video_input: 0.03
             web_search: 10.0                   # USD per 1,000 searches
           gpt-4o-mini@flex:                    # the flex tier's price
             input: 0.075
@@ -131,11 +137,27 @@ RATE_KEYS: tuple[str, ...] = (
     "cache_write_1h",
     "image_input",
     "image_output",
+    "cached_audio_input",
+    "cached_image_input",
+    "video_input",
+    "video_output",
+    "cached_video_input",
     "web_search",
 )
 # Kinds billed at a rate of their own at many providers; tokens of one of these priced
 # at a parent's rate (because the price list has none) make the cost approximate.
-_DISTINCT = ("audio_input", "audio_output", "cache_write_1h", "image_output", "web_search")
+# A cached audio or image token is approximate only when the cache read and the modality
+# both have rates of their own and their join has none (see `_join`).
+_DISTINCT = (
+    "audio_input",
+    "audio_output",
+    "cache_write_1h",
+    "image_output",
+    "web_search",
+    "cached_audio_input",
+    "cached_image_input",
+    "cached_video_input",
+)
 UNPRICED_REASONS: tuple[str, ...] = ("unknown_model", "unpriced_token_type", "unknown_tier")
 _PROVIDER_KEYS = ("models", "aliases")
 _TOP_KEYS = ("self_hosted", "providers")
@@ -189,7 +211,14 @@ class Rates:
     image_input: float | None = None  # None: the input rate
     image_output: float | None = None  # None: the output rate
     web_search: float = 0.0  # USD per search, counted as input
-    # Which of _DISTINCT the price list gives a rate of its own.
+    # A cache read of audio or image tokens; None: the rate genai-prices' leaf rule gives
+    # (see `_join`).
+    cached_audio_input: float | None = None
+    cached_image_input: float | None = None
+    video_input: float | None = None  # None: the input rate
+    video_output: float | None = None  # None: the output rate
+    cached_video_input: float | None = None  # as cached_audio_input
+    # Which of _DISTINCT (and cached_input) the price list gives a rate of its own.
     own: frozenset[str] = frozenset()
     approx: str = ""  # a reason every cost from these rates is approximate (unknown_tier)
     kind: str = "genai-prices"  # the Cost.source it produces
@@ -225,6 +254,11 @@ def genai_usage(event: UsageEvent) -> genai_prices.Usage:
         output_reasoning_tokens=event.reasoning_tokens,
         output_audio_tokens=event.audio_output_tokens,
         output_image_tokens=event.image_output_tokens,
+        cache_audio_read_tokens=event.cached_audio_input_tokens,
+        cache_image_read_tokens=event.cached_image_input_tokens,
+        input_video_tokens=event.video_input_tokens,
+        output_video_tokens=event.video_output_tokens,
+        cache_video_read_tokens=event.cached_video_input_tokens,
         web_searches=event.web_search_requests,
     )
 
@@ -435,7 +469,12 @@ class _Parser:
             image_input=values.get("image_input"),
             image_output=values.get("image_output"),
             web_search=values.get("web_search", 0.0) / 1000,
-            own=frozenset(k for k in _DISTINCT if k in values),
+            cached_audio_input=values.get("cached_audio_input"),
+            cached_image_input=values.get("cached_image_input"),
+            video_input=values.get("video_input"),
+            video_output=values.get("video_output"),
+            cached_video_input=values.get("cached_video_input"),
+            own=_own(values),
             kind="override",
             source=f"override {self.where(parent, key)} ({pattern})",
         )
@@ -540,7 +579,29 @@ _PRICE_KEYS: dict[str, str] = {
     "cache_write_1h": "cache_write_1h_mtok",
     "image_input": "input_image_mtok",
     "image_output": "output_image_mtok",
+    "cached_audio_input": "cache_audio_read_mtok",
+    "cached_image_input": "cache_image_read_mtok",
+    "video_input": "input_video_mtok",
+    "video_output": "output_video_mtok",
+    "cached_video_input": "cache_video_read_mtok",
 }
+# Each cached-modality rate: the modality whose cache read it prices.
+_CACHED_JOINS = {
+    "cached_audio_input": "audio_input",
+    "cached_image_input": "image_input",
+    "cached_video_input": "video_input",
+}
+
+
+def _own(values: Mapping[str, float | None]) -> frozenset[str]:
+    """Which of _DISTINCT a price list prices exactly (a cache-read join: see `_join`)."""
+    own = {k for k in (*_DISTINCT, "cached_input") if values.get(k) is not None}
+    for join, modality in _CACHED_JOINS.items():
+        if values.get("cached_input") is None or values.get(modality) is None:
+            own.add(join)  # at most one parent is priced apart: its rate is exact
+    return frozenset(own)
+
+
 _PARENT = {
     "cached_input": "input",
     "cache_write": "input",
@@ -591,7 +652,12 @@ def _compile(price: gp.ModelPrice, source: str) -> Rates:
             image_input=values["image_input"],
             image_output=values["image_output"],
             web_search=(values["web_search"] or 0.0) / 1000,
-            own=frozenset(k for k in _DISTINCT if values[k] is not None),
+            cached_audio_input=values["cached_audio_input"],
+            cached_image_input=values["cached_image_input"],
+            video_input=values["video_input"],
+            video_output=values["video_output"],
+            cached_video_input=values["cached_video_input"],
+            own=_own(values),
             source=source,
         )
 
@@ -612,26 +678,76 @@ def _compile(price: gp.ModelPrice, source: str) -> Rates:
 # reasoning, audio output; then USD per request, the Cost source, the reason every cost
 # from these rates is approximate ("" or unknown_tier) and the rarer kinds' `_Extra`.
 # Most calls have none of the rarer kinds and never unpack it.
-_Extra = tuple[float, float, float, float, bool, bool, bool, bool, bool]
+_Extra = tuple[
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    bool,
+    bool,
+    bool,
+    bool,
+    bool,
+    bool,
+    bool,
+    bool,
+]
 _Flat = tuple[float, float, float, float, float, float, float, float, str, str, _Extra]
 _Hot = tuple[_Flat, tuple[tuple[int, _Flat], ...]]  # tiers descending by start
 _Period = tuple[float, float, Rates, _Hot]  # valid from, valid until (exclusive)
 
 
+def _join(r: Rates, join: float | None, modality: float) -> float:
+    """The rate of a cache read of audio or image tokens, as genai-prices prices it.
+
+    genai-prices prices each token at its most specific priced kind: its own join rate
+    when the price list has one (gemini-2.5-flash: cached audio $0.10 against $1.00), else
+    the one parent priced apart (the cache read, or the modality), else input. A price
+    list pricing both parents apart must price the join; an override that does not gets
+    the cache-read rate, and the cost is marked approximate (`_own`).
+    """
+    if join is not None:
+        return join
+    return r.cached_input if "cached_input" in r.own else modality
+
+
 def _flat(r: Rates) -> _Flat:
     own = r.own
-    # Per 1M tokens: 1h cache write, image input, image output; USD per web search; and
-    # whether audio in, audio out, 1h writes, image out and web searches lack a rate.
+    image_in = r.input if r.image_input is None else r.image_input
+    # A cached audio, image or video token is counted at the cache-read rate and at the
+    # modality's rate, and taken off the plain input twice: the deltas below turn that
+    # into the rate it has.
+    cached_audio = _join(r, r.cached_audio_input, r.audio_input)
+    cached_image = _join(r, r.cached_image_input, image_in)
+    video_in = r.input if r.video_input is None else r.video_input
+    cached_video = _join(r, r.cached_video_input, video_in)
+    # Per 1M tokens: 1h cache write, image input, image output; USD per web search; the
+    # deltas of cached audio, image and video; video input, video output; and whether
+    # audio in, audio out, 1h writes, image out, web searches and cached audio, image and
+    # video lack a rate.
     extra: _Extra = (
         r.cache_write if r.cache_write_1h is None else r.cache_write_1h,
-        r.input if r.image_input is None else r.image_input,
+        image_in,
         r.output if r.image_output is None else r.image_output,
         r.web_search,
+        cached_audio - r.cached_input - r.audio_input + r.input,
+        cached_image - r.cached_input - image_in + r.input,
+        cached_video - r.cached_input - video_in + r.input,
+        video_in,
+        r.output if r.video_output is None else r.video_output,
         "audio_input" not in own,
         "audio_output" not in own,
         "cache_write_1h" not in own,
         "image_output" not in own,
         "web_search" not in own,
+        "cached_audio_input" not in own,
+        "cached_image_input" not in own,
+        "cached_video_input" not in own,
     )
     return (
         r.input,
@@ -768,28 +884,66 @@ class PriceBook:
         image_in = event.image_input_tokens
         image_out = event.image_output_tokens
         searches = event.web_search_requests
+        video_in = event.video_input_tokens
+        video_out = event.video_output_tokens
         plain_in = event.input_tokens - cached - write - audio_in
         plain_out = event.output_tokens - reasoning - audio_out
         cost_in = plain_in * r_in + cached * r_cached + write * r_write + audio_in * r_audio_in
         cost_out = reasoning * r_reason + audio_out * r_audio_out
-        if write_1h or image_in or image_out or searches or audio_in or audio_out:
-            r_write_1h, r_image_in, r_image_out, r_search, no_ai, no_ao, no_w1h, no_io, no_ws = (
-                extra
-            )
-            plain_in -= image_in
-            plain_out -= image_out
+        # Cached audio, image and video are parts of audio_in, image_in and video_in.
+        if (
+            write_1h
+            or image_in
+            or image_out
+            or searches
+            or audio_in
+            or audio_out
+            or video_in
+            or video_out
+        ):
+            (
+                r_write_1h,
+                r_image_in,
+                r_image_out,
+                r_search,
+                d_cached_audio,
+                d_cached_image,
+                d_cached_video,
+                r_video_in,
+                r_video_out,
+                no_ai,
+                no_ao,
+                no_w1h,
+                no_io,
+                no_ws,
+                no_ca,
+                no_ci,
+                no_cv,
+            ) = extra
+            cached_audio = event.cached_audio_input_tokens
+            cached_image = event.cached_image_input_tokens
+            cached_video = event.cached_video_input_tokens
+            plain_in += cached_audio + cached_image + cached_video - image_in - video_in
+            plain_out -= image_out + video_out
             cost_in += (
                 write_1h * (r_write_1h - r_write)
                 + image_in * (r_image_in - r_in)
+                + video_in * (r_video_in - r_in)
+                + cached_audio * d_cached_audio
+                + cached_image * d_cached_image
+                + cached_video * d_cached_video
                 + searches * r_search * 1e6
             )
-            cost_out += image_out * r_image_out
+            cost_out += image_out * r_image_out + video_out * r_video_out
             if not reason and (
                 (no_ai and audio_in)
                 or (no_ao and audio_out)
                 or (no_w1h and write_1h)
                 or (no_io and image_out)
                 or (no_ws and searches)
+                or (no_ca and cached_audio)
+                or (no_ci and cached_image)
+                or (no_cv and cached_video)
             ):
                 reason = "unpriced_token_type"
         # Inconsistent sub-counts (only hand-built events can have them) never go negative.

@@ -21,10 +21,24 @@ TOKEN_FIELDS: tuple[str, ...] = (
     "cache_write_1h_tokens",
     "image_input_tokens",
     "image_output_tokens",
+    # Cache reads of audio, image or video: subsets of both cached_input_tokens and the
+    # modality's input count, since some models price a cached audio or image token on its
+    # own (and a cached video token must not be taken off the uncached input twice).
+    "cached_audio_input_tokens",
+    "cached_image_input_tokens",
+    "video_input_tokens",
+    "video_output_tokens",
+    "cached_video_input_tokens",
 )
 # Counts of billed things that are not tokens.
 COUNT_FIELDS: tuple[str, ...] = ("web_search_requests",)
 USAGE_FIELDS: tuple[str, ...] = (*TOKEN_FIELDS, *COUNT_FIELDS)
+# Each cached-modality kind and the modality count it is also a part of.
+CACHED_MODALITIES: dict[str, str] = {
+    "cached_audio_input_tokens": "audio_input_tokens",
+    "cached_image_input_tokens": "image_input_tokens",
+    "cached_video_input_tokens": "video_input_tokens",
+}
 
 # Tier names that mean "the ordinary price" at the providers that report a tier.
 STANDARD_TIERS = frozenset(("default", "standard", "on_demand", "auto"))
@@ -152,12 +166,22 @@ def settle(reading: Reading, where: str) -> Reading:
     if c["cache_write_1h_tokens"] > c["cache_write_tokens"]:
         reading.notes.append(f"{where}: cache_write_1h_tokens cut to cache_write_tokens")
         c["cache_write_1h_tokens"] = c["cache_write_tokens"]
-    for name in ("audio_input_tokens", "image_input_tokens"):
+    for name in ("audio_input_tokens", "image_input_tokens", "video_input_tokens"):
         if c[name] > inp:
             reading.notes.append(f"{where}: {name} {c[name]} cut to {inp}")
             c[name] = inp
+    for name, parent in CACHED_MODALITIES.items():
+        room = min(c["cached_input_tokens"], c[parent])
+        if c[name] > room:
+            reading.notes.append(f"{where}: {name} {c[name]} cut to {room}")
+            c[name] = room
     out = c["output_tokens"]
-    for name in ("reasoning_tokens", "audio_output_tokens", "image_output_tokens"):
+    for name in (
+        "reasoning_tokens",
+        "audio_output_tokens",
+        "image_output_tokens",
+        "video_output_tokens",
+    ):
         if c[name] > out:
             reading.notes.append(f"{where}: {name} {c[name]} cut to {out}")
             c[name] = out

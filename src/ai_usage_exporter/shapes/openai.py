@@ -4,7 +4,11 @@ Chat: ``prompt_tokens``/``completion_tokens`` with ``prompt_tokens_details`` and
 ``completion_tokens_details`` (openai-python ``types/completion_usage.py``). Responses:
 ``input_tokens``/``output_tokens`` with ``input_tokens_details`` and
 ``output_tokens_details`` (``types/responses/response_usage.py``); gpt-image uses the
-same shape with text and image tokens in the details. Azure OpenAI, Groq, DeepSeek,
+same shape with text and image tokens in the details. The Realtime API's
+``response.usage`` spells them ``input_token_details``/``output_token_details`` and
+splits the cached tokens by modality in ``input_token_details.cached_tokens_details``
+(openai-python ``types/realtime/realtime_response_usage*.py``): cached audio and image
+have cache rates of their own (gpt-realtime). Azure OpenAI, Groq, DeepSeek,
 Mistral, OpenRouter, Together, Fireworks, vLLM and xAI return one of the two.
 
 Every detail count is a subset of its parent, except where a provider reports
@@ -51,6 +55,18 @@ RESPONSES_MAP: tuple[tuple[str, str], ...] = (
     ("input_tokens_details.cache_write_tokens", "cache_write_tokens"),
     ("input_tokens_details.audio_tokens", "audio_input_tokens"),
     ("input_tokens_details.image_tokens", "image_input_tokens"),
+    (
+        "input_token_details, output_token_details (Realtime)",
+        "as input_tokens_details, output_tokens_details",
+    ),
+    (
+        "input_token_details.cached_tokens_details.audio_tokens (Realtime)",
+        "cached_audio_input_tokens",
+    ),
+    (
+        "input_token_details.cached_tokens_details.image_tokens (Realtime)",
+        "cached_image_input_tokens",
+    ),
     ("output_tokens_details.reasoning_tokens", "reasoning_tokens"),
     ("output_tokens_details.audio_tokens", "audio_output_tokens"),
     ("output_tokens_details.image_tokens", "image_output_tokens"),
@@ -147,8 +163,10 @@ def read_responses(
     usage: Mapping[str, Any], count: Counter, provider: str | None, reading: Reading
 ) -> None:
     c = reading.counts
-    in_d, iw = count.sub(usage, "input_tokens_details")
-    out_d, ow = count.sub(usage, "output_tokens_details")
+    # Realtime writes "token_details" for Responses' "tokens_details".
+    realtime = "input_tokens_details" not in usage and "input_token_details" in usage
+    in_d, iw = count.sub(usage, "input_token_details" if realtime else "input_tokens_details")
+    out_d, ow = count.sub(usage, "output_token_details" if realtime else "output_tokens_details")
     inp = count(usage, "input_tokens")
     out = count(usage, "output_tokens")
     reasoning = count(out_d, "reasoning_tokens", ow)
@@ -161,6 +179,11 @@ def read_responses(
     c["cache_write_tokens"] = count(in_d, "cache_write_tokens", iw)
     c["audio_input_tokens"] = count(in_d, "audio_tokens", iw)
     c["image_input_tokens"] = count(in_d, "image_tokens", iw)
+    cached_d = in_d.get("cached_tokens_details")
+    if isinstance(cached_d, Mapping):
+        where = f"{iw}.cached_tokens_details"
+        c["cached_audio_input_tokens"] = count(cached_d, "audio_tokens", where)
+        c["cached_image_input_tokens"] = count(cached_d, "image_tokens", where)
     c["reasoning_tokens"] = reasoning
     c["audio_output_tokens"] = count(out_d, "audio_tokens", ow)
     c["image_output_tokens"] = count(out_d, "image_tokens", ow)
