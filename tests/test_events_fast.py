@@ -116,6 +116,11 @@ def test_fast_path_takes_the_usual_lines_and_leaves_the_rest() -> None:
     assert _fast_build({**usual, "level": "warning"}, LIMITS, NOW) is None
     assert _fast_build({**usual, "input_tokens": True}, LIMITS, NOW) is None
     assert _fast_build({**usual, "timestamp": math.nan}, LIMITS, NOW) is None
+    # A sub-count above its parent, for every count the validator knows of.
+    for name in USAGE_FIELDS:
+        if name not in ("input_tokens", "output_tokens", "web_search_requests"):
+            odd = {"provider": "p", "model": "m", name: 1}
+            assert _fast_build(odd, LIMITS, NOW) is None or _agree(odd), name
     # Through parse_events, the answer is the same either way.
     (event,) = parse_events([usual], LIMITS, NOW)
     assert (event.input_tokens, event.level, event.timestamp) == (10, "info", NOW - 5)

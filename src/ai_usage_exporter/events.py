@@ -603,16 +603,11 @@ def _fast_build(obj: Mapping[str, Any], limits: Limits, now: float) -> UsageEven
             kw[name] = value
     if "provider" not in kw or "model" not in kw:
         return None
-    c = counts
-    if (
-        (total and not c["input_tokens"] and not c["output_tokens"])
-        or c["cached_input_tokens"] + c["cache_write_tokens"] > c["input_tokens"]
-        or c["cache_write_1h_tokens"] > c["cache_write_tokens"]
-        or c["audio_input_tokens"] > c["input_tokens"]
-        or c["image_input_tokens"] > c["input_tokens"]
-        or c["reasoning_tokens"] + c["audio_output_tokens"] > c["output_tokens"]
-        or c["image_output_tokens"] > c["output_tokens"]
-    ):
+    if total and not counts["input_tokens"] and not counts["output_tokens"]:
+        return None
+    try:
+        _check_subsets(counts)  # the same rules, whatever counts are added to them
+    except _Invalid:
         return None
     if "level" not in kw:
         kw["level"] = "error" if kw.get("status") == "error" else "info"
