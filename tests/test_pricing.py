@@ -522,8 +522,11 @@ def test_describe_rates() -> None:
     book = PriceBook({"providers": {"azure": {"aliases": {"prod-gpt4o-*": "gpt-4o"}}}})
     text = describe_rates(book, "openai", ["gpt-4o-mini", "nope"])
     lines = text.splitlines()
-    assert lines[0].startswith(f"USD per 1M tokens; genai-prices {genai_prices_version}")
-    assert lines[1].split() == [
+    assert lines[0].startswith("USD per 1M tokens (search_1k: per 1,000 web searches); ")
+    assert f"genai-prices {genai_prices_version};" in lines[0]
+    assert lines[1].startswith("*: no rate of its own")
+    # gpt-4o-mini prices no rarer kind but web searches: only that column is added.
+    assert lines[2].split() == [
         "provider",
         "model",
         "input",
@@ -533,27 +536,127 @@ def test_describe_rates() -> None:
         "reasoning",
         "audio_in",
         "audio_out",
+        "search_1k",
         "source",
     ]
-    assert lines[2].split()[:9] == [
+    assert lines[3].split()[:10] == [
         "openai",
         "gpt-4o-mini",
         "0.15",
         "0.075",
-        "0.15",
+        "0.15*",
         "0.6",
-        "0.6",
-        "0.15",
-        "0.6",
+        "0.6*",
+        "0.15*",
+        "0.6*",
+        "10",
     ]
-    assert lines[2].endswith(f"genai-prices {genai_prices_version} (openai/gpt-4o-mini)")
-    assert lines[3].split() == ["openai", "nope", *["-"] * 7, "unpriced"]
+    assert lines[3].endswith(f"genai-prices {genai_prices_version} (openai/gpt-4o-mini)")
+    assert lines[4].split() == ["openai", "nope", *["-"] * 8, "unpriced"]
     listed = describe_rates(book, "azure", [])
     assert "prod-gpt4o-*" in listed and "alias <config>" in listed
     assert "\nazure     o1 " in listed
     tiered = describe_rates(book, None, ["gemini-2.5-pro"]).splitlines()
-    assert tiered[2].split()[:3] == ["google", "gemini-2.5-pro", "1.25"]
-    assert tiered[3].split()[:5] == [">", "200000", "input", "tokens", "2.5"]
+    assert tiered[3].split()[:3] == ["google", "gemini-2.5-pro", "1.25"]
+    assert tiered[4].split()[:5] == [">", "200000", "input", "tokens", "2.5"]
+
+
+def _table(text: str) -> list[dict[str, str]]:
+    """The rows of a `describe_rates` table, cut at the header's column starts."""
+    lines = text.splitlines()[2:]
+    head = lines[0].split()
+    starts = [lines[0].index(f" {h} ") + 1 if i else 0 for i, h in enumerate(head[:-1])]
+    starts.append(lines[0].rindex(" source") + 1)
+    bounds = [*starts, None]
+    return [
+        {h: line[bounds[i] : bounds[i + 1]].strip() for i, h in enumerate(head)}
+        for line in lines[1:]
+    ]
+
+
+def test_describe_rates_shows_every_kind_a_price_list_gives() -> None:
+    rows = _table(
+        describe_rates(
+            PriceBook(),
+            None,
+            ["claude-sonnet-4-5", "gemini-2.5-flash", "gemini-2.5-flash-image-preview"],
+        )
+    )
+    cols = list(rows[0])
+    assert cols == [
+        "provider",
+        "model",
+        "input",
+        "cached_in",
+        "cache_wr",
+        "output",
+        "reasoning",
+        "audio_in",
+        "audio_out",
+        "cache_wr_1h",
+        "image_out",
+        "cached_audio",
+        "search_1k",
+        "source",
+    ]
+    sonnet, sonnet_tier, flash, image = rows
+    # Anthropic: 1-hour writes at 2x input, 5-minute at 1.25x; $10 per 1,000 searches.
+    assert [sonnet[c] for c in cols[2:13]] == [
+        "3", "0.3", "3.75", "15", "15*", "3*", "15*", "6", "15*", "0.3*", "10",
+    ]  # fmt: skip
+    assert [sonnet_tier[c] for c in cols[2:13]] == [
+        "6", "0.6", "7.5", "22.5", "22.5*", "6*", "22.5*", "12", "22.5*", "0.6*", "10",
+    ]  # fmt: skip
+    # Gemini 2.5 Flash: audio input and its cache read priced apart.
+    assert [flash[c] for c in ("audio_in", "cached_audio", "search_1k")] == ["1", "0.1", "35"]
+    # The image model's image output is 12x its text output.
+    assert [image[c] for c in ("output", "image_out")] == ["2.5", "30"]
+
+
+def test_describe_rates_overrides_mark_what_they_leave_out() -> None:
+    book = PriceBook(
+        {
+            "providers": {
+                "acme": {
+                    "models": {
+                        "vid-*": {
+                            "input": 1,
+                            "output": 4,
+                            "cache_write_1h": 2.5,
+                            "image_input": 1.5,
+                            "video_input": 3,
+                            "video_output": 40,
+                            "cached_video_input": 0.3,
+                            "cached_image_input": 0.2,
+                            "web_search": 25,
+                        }
+                    }
+                }
+            }
+        }
+    )
+    rows = _table(describe_rates(book, "acme", ["vid-1"]))
+    assert rows == [
+        {
+            "provider": "acme",
+            "model": "vid-1",
+            "input": "1",
+            "cached_in": "1*",
+            "cache_wr": "1*",
+            "output": "4",
+            "reasoning": "4*",
+            "audio_in": "1*",
+            "audio_out": "4*",
+            "cache_wr_1h": "2.5",
+            "image_in": "1.5",
+            "video_in": "3",
+            "video_out": "40",
+            "cached_image": "0.2",
+            "cached_video": "0.3",
+            "search_1k": "25",
+            "source": "override <config> (vid-*)",
+        }
+    ]
 
 
 def test_per_request_fee_counts_as_input() -> None:
