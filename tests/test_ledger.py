@@ -341,6 +341,7 @@ def test_a_ledger_from_before_instances_and_the_new_kinds_is_rebuilt_and_adopted
         assert fleet["totals"]["web_search_requests"] == 4
         assert fleet["totals"]["approximately_priced_requests"]["unknown_tier"] == 2
         assert 'ai_fleet_tokens{type="image_output"} 30.0' in render_fleet(fleet)
+        assert 'ai_fleet_server_tool_requests{type="web_search"} 4.0' in render_fleet(fleet)
         # Old events 3+6 and 1+0 tokens, the new one 10+20 twice.
         assert ledger.summary()["totals"]["tokens"]["total_tokens"] == 70
     finally:

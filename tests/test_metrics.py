@@ -39,6 +39,7 @@ def _random_events(n: int, seed: int = 7) -> list[tuple[UsageEvent, Cost]]:
             duration_ms=rng.choice([None, rng.uniform(0, 700_000)]),
             ttft_ms=rng.choice([None, rng.uniform(0, 3000)]),
             tenant=f"t{i % 3}",
+            web_search_requests=i % 4,
         )
         out.append((e, Cost(cin, cout, cin + cout, rng.choice(["genai-prices", "unpriced"]))))
     return out
@@ -93,6 +94,37 @@ def test_tokens_total_is_input_plus_output_and_subkinds_are_kept() -> None:
         "cache_write": 10.0, "reasoning": 30.0, "audio_input": 5.0, "audio_output": 7.0,
     }  # fmt: skip
     assert s[("ai_cost_total", frozenset({*base, ("type", "total")}))] == 3.0
+
+
+def test_server_tool_requests_by_type_with_extra_labels_and_folding() -> None:
+    def call(model: str, tenant: str, searches: int) -> tuple[UsageEvent, Cost]:
+        e = UsageEvent(
+            provider="anthropic", model=model, tenant=tenant, web_search_requests=searches
+        )
+        return e, Cost(0, 0, 0, "event")
+
+    events = [call("a", "t1", 2), call("a", "t1", 3), call("a", "t2", 0), call("b", "t1", 4)]
+    events += [call("c", "t1", 5), call("d", "t2", 7)]  # folded: cap 2 models
+    state = _state_with(events, extra_labels=("tenant",), label_caps={"model": 2})
+    s = exposition_samples(state.render_text())
+    got = {
+        (dict(k)["model"], dict(k)["tenant"], dict(k)["type"]): v
+        for (name, k), v in s.items()
+        if name == "ai_server_tool_requests_total"
+    }
+    assert got == {
+        ("a", "t1", "web_search"): 5.0,
+        ("a", "t2", "web_search"): 0.0,
+        ("b", "t1", "web_search"): 4.0,
+        (OTHER, "t1", "web_search"): 5.0,
+        (OTHER, "t2", "web_search"): 7.0,
+    }
+    text = state.render_text()
+    assert "# TYPE ai_server_tool_requests_total counter\n" in text
+    assert (
+        'ai_server_tool_requests_total{type="web_search",service="default",'
+        'provider="anthropic",model="a",tenant="t1"} 5.0\n'
+    ) in text
 
 
 def test_label_folding_keeps_every_increment() -> None:

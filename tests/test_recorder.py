@@ -58,12 +58,27 @@ def test_counters_survive_a_restart_exactly(tmp_path: Path) -> None:
         r.record_many(
             [
                 _event(
-                    i, tenant=f"t{i % 4}", ttft_ms=12.5 * i, status="error" if i % 5 == 0 else "ok"
+                    i,
+                    tenant=f"t{i % 4}",
+                    ttft_ms=12.5 * i,
+                    status="error" if i % 5 == 0 else "ok",
+                    web_search_requests=i % 3,
                 )
                 for i in range(200)
             ]
         )
         before = _ai_samples(r)
+        searches = {
+            labels: v
+            for (name, labels), v in before.items()
+            if name == "ai_server_tool_requests_total"
+        }
+        # svc0 gets i = 0, 3, 6, ...: web searches i % 3 = 0 every time.
+        assert sorted((dict(k)["service"], v) for k, v in searches.items()) == [
+            ("svc0", 0.0),
+            ("svc1", sum(i % 3 for i in range(1, 200, 3))),
+            ("svc2", sum(i % 3 for i in range(2, 200, 3))),
+        ]
         view_before = r.view()
     with Recorder(db, CollectorRegistry()) as r2:
         after = _ai_samples(r2)

@@ -25,12 +25,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .events import TOKEN_FIELDS
+from .events import COUNT_FIELDS, TOKEN_FIELDS
 from .rollup import (
     BUCKETS_SECONDS,
     COST_INPUT,
     COST_OUTPUT,
     COST_TOTAL,
+    COUNT_COLUMNS,
     DUR_BUCKETS,
     DUR_COUNT,
     DUR_SUM_US,
@@ -56,6 +57,9 @@ TOKEN_TYPES: tuple[str, ...] = (
     *(f.removesuffix("_tokens") for f in TOKEN_FIELDS[2:]),
 )
 _SUBKINDS = tuple(enumerate(TOKEN_COLUMNS[2:], start=3))
+# Each of COUNT_FIELDS by its name without _requests: web_search, ...
+SERVER_TOOL_TYPES: tuple[str, ...] = tuple(f.removesuffix("_requests") for f in COUNT_FIELDS)
+_COUNTS = tuple(enumerate(COUNT_COLUMNS))
 _REASONS = tuple(REASON_COLUMNS.items())
 COST_TYPES: tuple[str, ...] = ("input", "output", "total")
 LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")
@@ -83,6 +87,9 @@ HELP = {
     "ai_tokens": "Tokens used by LLM calls; input includes cached and cache-write tokens, "
     "output includes reasoning tokens, total is input plus output.",
     "ai_cost": "Cost of LLM calls in US dollars; total is input plus output, so never sum over type.",
+    "ai_server_tool_requests": "Requests LLM calls made to tools the provider runs and bills "
+    "per request (web_search), by type; part of the calls in ai_requests_total, not calls of "
+    "their own.",
     "ai_requests_by_level": "LLM calls recorded, by log level.",
     "ai_average_duration_ms": "Mean LLM call duration in milliseconds since the ledger began "
     "(legacy; use ai_request_duration_seconds).",
@@ -101,6 +108,9 @@ HELP = {
     "ones included; the same value on every member, so take max(), never sum().",
     "ai_fleet_tokens": "Tokens recorded by every sidecar sharing the ledger, by type as in "
     "ai_tokens_total; the same value on every member, so take max(), never sum().",
+    "ai_fleet_server_tool_requests": "Provider-run tool requests recorded by every sidecar "
+    "sharing the ledger, type as in ai_server_tool_requests_total; the same value on every "
+    "member, so take max(), never sum().",
     "ai_fleet_cost_usd": "Cost in US dollars recorded by every sidecar sharing the ledger; "
     "total is input plus output; the same value on every member, so take max(), never sum().",
     "ai_fleet_instances": "Sidecar instances with rows in the shared ledger, retired ones "
@@ -110,6 +120,7 @@ HELP = {
 FLEET_GAUGES: tuple[str, ...] = (
     "ai_fleet_requests",
     "ai_fleet_tokens",
+    "ai_fleet_server_tool_requests",
     "ai_fleet_cost_usd",
     "ai_fleet_instances",
 )
@@ -153,6 +164,7 @@ class _Series:
     __slots__ = (
         "labels",
         "tokens",
+        "counts",
         "cost",
         "dur_buckets",
         "dur_sum",
@@ -165,6 +177,7 @@ class _Series:
     def __init__(self, labels: str) -> None:
         self.labels = labels  # rendered `service="..",provider="..",model=".."` without braces
         self.tokens = [0] * len(TOKEN_TYPES)
+        self.counts = [0] * len(SERVER_TOOL_TYPES)
         self.cost = [0, 0, 0]  # nanodollars
         self.dur_buckets = [0] * (len(BUCKETS) + 1)
         self.dur_sum = 0  # microseconds
@@ -260,6 +273,9 @@ class MetricsState:
         tokens[2] += inp + out
         for i, col in _SUBKINDS:
             tokens[i] += vec[col]
+        counts = s.counts
+        for i, col in _COUNTS:
+            counts[i] += vec[col]
         cost = s.cost
         cost[0] += vec[COST_INPUT]
         cost[1] += vec[COST_OUTPUT]
@@ -322,6 +338,11 @@ class MetricsState:
                 lab = s.labels
                 for t, v in zip(TOKEN_TYPES, s.tokens, strict=True):
                     add(f'ai_tokens_total{{type="{t}",{lab}}} {float(v)!r}')
+            self._header(lines, "ai_server_tool_requests", "counter")
+            for s in self.series.values():
+                lab = s.labels
+                for t, v in zip(SERVER_TOOL_TYPES, s.counts, strict=True):
+                    add(f'ai_server_tool_requests_total{{type="{t}",{lab}}} {float(v)!r}')
             self._header(lines, "ai_cost", "counter")
             for s in self.series.values():
                 lab = s.labels
@@ -410,6 +431,11 @@ class MetricsState:
                 req.add_metric(rkey, r[0])
             names = self.series_labelnames
             tok = CounterMetricFamily("ai_tokens", HELP["ai_tokens"], labels=("type", *names))
+            tools = CounterMetricFamily(
+                "ai_server_tool_requests",
+                HELP["ai_server_tool_requests"],
+                labels=("type", *names),
+            )
             cost = CounterMetricFamily("ai_cost", HELP["ai_cost"], labels=("type", *names))
             dur = HistogramMetricFamily(
                 "ai_request_duration_seconds", HELP["ai_request_duration_seconds"], labels=names
@@ -422,6 +448,8 @@ class MetricsState:
             for skey, s in self.series.items():
                 for t, v in zip(TOKEN_TYPES, s.tokens, strict=True):
                     tok.add_metric((t, *skey), v)
+                for t, v in zip(SERVER_TOOL_TYPES, s.counts, strict=True):
+                    tools.add_metric((t, *skey), v)
                 for t, c in zip(COST_TYPES, s.cost, strict=True):
                     cost.add_metric((t, *skey), c / NANO)
                 if s.dur_count:
@@ -474,7 +502,7 @@ class MetricsState:
             )
             if info_names:
                 info.add_metric([self.build_info[n] for n in info_names], 1)
-        return [req, tok, cost, lvl, avg, dur, ttft, unpriced, acc, dup, rej, folded, info]
+        return [req, tok, tools, cost, lvl, avg, dur, ttft, unpriced, acc, dup, rej, folded, info]
 
 
 def render_fleet(fleet: Mapping[str, Any]) -> str:
@@ -497,6 +525,9 @@ def render_fleet(fleet: Mapping[str, Any]) -> str:
     header("ai_fleet_tokens")
     for t in TOKEN_TYPES:
         add(f'ai_fleet_tokens{{type="{t}"}} {float(tokens[f"{t}_tokens"])!r}')
+    header("ai_fleet_server_tool_requests")
+    for t, f in zip(SERVER_TOOL_TYPES, COUNT_FIELDS, strict=True):
+        add(f'ai_fleet_server_tool_requests{{type="{t}"}} {float(totals[f])!r}')
     header("ai_fleet_cost_usd")
     for t in COST_TYPES:
         add(f'ai_fleet_cost_usd{{type="{t}"}} {float(totals["cost_usd"][t])!r}')
