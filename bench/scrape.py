@@ -3,8 +3,8 @@
 Run from the repository root: ``python3 -m bench.scrape`` (``--smoke`` for a quick check).
 
 A *series* is one sample line of the exposition, as Prometheus counts them. Each label
-set (service, provider, model) with one request label set contributes 30 series: one
-request counter, eight token counters, three cost counters and a duration histogram of
+set (service, provider, model) with one request label set contributes 31 series: one
+request counter, eight token counters, one server-tool counter, three cost counters and a duration histogram of
 16 buckets, count and sum; the label sets are made so that the total is about 100,
 1,000 and 10,000 (the exact count is printed). Four renderers write the same samples:
 
@@ -33,8 +33,16 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ai_usage_exporter.events import TOKEN_FIELDS, UsageEvent
-from ai_usage_exporter.metrics import BUCKETS, COST_TYPES, HELP, LEVELS, TOKEN_TYPES, MetricsState
+from ai_usage_exporter.events import COUNT_FIELDS, TOKEN_FIELDS, UsageEvent
+from ai_usage_exporter.metrics import (
+    BUCKETS,
+    COST_TYPES,
+    HELP,
+    LEVELS,
+    SERVER_TOOL_TYPES,
+    TOKEN_TYPES,
+    MetricsState,
+)
 from ai_usage_exporter.pricing import Cost
 from ai_usage_exporter.recorder import Recorder
 from ai_usage_exporter.rollup import NANO, aggregate
@@ -42,7 +50,7 @@ from ai_usage_exporter.rollup import NANO, aggregate
 from ._harness import machine, p50, parse_args, verdict
 
 TARGET = 0.5  # render_text() time at 10,000 series over generate_latest's
-SERIES_PER_LABEL_SET = 30
+SERIES_PER_LABEL_SET = 31
 SERVICES = 50
 
 Priced = tuple[UsageEvent, Cost]
@@ -63,6 +71,7 @@ def make_priced(label_sets: int, seed: int = 5) -> list[Priced]:
             input_tokens=inp,
             cached_input_tokens=cached,
             output_tokens=outp,
+            web_search_requests=i % 3,
             duration_ms=float(rng.randint(20, 20_000)),
             timestamp=now,
         )
@@ -77,6 +86,9 @@ def prometheus_registry(priced: Sequence[Priced], state: MetricsState) -> Collec
     series = ("service", "provider", "model")
     requests = Counter("ai_requests", HELP["ai_requests"], state.request_labelnames, registry=reg)
     tokens = Counter("ai_tokens", HELP["ai_tokens"], ("type", *series), registry=reg)
+    tools = Counter(
+        "ai_server_tool_requests", HELP["ai_server_tool_requests"], ("type", *series), registry=reg
+    )
     cost = Counter("ai_cost", HELP["ai_cost"], ("type", *series), registry=reg)
     levels = Counter("ai_requests_by_level", HELP["ai_requests_by_level"], ("level",), registry=reg)
     avg = Gauge(
@@ -133,6 +145,8 @@ def prometheus_registry(priced: Sequence[Priced], state: MetricsState) -> Collec
         )
         for t, v in zip(TOKEN_TYPES, counts, strict=True):
             tokens.labels(t, *key).inc(v)
+        for t, f in zip(SERVER_TOOL_TYPES, COUNT_FIELDS, strict=True):
+            tools.labels(t, *key).inc(getattr(e, f))
         # The exporter sums money in whole nanodollars and time in microseconds.
         ci, co = round(c.input * NANO), round(c.output * NANO)
         for t, n in zip(COST_TYPES, (ci, co, ci + co), strict=True):
