@@ -24,10 +24,11 @@ def test_sums_per_key_and_minute_equal_the_events_counts() -> None:
         assert v[col["requests"]] == len(mine) == 20
         for f in USAGE_FIELDS:
             assert v[col[f]] == sum(getattr(e, f) for e in mine), f
-    for (step, start, *key), v in buckets.items():
+    for bkey, v in buckets.items():
+        step, start, key = bkey[0], bkey[1], tuple(bkey[2:])
         mine = [
             e for e, _ in priced
-            if rollup_key(e) == tuple(key) and start <= e.timestamp < start + step
+            if rollup_key(e) == key and start <= e.timestamp < start + step
         ]  # fmt: skip
         assert v[col["requests"]] == len(mine) > 0
         for f in USAGE_FIELDS:
