@@ -6,12 +6,9 @@ PostgreSQL cases skip, except in CI (CI=true), where they fail.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -25,31 +22,14 @@ from ai_usage_exporter.ledger.sqlite import SQLiteLedger
 from ai_usage_exporter.pricing import Cost
 from ai_usage_exporter.rollup import NANO
 
-PG_ENV = "AI_USAGE_EXPORTER_TEST_POSTGRES_URL"
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "ledger.db")
         return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        message = f"{PG_ENV} is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_schema() as url:
+        yield url
 
 
 def _priced(i: int, key: str | None = None, **kw: object) -> tuple[UsageEvent, Cost]:
