@@ -39,7 +39,7 @@ from ..rollup import (
     check_instance,
 )
 from . import buckets
-from .queries import INDEXES, EventQueries
+from .queries import INDEXES, OLD_INDEXES, EventQueries
 
 log = logging.getLogger("ai_usage_exporter.ledger")
 
@@ -321,7 +321,8 @@ class SQLLedger(EventQueries):
         column a table lacks is added with the default a new table would have (NULL,
         or 0 for counts), so old rows read as "none of that kind". A ledger made
         before time buckets existed gets them built from its events, once, so reports
-        cover its history. Indexes and the view come last: they name new columns.
+        cover its history. Indexes and the view come last: they name new columns; full
+        indexes an older version made where partial ones now stand are dropped.
         """
         had_buckets = bool(self._existing_columns(cur, buckets.TABLE))
         # The view reads the bucket table, which a rebuild below may drop.
@@ -335,6 +336,8 @@ class SQLLedger(EventQueries):
             for name, decl in wanted.items():
                 if name not in have:
                     cur.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {decl}")
+        for name in OLD_INDEXES:
+            cur.execute(f"DROP INDEX IF EXISTS {name}")
         for stmt in self.indexes():
             cur.execute(stmt)
         if not had_buckets:
