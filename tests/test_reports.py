@@ -490,3 +490,23 @@ def test_agents_text_says_when_the_workflow_asked_for_has_no_events(tmp_path: Pa
         plain = render(build_report(rec.ledger, "agents", w), "text")
     assert "----- execution log, workflow wf-typo: no events in this range -----" in missing
     assert "execution log" not in plain
+
+
+def test_query_table_formats_numbers_like_the_reports(tmp_path: Path) -> None:
+    """The table view shows money and counts readably, not as raw floats."""
+    db = tmp_path / "q.db"
+    with Recorder(str(db)) as rec:
+        rec.record_many(
+            [
+                {"provider": "openai", "model": "gpt-4o-mini", "user": "u1",
+                 "input_tokens": 1234, "output_tokens": 50, "cost_usd": 7.500000000000001e-05},
+            ]
+        )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "ai_usage_exporter", "query", "--db", str(db), "--user", "u1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    header, row = out.stdout.splitlines()
+    cells = row.split()
+    assert "1,234" in cells and "0.000075" in cells
+    assert "7.500000000000001e-05" not in out.stdout

@@ -20,7 +20,7 @@ import orjson
 from .config import DEFAULT_DB, Settings
 from .ledger import Ledger, open_ledger
 from .ledger.queries import EVENT_FILTERS
-from .reports import FORMATS, REPORTS, build_report, render, window
+from .reports import FORMATS, REPORTS, build_report, cell, render, window
 from .rollup import STEPS
 from .timeseries import ParamError, parse_duration, parse_time
 
@@ -154,7 +154,7 @@ def _query(args: argparse.Namespace, ledger: Ledger) -> int:
     else:
         cols = ("ts", "user", "query_id", "agent", "model", "input_tokens", "output_tokens",
                 "cost_total", "duration_ms", "status", "query_duration_ms", "query_text")  # fmt: skip
-        table = [list(cols)] + [[_short(r[c]) for c in cols] for r in rows]
+        table = [list(cols)] + [[_short(cell(r[c])) for c in cols] for r in rows]
         widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
         for t in table:
             print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())

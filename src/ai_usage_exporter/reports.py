@@ -383,7 +383,8 @@ def _columns(rows: list[dict[str, Any]], report: str) -> list[str]:
     return {"daily": ["day"], "queries": ["query_id"]}.get(report, [report.rstrip("s")])
 
 
-def _cell(v: Any) -> str:
+def cell(v: Any) -> str:
+    """One value as a table shows it: thousands separators, money to 6 places, '-' for none."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -400,7 +401,7 @@ _SHORT = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens",
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[list[str]]:
-    return [columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
+    return [columns] + [[cell(r.get(c)) for c in columns] for r in rows]
 
 
 def render_markdown(body: dict[str, Any]) -> str:
@@ -440,16 +441,16 @@ def render_text(body: dict[str, Any]) -> str:
             for s in body["steps"]:
                 lines.append(
                     f"Step {s['n']}: {s['agent'] or '-'} - {s['task'] or '-'}: "
-                    f"{s['total_tokens']:,} tokens, {_cell(s['duration_ms'])} ms, "
-                    f"{_cell(s['tokens_per_s'])} tokens/s, {s['status']}"
+                    f"{s['total_tokens']:,} tokens, {cell(s['duration_ms'])} ms, "
+                    f"{cell(s['tokens_per_s'])} tokens/s, {s['status']}"
                 )
         p = body.get("summary") or {}
         if p:
             lines.append("----- performance -----")
             lines.append(
                 f"{p['requests']:,} calls, {p['total_tokens']:,} tokens, ${p['cost_usd']:.6f}; "
-                f"token efficiency (output/input) {_cell(p['token_efficiency'])}, "
-                f"{_cell(p['tokens_per_s'])} tokens/s, ${_cell(p['cost_per_min'])}/min"
+                f"token efficiency (output/input) {cell(p['token_efficiency'])}, "
+                f"{cell(p['tokens_per_s'])} tokens/s, ${cell(p['cost_per_min'])}/min"
             )
         return "\n".join(lines) + "\n"
     rows = flat_rows(body)
@@ -471,8 +472,8 @@ def render_text(body: dict[str, Any]) -> str:
 def _line(m: dict[str, Any]) -> str:
     return (
         f"{m['requests']:,} calls, {m['input_tokens']:,} in / {m['output_tokens']:,} out tokens, "
-        f"${m['cost_usd']:.6f}, {_cell(m['duration_ms'])} ms, "
-        f"{_cell(m['tokens_per_s'])} tokens/s, ${_cell(m['cost_per_min'])}/min"
+        f"${m['cost_usd']:.6f}, {cell(m['duration_ms'])} ms, "
+        f"{cell(m['tokens_per_s'])} tokens/s, ${cell(m['cost_per_min'])}/min"
     )
 
 
