@@ -1,4 +1,5 @@
-"""The official `openai` SDK (sync and async): chat completions, Responses, embeddings.
+"""The official `openai` SDK (sync and async): chat completions, Responses, embeddings,
+their `parse()` and `stream()` helpers, and the same under `client.beta`.
 
 Streams of chat completions carry usage only when asked with
 ``stream_options={"include_usage": True}``; it is asked for when the caller did not,
@@ -124,16 +125,25 @@ def instrument_methods(
             _response_done(provider, OPERATION_CHAT, attr), on_stream,
         )  # fmt: skip
 
-    chat_resource = getattr(getattr(client, "chat", None), "completions", None)
-    if chat_resource is not None:
-        wrap_method(chat_resource, "create", chat, is_async)
+    # parse() (structured outputs) posts on its own rather than through create(), so
+    # it is wrapped too; the stream() helpers call the instance's create() and are
+    # recorded through it. client.beta.chat is a second Chat object with its own
+    # completions resource.
+    beta = getattr(client, "beta", None)
+    for chat_owner in (client, beta):
+        chat_resource = getattr(getattr(chat_owner, "chat", None), "completions", None)
+        if chat_resource is not None:
+            wrap_method(chat_resource, "create", chat, is_async)
+            wrap_method(chat_resource, "parse", chat, is_async)
     for attr_name, call in (("completions", completion), ("embeddings", embedding)):
         resource = getattr(client, attr_name, None)
         if resource is not None:
             wrap_method(resource, "create", call, is_async)
-    responses_resource = getattr(client, "responses", None)
-    if responses_resource is not None:
-        wrap_method(responses_resource, "create", responses, is_async)
+    for responses_owner in (client, beta):
+        responses_resource = getattr(responses_owner, "responses", None)
+        if responses_resource is not None:
+            wrap_method(responses_resource, "create", responses, is_async)
+            wrap_method(responses_resource, "parse", responses, is_async)
 
 
 def instrument_client(client: Any, attr: Attr) -> Any:
