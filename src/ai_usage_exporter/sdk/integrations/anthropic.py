@@ -1,5 +1,5 @@
-"""The `anthropic` SDK (sync and async): messages.create (plain and streamed) and
-messages.stream().
+"""The `anthropic` SDK (sync and async): messages.create (plain and streamed),
+messages.parse() and messages.stream(), and the same under `client.beta.messages`.
 
 A stream's usage comes in two parts: `message_start` carries the input and cache
 counts, `message_delta` the final output count (and, in newer API versions, the input
@@ -54,8 +54,21 @@ def instrument_client(client: Any, attr: Attr) -> Any:
     import anthropic
 
     is_async = isinstance(client, anthropic.AsyncAnthropic)
+    _instrument_messages(client.messages, attr, is_async)
+    beta_messages = getattr(getattr(client, "beta", None), "messages", None)
+    if beta_messages is not None:
+        _instrument_messages(beta_messages, attr, is_async)
+    return client
+
+
+def _instrument_messages(messages: Any, attr: Attr, is_async: bool) -> None:
+    """Wrap create, parse and stream of one messages resource (plain or beta).
+
+    count_tokens is left alone on purpose: it sends no prompt to a model and bills
+    nothing, and its `input_tokens` is a forecast, so recording it would count the
+    same prompt twice once the real call is made.
+    """
     run = async_call if is_async else sync_call
-    messages = client.messages
 
     def create(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         def on_stream(stream: Any, t0: float) -> Any:
@@ -65,6 +78,8 @@ def instrument_client(client: Any, attr: Attr) -> Any:
         return run(PROVIDER, OPERATION_CHAT, attr, original, args, kwargs, _done(attr), on_stream)
 
     wrap_method(messages, "create", create, is_async)
+    # parse() (structured outputs) posts on its own rather than through create().
+    wrap_method(messages, "parse", create, is_async)
 
     original_stream = getattr(messages, "stream", None)
     if original_stream is not None and not getattr(original_stream, "_ai_usage_wrapped", False):
@@ -79,7 +94,6 @@ def instrument_client(client: Any, attr: Attr) -> Any:
 
         stream._ai_usage_wrapped = True  # type: ignore[attr-defined]
         messages.stream = stream
-    return client
 
 
 def _watch_manager(manager: Any, model: Any, attr: Attr, is_async: bool) -> None:
