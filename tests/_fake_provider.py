@@ -33,6 +33,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+# Apart from every usage above, so a test can tell a counted prompt from a call.
+ANTHROPIC_COUNT_TOKENS = 2095
+# The answer to a structured-output request (a JSON schema asked for): parse() helpers
+# validate it into the caller's type.
+STRUCTURED_TEXT = '{"greeting": "Hello there"}'
 OPENAI_CHAT_USAGE: dict[str, Any] = {
     "prompt_tokens": 2006,
     "completion_tokens": 300,
@@ -186,6 +191,8 @@ async def openai_chat(request: Request) -> Response:
                 (None, {**_chunk(model, {}), "choices": [], "usage": OPENAI_STREAM_USAGE})
             )
         return _sse(events, fault == "cut", True)
+    wants_json = (body.get("response_format") or {}).get("type") == "json_schema"
+    text = STRUCTURED_TEXT if wants_json else "Hello there"
     usage = (
         GROQ_USAGE
         if groq
@@ -202,7 +209,7 @@ async def openai_chat(request: Request) -> Response:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "Hello there", "refusal": None},
+                    "message": {"role": "assistant", "content": text, "refusal": None},
                     "logprobs": None,
                     "finish_reason": "stop",
                 }
@@ -213,7 +220,9 @@ async def openai_chat(request: Request) -> Response:
     )
 
 
-def _response_object(model: str, status: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+def _response_object(
+    model: str, status: str, usage: dict[str, Any] | None, text: str = "Hello there"
+) -> dict[str, Any]:
     return {
         "id": "resp_fake",
         "object": "response",
@@ -226,7 +235,7 @@ def _response_object(model: str, status: str, usage: dict[str, Any] | None) -> d
                 "id": "msg_fake",
                 "status": "completed",
                 "role": "assistant",
-                "content": [{"type": "output_text", "text": "Hello there", "annotations": []}],
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
         ]
         if status == "completed"
@@ -247,19 +256,35 @@ async def openai_responses(request: Request) -> Response:
         return error
     if body.get("stream"):
         events: list[tuple[str | None, dict[str, Any]]] = [
-            ("response.created", {"type": "response.created", "sequence_number": 0,
-                                  "response": _response_object(model, "in_progress", None)}),
-            ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1,
+            ("response.created", {"type": "response.created",
+                                   "response": _response_object(model, "in_progress", None)}),
+            # The item and its part open before their deltas, as the stream() helper
+            # requires.
+            ("response.output_item.added", {"type": "response.output_item.added",
+                                            "output_index": 0,
+                                            "item": {"type": "message", "id": "msg_fake",
+                                                     "status": "in_progress",
+                                                     "role": "assistant", "content": []}}),
+            ("response.content_part.added", {"type": "response.content_part.added",
+                                             "item_id": "msg_fake", "output_index": 0,
+                                             "content_index": 0,
+                                             "part": {"type": "output_text", "text": "",
+                                                      "annotations": []}}),
+            ("response.output_text.delta", {"type": "response.output_text.delta",
                                             "item_id": "msg_fake", "output_index": 0,
                                             "content_index": 0, "delta": "Hello", "logprobs": []}),
-            ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 2,
+            ("response.output_text.delta", {"type": "response.output_text.delta",
                                             "item_id": "msg_fake", "output_index": 0,
                                             "content_index": 0, "delta": " there", "logprobs": []}),
-            ("response.completed", {"type": "response.completed", "sequence_number": 3,
+            ("response.completed", {"type": "response.completed",
                                     "response": _response_object(model, "completed", RESPONSES_USAGE)}),
         ]  # fmt: skip
+        for number, (_, data) in enumerate(events):
+            data["sequence_number"] = number
         return _sse(events, fault == "cut", False)
-    return JSONResponse(_response_object(model, "completed", RESPONSES_USAGE))
+    wants_json = ((body.get("text") or {}).get("format") or {}).get("type") == "json_schema"
+    text = STRUCTURED_TEXT if wants_json else "Hello there"
+    return JSONResponse(_response_object(model, "completed", RESPONSES_USAGE, text))
 
 
 async def openai_embeddings(request: Request) -> Response:
@@ -306,13 +331,15 @@ async def anthropic_messages(request: Request) -> Response:
             ("message_stop", {"type": "message_stop"}),
         ]  # fmt: skip
         return _sse(events, fault == "cut", False)
+    wants_json = body.get("output_format") or (body.get("output_config") or {}).get("format")
+    text = STRUCTURED_TEXT if wants_json else "Hello there"
     return JSONResponse(
         {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": "Hello there"}],
+            "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
             "usage": ANTHROPIC_USAGE,
@@ -400,6 +427,12 @@ async def gemini_route(request: Request) -> Response:
     return JSONResponse(_gemini_response(model, "Hello there", GEMINI_USAGE))
 
 
+async def anthropic_count_tokens(request: Request) -> Response:
+    # The documented response of POST /v1/messages/count_tokens: one field.
+    await request.json()
+    return JSONResponse({"input_tokens": ANTHROPIC_COUNT_TOKENS})
+
+
 def fake_provider_app() -> Starlette:
     return Starlette(
         routes=[
@@ -408,6 +441,7 @@ def fake_provider_app() -> Starlette:
             Route("/v1/responses", openai_responses, methods=["POST"]),
             Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", anthropic_count_tokens, methods=["POST"]),
             Route("/api/chat", ollama_route, methods=["POST"]),
             Route("/api/generate", ollama_route, methods=["POST"]),
             Route("/api/embed", ollama_route, methods=["POST"]),
