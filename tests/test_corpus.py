@@ -296,3 +296,23 @@ def test_every_recorded_body_posted_over_http_is_accepted_and_counted(tmp_path: 
     assert totals["requests"] == 2 * len(ENTRIES)
     for field in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
         assert totals["tokens"][field] == 2 * sum(_expected(e)[field] for e in ENTRIES), field
+
+
+GEMINI_STREAMS = [
+    (i, e) for i, e in zip(IDS, ENTRIES, strict=True) if e["api"] == "gemini" and "events" in e
+]
+
+
+@pytest.mark.parametrize(
+    "entry", [e for _, e in GEMINI_STREAMS], ids=[i for i, _ in GEMINI_STREAMS]
+)
+def test_a_gemini_stream_sent_as_its_json_array_body_counts_as_the_stream(
+    entry: dict[str, Any],
+) -> None:
+    # streamGenerateContent without `alt=sse` answers with one JSON array of the chunks;
+    # posted whole as `response`, it is that stream.
+    event = {k: v for k, v in _event(entry).items() if k != "stream"}
+    (parsed,) = parse_event({**event, "response": entry["events"]}, now=NOW)
+    assert _counts(parsed) == _expected(entry)
+    assert parsed.model == _parse(entry).model
+    assert parsed.provider == entry["provider"]
