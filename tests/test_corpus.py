@@ -184,6 +184,12 @@ def _count_deviation(entry: dict[str, Any], oracle: dict[str, int]) -> str | Non
         # A sub-count above its parent in the provider's own object (OpenRouter) is cut
         # to the parent, never refused; genai-prices keeps it as sent.
         return "clamped"
+    usage = _oracle_body(entry).get("usage") or {}
+    details = usage.get("completion_tokens_details") or {}
+    if details.get("image_tokens") and not oracle["image_output_tokens"]:
+        # OpenRouter's completion_tokens_details.image_tokens are image output (priced
+        # apart, issue 10 item 4); genai-prices' OpenRouter extractor reads them as text.
+        return "image output"
     return None
 
 
@@ -238,6 +244,9 @@ def test_recorded_body_is_counted_as_genai_prices_reads_it(
             assert counts == theirs
         elif deviation == "compaction":
             assert counts["input_tokens"] > theirs["input_tokens"]
+        elif deviation == "image output":
+            assert counts["image_output_tokens"] > 0
+            assert {**counts, "image_output_tokens": 0} == theirs
         else:
             assert {k: min(v, theirs[k]) for k, v in counts.items()} == counts
 
