@@ -241,4 +241,4 @@ def test_queries_report_and_query_show_the_lines_own_timing_and_text(
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[-2:] == ["query_duration_ms", "query_text"]
     # The text is cut to 40 characters so a row stays one line.
-    assert table[1].endswith("5200.0             Cuánto debo pagar? mi clave es [REDACTE…")
+    assert table[1].endswith("5,200.00           Cuánto debo pagar? mi clave es [REDACTE…")

@@ -727,6 +727,16 @@ def _source_counts(
                 f"must be an array of decoded stream events (objects), got {_describe(container)}",
             )
         return _stream_counts(obj, container, limits, provider, found)
+    if (
+        key == "response"
+        and isinstance(container, list)
+        and container
+        and all(isinstance(e, Mapping) for e in container)
+        and _stream_format(container) == "gemini"
+    ):
+        # Gemini's streamGenerateContent without `alt=sse` answers with one JSON array
+        # of the chunks: the whole body is the stream, so it is folded as one.
+        return _stream_counts(obj, container, limits, provider, found)
     if not isinstance(container, Mapping):
         raise _Invalid(key, f"must be a JSON object, got {_describe(container)}")
     if key == "response":

@@ -101,7 +101,10 @@ def _event_schema(limits: Limits) -> dict[str, Any]:
         "usageMetadata": {"type": "object", "description": "Gemini's usageMetadata"},
         "response": {
             "type": "object",
-            "description": "a provider's whole response body holding its usage",
+            "description": (
+                "a provider's whole response body holding its usage (Gemini's"
+                " streamGenerateContent JSON array of chunks is also read, as its stream)"
+            ),
         },
         "stream": {
             "type": "array",
