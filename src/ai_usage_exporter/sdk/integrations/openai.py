@@ -8,6 +8,7 @@ and the extra usage-only chunk (empty `choices`) is then kept from the caller.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..track import OPERATION_CHAT, OPERATION_COMPLETION, OPERATION_EMBEDDING
@@ -85,29 +86,25 @@ def instrument_methods(
     """Wrap chat.completions, completions, embeddings and responses of one client."""
     run = async_call if is_async else sync_call
 
-    def chat(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        hide = _ask_for_usage(kwargs) if ask_usage else False
+    def chat_like(operation: str) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]:
+        """Chat and legacy completions: the same call, stream and usage chunk, two names."""
 
-        def on_stream(stream: Any, t0: float) -> Any:
-            state = StreamState(provider, OPERATION_CHAT, attr, t0, kwargs.get("model"), hide)
-            return watch_stream(stream, state, _chat_chunk)
+        def call(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            hide = _ask_for_usage(kwargs) if ask_usage else False
 
-        return run(
-            provider, OPERATION_CHAT, attr, original, args, kwargs,
-            _response_done(provider, OPERATION_CHAT, attr), on_stream,
-        )  # fmt: skip
+            def on_stream(stream: Any, t0: float) -> Any:
+                state = StreamState(provider, operation, attr, t0, kwargs.get("model"), hide)
+                return watch_stream(stream, state, _chat_chunk)
 
-    def completion(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        hide = _ask_for_usage(kwargs) if ask_usage else False
+            return run(
+                provider, operation, attr, original, args, kwargs,
+                _response_done(provider, operation, attr), on_stream,
+            )  # fmt: skip
 
-        def on_stream(stream: Any, t0: float) -> Any:
-            state = StreamState(provider, OPERATION_COMPLETION, attr, t0, kwargs.get("model"), hide)
-            return watch_stream(stream, state, _chat_chunk)
+        return call
 
-        return run(
-            provider, OPERATION_COMPLETION, attr, original, args, kwargs,
-            _response_done(provider, OPERATION_COMPLETION, attr), on_stream,
-        )  # fmt: skip
+    chat = chat_like(OPERATION_CHAT)
+    completion = chat_like(OPERATION_COMPLETION)
 
     def embedding(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return run(
