@@ -8,6 +8,18 @@ import platform
 import statistics
 from collections.abc import Sequence
 
+# Priced models the synthetic ledgers of bench.restart and bench.dashboard spread over.
+MODELS = (
+    ("openai", "gpt-4o-mini"),
+    ("openai", "gpt-4o"),
+    ("openai", "o3-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("gemini", "gemini-2.5-flash"),
+    ("groq", "llama-3.3-70b-versatile"),
+    ("deepseek", "deepseek-chat"),
+)
+
 
 def parse_args(doc: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)

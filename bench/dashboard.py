@@ -38,7 +38,7 @@ import httpx
 from ai_usage_exporter.events import UsageEvent
 from ai_usage_exporter.recorder import Recorder
 
-from ._harness import machine, verdict
+from ._harness import MODELS, machine, verdict
 
 TARGET_MS = 100.0
 BATCH = 10_000
@@ -48,16 +48,6 @@ DAY = 86_400
 # window -> (seconds, step), as app.js asks for them.
 WINDOWS = {"15m": (900, "1m"), "1h": (3600, "1m"), "24h": (DAY, "1h"), "7d": (7 * DAY, "1h"),
            "30d": (30 * DAY, "1d")}  # fmt: skip
-MODELS = (
-    ("openai", "gpt-4o-mini"),
-    ("openai", "gpt-4o"),
-    ("openai", "o3-mini"),
-    ("anthropic", "claude-sonnet-4-5"),
-    ("anthropic", "claude-haiku-4-5"),
-    ("gemini", "gemini-2.5-flash"),
-    ("groq", "llama-3.3-70b-versatile"),
-    ("deepseek", "deepseek-chat"),
-)
 
 
 def build(db: Path, n: int, now: float, seed: int = 7) -> float:

@@ -34,21 +34,11 @@ import orjson
 from ai_usage_exporter.events import UsageEvent
 from ai_usage_exporter.recorder import Recorder
 
-from ._harness import machine, peak_rss_kib, rss_kib, verdict
+from ._harness import MODELS, machine, peak_rss_kib, rss_kib, verdict
 
 TARGET_SECONDS = 5.0
 BATCH = 10_000
 LABEL_CAPS = {"service": 50, "model": 5}
-MODELS = (
-    ("openai", "gpt-4o-mini"),
-    ("openai", "gpt-4o"),
-    ("openai", "o3-mini"),
-    ("anthropic", "claude-sonnet-4-5"),
-    ("anthropic", "claude-haiku-4-5"),
-    ("gemini", "gemini-2.5-flash"),
-    ("groq", "llama-3.3-70b-versatile"),
-    ("deepseek", "deepseek-chat"),
-)
 
 
 def make_pool(n: int, seed: int = 3) -> list[UsageEvent]:
