@@ -31,6 +31,8 @@ from .gateway.config import read_keys
 from .ledger import LedgerError
 from .logs import UsageLog
 from .pricing import PriceBook, PriceConfigError, describe_rates, rate_pairs
+from .reconcile import command as reconcile_command
+from .reconcile import service as reconcile_service
 
 log = logging.getLogger("ai_usage_exporter")
 
@@ -121,6 +123,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     pr.add_argument("--config", help="YAML config file with a prices: section")
     pr.add_argument("models", nargs="*", help="model names (default: every model of --provider)")
     commands.add_parsers(sub)
+    reconcile_command.add_parser(sub)
 
     h = sub.add_parser(
         "healthcheck",
@@ -217,6 +220,16 @@ def serve(settings: Settings) -> int:
         ),
     )
     retention = commands.start_retention(settings)
+    reconciling = None
+    if settings.reconcile is not None:
+        recorder.registry.register(
+            reconcile_service.ReconcileCollector(
+                recorder.ledger, recorder.prices, settings.reconcile
+            )
+        )
+        reconciling = reconcile_service.start_background(
+            settings.db, settings.synchronous, settings.reconcile
+        )
     log.info(
         "ledger %s: counters of instance %r rebuilt from the rollup in %.3f s",
         recorder.ledger.url,
@@ -275,6 +288,8 @@ def serve(settings: Settings) -> int:
         signal.signal(sig, stop)
     server.run()
     retention.set()
+    if reconciling is not None:
+        reconciling.set()
     return 0
 
 
@@ -337,6 +352,14 @@ def prices(settings: Settings, provider: str | None, models: Sequence[str]) -> i
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "reconcile":
+        logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+        try:
+            settings = resolve({k: getattr(args, k, None) for k in ("db", "config", "prices_file")})
+            return reconcile_command.run(args, settings, _price_book(settings))
+        except (ConfigError, PriceConfigError, LedgerError) as exc:
+            print(f"ai-usage-exporter: {exc}", file=sys.stderr)
+            return 2
     if args.command in commands.COMMANDS:
         logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
         try:

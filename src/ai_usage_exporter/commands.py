@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .config import DEFAULT_DB, Settings
+from .focus import ledger_charges, render_focus
 from .ledger import Ledger, open_ledger
 from .ledger.queries import EVENT_FILTERS
 from .reports import FORMATS, REPORTS, build_report, cell, render, window
@@ -57,7 +58,12 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("name", choices=REPORTS)
     r.add_argument("--since", help="RFC 3339, epoch seconds or an age like 7d (default 30 days)")
     r.add_argument("--until", help="end, exclusive (default: the end of today, UTC)")
-    r.add_argument("--format", choices=FORMATS, default="text")
+    r.add_argument(
+        "--format",
+        choices=(*FORMATS, "focus"),
+        default="text",
+        help="focus: daily only, FinOps FOCUS CSV",
+    )
     r.add_argument("--workflow", help="agents: also the step-by-step log of this workflow id")
     r.add_argument("--limit", type=int, default=100, help="rows of queries/models/... (100)")
     r.add_argument("--by", choices=("cost", "tokens"), default="cost", help="queries: order")
@@ -110,6 +116,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _report(args: argparse.Namespace, ledger: Ledger) -> int:
     w = window(args.since, args.until, time.time())
+    if args.format == "focus":
+        return _report_focus(args, ledger, w.since, w.until)
     body = build_report(
         ledger,
         args.name,
@@ -120,6 +128,24 @@ def _report(args: argparse.Namespace, ledger: Ledger) -> int:
         instance=args.instance,
     )
     sys.stdout.write(render(body, args.format))
+    return 0
+
+
+def _report_focus(args: argparse.Namespace, ledger: Ledger, since: int, until: int) -> int:
+    """The daily report as FinOps FOCUS rows: per UTC day, provider, model and token kind."""
+    if args.name != "daily":
+        print("ai-usage-exporter: --format focus is for `report daily`", file=sys.stderr)
+        return 2
+    day = STEPS["1d"]
+    rows = ledger.bucket_sums(
+        day,
+        since // day * day,
+        -(-until // day) * day,
+        ("bucket", "provider", "model"),
+        instance=args.instance,
+        values=("input_tokens", "output_tokens", "cost_input_nusd", "cost_output_nusd"),
+    )
+    sys.stdout.write(render_focus(ledger_charges(rows)))
     return 0
 
 

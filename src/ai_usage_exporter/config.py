@@ -14,6 +14,7 @@ from .budgets import BudgetConfigError, BudgetSpec, parse_budgets
 from .events import Limits
 from .metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from .pricing import LineLoader
+from .reconcile_settings import ReconcileConfigError, ReconcileSettings, parse_reconcile
 from .rollup import check_instance
 
 if TYPE_CHECKING:
@@ -67,13 +68,16 @@ class Settings:
     gateway: GatewayConfig | None = None  # the config file's `gateway:` section
     # Tokens for the gateway's routes; from gateway.client_tokens or the environment.
     gateway_tokens: tuple[str, ...] = ()
+    # The config file's `reconcile:` section; None: `reconcile` uses the defaults and
+    # `serve` fetches nothing.
+    reconcile: ReconcileSettings | None = None
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance", "budgets",
-    "retention", "timeseries", "usage_log", "gateway",
+    "retention", "timeseries", "usage_log", "gateway", "reconcile",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -197,6 +201,11 @@ def load_file(path: str) -> dict[str, Any]:
                 )
             if "backups" in sec:
                 out["usage_log_backups"] = _int(sec["backups"], _where(path, value, "backups"), 0)
+        elif key == "reconcile":
+            try:
+                out["reconcile"] = parse_reconcile(value, where, _duration, path)
+            except ReconcileConfigError as exc:
+                raise ConfigError(str(exc)) from None
         elif key == "gateway":
             from .gateway.config import parse_gateway
 

@@ -72,6 +72,7 @@ import fnmatch
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -170,6 +171,8 @@ _MAX_PERIODS_PER_MODEL = 8
 _MAX_WARNED = 10_000
 _DAY = 86_400.0
 _INF = math.inf
+# A dated model snapshot's suffix: gpt-4o-2024-08-06, claude-sonnet-4-20250514.
+_DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
 class PriceConfigError(ValueError):
@@ -982,6 +985,24 @@ class PriceBook:
         ts = time.time() if timestamp is None else timestamp
         rates = self._resolve_cached((provider, model), ts)[2]
         return None if rates.kind == "unpriced" else rates
+
+    def model_identity(self, provider: str, model: str) -> str:
+        """One name for every spelling of a model: aliases resolved, snapshots folded.
+
+        A deployment alias becomes its target; a name genai-prices knows becomes
+        its model id there (so `gpt-4o-2024-08-06` and `gpt-4o` are one model, while a
+        snapshot priced on its own keeps its own id); any other name is lowercased
+        with a trailing date (`-2025-05-14`, `-20250514`) removed. Reconciliation
+        matches a provider's billed model to the recorded one through it.
+        """
+        alias = self._alias(provider, model)
+        if alias is not None:
+            provider, model = alias.provider or provider, alias.model
+        if self._override(provider, model) is None:
+            hit = _genai_lookup(provider, model)
+            if hit is not None:
+                return str(hit[1].id)
+        return _DATE_SUFFIX.sub("", model.lower())
 
     def _resolve_cached(self, key: tuple[str, str], ts: float) -> _Period:
         with self._lock:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any, Protocol
@@ -38,7 +38,8 @@ from ..rollup import (
     aggregate_timed,
     check_instance,
 )
-from . import buckets
+from . import buckets, provider_usage
+from .provider_usage import ProviderUsageStore
 from .queries import INDEXES, OLD_INDEXES, EventQueries
 
 log = logging.getLogger("ai_usage_exporter.ledger")
@@ -177,6 +178,16 @@ class Ledger(Protocol):
     def count_events_before(self, ts: float) -> int: ...
     def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
     def delete_buckets_before(self, step: int, ts: float) -> int: ...
+    def replace_provider_usage(
+        self,
+        provider: str,
+        days: Mapping[int, bool],
+        scopes: Sequence[str],
+        rows: Iterable[provider_usage.ProviderUsage],
+    ) -> int: ...
+    def provider_usage(
+        self, provider: str, start: int, end: int
+    ) -> tuple[list[provider_usage.ProviderUsage], dict[tuple[int, str], bool]]: ...
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
     def close(self) -> None: ...
@@ -233,7 +244,7 @@ def event_row(
     )
 
 
-class SQLLedger(EventQueries):
+class SQLLedger(EventQueries, ProviderUsageStore):
     """Dialect-neutral ledger; subclasses supply connections and a few SQL words."""
 
     url: str
@@ -282,6 +293,7 @@ class SQLLedger(EventQueries):
             f"CREATE TABLE IF NOT EXISTS events (\n  {self.id_column},\n  {event_cols}\n)",
             *(self._per_instance_table(t, t) for t in PER_INSTANCE_TABLES),
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            *provider_usage.schema(self.int_type),
         ]
 
     def indexes(self) -> list[str]:
