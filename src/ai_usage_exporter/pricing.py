@@ -998,10 +998,9 @@ class PriceBook:
         alias = self._alias(provider, model)
         if alias is not None:
             provider, model = alias.provider or provider, alias.model
-        if self._override(provider, model) is None:
-            hit = _genai_lookup(provider, model)
-            if hit is not None:
-                return str(hit[1].id)
+        hit = _genai_lookup(provider, model)
+        if hit is not None:
+            return str(hit[1].id)
         return _DATE_SUFFIX.sub("", model.lower())
 
     def _resolve_cached(self, key: tuple[str, str], ts: float) -> _Period:
