@@ -29,7 +29,15 @@ COUNTERS = (
     "ai_exporter_events_rejected_total",
     "ai_exporter_label_values_folded_total",
 )
-GAUGES = ("ai_average_duration_ms", "ai_exporter_build_info")
+GAUGES = (
+    "ai_average_duration_ms",
+    "ai_exporter_build_info",
+    "ai_provider_billed_usd",
+    "ai_spend_capture_ratio",
+    "ai_spend_price_drift_models",
+    "ai_provider_fetch_timestamp_seconds",
+    "ai_provider_fetch_success",
+)
 HISTOGRAMS = ("ai_request_duration_seconds", "ai_time_to_first_token_seconds")
 # Series Prometheus makes itself for every scrape target.
 PROMETHEUS_SERIES = ("up",)
