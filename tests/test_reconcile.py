@@ -4,6 +4,7 @@ PostgreSQL), the real CLI, and exact figures."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from _fake_admin import (
 )
 
 from _pg import fresh_schema
-from _server import serve_app
+from _server import scrape, serve_app, server_process
 from ai_usage_exporter import Recorder
 from ai_usage_exporter.cli import main
 from ai_usage_exporter.ledger import open_ledger
@@ -498,3 +499,38 @@ def test_scope_limits_the_provider_side(
     assert r["billed_usd"] == 2.5 and r["capture_ratio"] == 1.0
     params = admin.requests[0][1]
     assert ("project_ids[]", "proj_ours") in params and ("group_by[]", "project_id") in params
+
+
+def test_serve_fetches_in_the_background_and_serves_the_gauges(
+    tmp_path: Path, fake: tuple[FakeAdmin, str]
+) -> None:
+    admin, url = fake
+    _week(admin)
+    db = str(tmp_path / "serve.db")
+    _record(db, *_events())
+    env = {"TEST_OPENAI_ADMIN": admin.openai_key, "TEST_ANTHROPIC_ADMIN": "sk-ant-wrong"}
+    with server_process(db, ["--config", _config(tmp_path, url)], env) as server:
+        deadline = time.monotonic() + 20
+        samples = scrape(server.url)
+        while time.monotonic() < deadline:
+            samples = scrape(server.url)
+            if ("ai_provider_fetch_success", frozenset({("provider", "anthropic")})) in samples:
+                break
+            time.sleep(0.1)
+
+        def value(name: str, provider: str) -> float:
+            return samples[(name, frozenset({("provider", provider)}))]
+
+        assert value("ai_provider_billed_usd", "openai") == 3.25
+        assert value("ai_spend_capture_ratio", "openai") == 1.0
+        assert value("ai_spend_price_drift_models", "openai") == 0.0
+        assert value("ai_provider_fetch_success", "openai") == 1.0
+        assert abs(value("ai_provider_fetch_timestamp_seconds", "openai") - time.time()) < 60
+        # The refused key: the fetch failed, nothing is known of yesterday's bill.
+        assert value("ai_provider_fetch_success", "anthropic") == 0.0
+        assert math.isnan(value("ai_spend_capture_ratio", "anthropic"))
+        assert math.isnan(value("ai_provider_billed_usd", "anthropic"))
+        server.proc.terminate()
+        server.proc.wait(30)
+        log = server.proc.stdout.read().decode() if server.proc.stdout else ""
+    assert "sk-ant-wrong" not in log and admin.openai_key not in log
