@@ -15,7 +15,13 @@ Run from the repository root: ``python3 -m bench.reports`` (1,000,000 events; pa
    content) read through `import_files` into a fresh ledger (synchronous=full).
    Anchor: `orjson.loads` of the same lines, the floor of any reader.
 
-Targets: daily and agents < 1 s, query < 50 ms, import >= 50,000 lines/s.
+4. Reconcile: 90 closed days of provider-reported usage (3 models billed under
+   their dated snapshot names, 4 kinds each) stored in the ledger, compared with the
+   ledger's day buckets by the same `build` the `reconcile` command prints. Anchor: a
+   GROUP BY day, provider and model over the events of those 90 days.
+
+Targets: daily and agents < 1 s, query < 50 ms, import >= 50,000 lines/s,
+reconcile of 90 days < 2 s. `--days 90` spreads the events over 90 days (default 30).
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ import orjson
 
 from ai_usage_exporter.ledger import open_ledger
 from ai_usage_exporter.ledger.buckets import TABLE, backfill_sql
+from ai_usage_exporter.ledger.provider_usage import ProviderUsage
 from ai_usage_exporter.logs import import_files
+from ai_usage_exporter.pricing import PriceBook
+from ai_usage_exporter.reconcile import service
+from ai_usage_exporter.reconcile_settings import ProviderSettings, ReconcileSettings
 from ai_usage_exporter.recorder import Recorder
 from ai_usage_exporter.reports import Window, build_report
 from ai_usage_exporter.rollup import STEPS
@@ -42,10 +52,10 @@ from ._harness import machine, verdict
 DAY = 86400
 
 
-def generate(db: str, n: int, end: int) -> None:
+def generate(db: str, n: int, end: int, days: int = 30) -> None:
     ledger = open_ledger(db, synchronous="normal")
-    start = end - 30 * DAY
-    span = 30 * DAY / n
+    start = end - days * DAY
+    span = days * DAY / n
     conn = ledger._write_conn()  # type: ignore[attr-defined]
     conn.execute("BEGIN")
     conn.execute(
@@ -76,6 +86,40 @@ def generate(db: str, n: int, end: int) -> None:
     ledger.close()
 
 
+def bench_reconcile(ledger: Any, today: int, runs: int) -> tuple[float, float]:
+    """Seconds of the events GROUP BY anchor and of a 90-day reconcile (medians)."""
+    since, until = today - 90 * DAY, today
+    snapshots = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06",
+                 "o3-mini": "o3-mini-2025-01-31"}  # fmt: skip
+    rows = [
+        ProviderUsage("openai", day, "", snap, kind, 1_000_000 + day % 977, 2_000_000_000)
+        for day in range(since, until, DAY)
+        for snap in snapshots.values()
+        for kind in ("uncached_input", "cached_input", "output", "cache_write_5m")
+    ]
+    ledger.replace_provider_usage(
+        "openai", dict.fromkeys(range(since, until, DAY), True), [""], rows
+    )
+    conn = ledger._read_conn()
+    anchor = median_seconds(
+        lambda: conn.execute(
+            "SELECT CAST(ts / 86400 AS INTEGER), provider, model, sum(input_tokens), "
+            "sum(output_tokens), sum(cached_input_tokens), sum(cache_write_tokens), "
+            "sum(cost_total) FROM events WHERE ts >= ? AND ts < ? GROUP BY 1, 2, 3",
+            (since, until),
+        ).fetchall(),
+        runs=runs,
+    )
+    book = PriceBook()
+    settings = ReconcileSettings(
+        providers={"openai": ProviderSettings("openai", "OPENAI_ADMIN_KEY", "http://unused")}
+    )
+    body = service.build(ledger, book, settings, ["openai"], since, until)
+    assert len(body["rows"]) == 90 * len(snapshots), len(body["rows"])
+    took = median_seconds(lambda: service.build(ledger, book, settings, ["openai"], since, until))
+    return anchor, took
+
+
 def median_seconds(fn: Callable[[], Any], runs: int = 5) -> float:
     times = []
     for _ in range(runs):
@@ -90,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--smoke", action="store_true", help="a tiny run that only checks the script")
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--import-lines", type=int, default=200_000)
+    p.add_argument("--days", type=int, default=30, help="days the events are spread over")
     args = p.parse_args(argv)
     n = 20_000 if args.smoke else args.events
     lines = 2_000 if args.smoke else args.import_lines
@@ -98,8 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
         t0 = time.perf_counter()
-        generate(db, n, end)
-        print(f"build: {n:,} events and their buckets in {time.perf_counter() - t0:.1f} s")
+        generate(db, n, end, args.days)
+        print(
+            f"build: {n:,} events over {args.days} days and their buckets "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
         ledger = open_ledger(db)
         w = Window(end - 30 * DAY, end)
         conn = ledger._read_conn()  # type: ignore[attr-defined]
@@ -120,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             )  # fmt: skip
         )
         assert len(ledger.select_events(("ts",), {"user": "u42"}, limit=10)) == 10
+        rec_anchor, rec_took = bench_reconcile(ledger, end - DAY, runs=1 if n > 2_000_000 else 3)
         ledger.close()
         print(f"anchor GROUP BY day over the events table: {anchor * 1000:,.1f} ms")
         print(
@@ -130,6 +179,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(
             f"query --user --limit 10: {query * 1000:7.2f} ms  (target < 50 ms) {verdict(query < 0.05)}"
+        )
+        print(
+            f"anchor GROUP BY day, provider, model over 90 days of events: {rec_anchor * 1000:,.1f} ms"
+        )
+        print(
+            f"reconcile, 90 days:     {rec_took * 1000:8.1f} ms  (target < 2000 ms) "
+            f"{verdict(rec_took < 2)}"
         )
 
         log = Path(tmp) / "usage.log"

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -239,7 +238,7 @@ def anthropic_cost(
     }
 
 
-def anthropic_usage(model: str, **counts: Any) -> Mapping[str, Any]:
+def anthropic_usage(model: str, **counts: Any) -> dict[str, Any]:
     return {
         "model": model,
         "workspace_id": counts.pop("workspace_id", None),

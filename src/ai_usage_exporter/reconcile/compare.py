@@ -15,6 +15,7 @@ that tell the two causes of a gap apart:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,6 +105,8 @@ def compare(
     provider; days no fetch covered are returned apart, never compared.
     """
     wanted = set(scopes)
+    # A model name's identity is looked up once per comparison, not once per row.
+    identity = functools.cache(identity)
     covered: dict[int, bool] = {}
     for (day, scope), final in fetched_days.items():
         if scope in wanted:
