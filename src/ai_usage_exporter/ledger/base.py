@@ -21,9 +21,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..events import ATTRIBUTION_FIELDS, QUERY_FIELDS, USAGE_FIELDS, UsageEvent
-from ..pricing import Cost
-from ..rollup import (
+from ai_usage_exporter.core.events.model import ATTRIBUTION_FIELDS, UsageEvent
+from ai_usage_exporter.core.events.validate import QUERY_FIELDS
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.rollup import (
     INSTANCE,
     KEY_FIELDS,
     NANO,
@@ -38,8 +39,9 @@ from ..rollup import (
     aggregate_timed,
     check_instance,
 )
-from . import buckets
-from .queries import INDEXES, OLD_INDEXES, EventQueries
+from ai_usage_exporter.core.shapes import USAGE_FIELDS
+from ai_usage_exporter.ledger import buckets
+from ai_usage_exporter.ledger.queries import INDEXES, OLD_INDEXES, EventQueries
 
 log = logging.getLogger("ai_usage_exporter.ledger")
 
