@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ai_usage_exporter.core.rollup import NANO, STEPS
+from ai_usage_exporter.core.rollup import NANO, STEPS, VALUE_COLUMNS
 from ai_usage_exporter.core.shapes import TOKEN_FIELDS
 from ai_usage_exporter.core.timeseries import ParamError, parse_time
 
@@ -52,7 +52,7 @@ STEP_COLUMNS: tuple[str, ...] = (
 
 
 class ReportSource(Protocol):
-    """The reads a report makes; the ledger (`ledger.Ledger`) provides them.
+    """The reads a report makes; `ledger.Ledger` extends it, so every ledger provides them.
 
     Declared here so the report shaping stays in the core, below the storage layer.
     """
@@ -65,7 +65,7 @@ class ReportSource(Protocol):
         group_by: Sequence[str] = (),
         filters: Mapping[str, str] | None = None,
         instance: str | None = None,
-        values: Sequence[str] = ...,
+        values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]: ...
 
     def buckets_pruned_before(self) -> dict[int, int]: ...
