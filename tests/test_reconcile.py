@@ -24,11 +24,11 @@ from _fake_admin import (
 from _pg import fresh_schema
 from _server import scrape, serve_app, server_process
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.cli import main
+from ai_usage_exporter.cli.main import main
+from ai_usage_exporter.config.reconcile import ProviderSettings, ReconcileSettings
+from ai_usage_exporter.core.pricing.book import PriceBook
 from ai_usage_exporter.ledger import open_ledger
-from ai_usage_exporter.pricing import PriceBook
 from ai_usage_exporter.reconcile import service
-from ai_usage_exporter.reconcile_settings import ProviderSettings, ReconcileSettings
 
 DAY = 86_400
 NOW = time.time()

@@ -13,9 +13,11 @@ import pytest
 from _fake_admin import FakeAdmin
 
 from _server import serve_app
-from ai_usage_exporter.config import ConfigError, load_file
+from ai_usage_exporter.config.fields import ConfigError
+from ai_usage_exporter.config.reconcile import ProviderSettings
+from ai_usage_exporter.config.settings import load_file
+from ai_usage_exporter.core.pricing.book import PriceBook
 from ai_usage_exporter.ledger.provider_usage import ProviderUsage
-from ai_usage_exporter.pricing import PriceBook
 from ai_usage_exporter.reconcile import anthropic, openai
 from ai_usage_exporter.reconcile._parse import (
     ShapeError,
@@ -30,7 +32,6 @@ from ai_usage_exporter.reconcile._parse import (
 from ai_usage_exporter.reconcile.client import retry_after
 from ai_usage_exporter.reconcile.compare import RECORDED_VALUES, Recorded, compare
 from ai_usage_exporter.reconcile.service import fetch
-from ai_usage_exporter.reconcile_settings import ProviderSettings
 
 DAY = 86_400
 D = 1_754_006_400  # 2025-08-01T00:00:00Z

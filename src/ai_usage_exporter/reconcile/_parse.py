@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from ..ledger.provider_usage import ProviderUsage
-from .client import AdminClient, FetchError, Params
+from ai_usage_exporter.ledger.provider_usage import ProviderUsage
+from ai_usage_exporter.reconcile.client import AdminClient, FetchError, Params
 
 NANO = 1_000_000_000
 DAY = 86_400

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from ._parse import (
+from ai_usage_exporter.reconcile._parse import (
     DAY,
     Fetched,
     Page,
@@ -31,7 +31,7 @@ from ._parse import (
     rfc3339,
     whole_day,
 )
-from .client import AdminClient
+from ai_usage_exporter.reconcile.client import AdminClient
 
 PROVIDER = "anthropic"
 USAGE = "/v1/organizations/usage_report/messages"

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..ledger.provider_usage import ProviderUsage
-from ..pricing import Rates
-from ._parse import DAY, NANO
+from ai_usage_exporter.core.pricing.rates import Rates
+from ai_usage_exporter.ledger.provider_usage import ProviderUsage
+from ai_usage_exporter.reconcile._parse import DAY, NANO
 
 TOKEN_KEYS: tuple[str, ...] = ("input", "output", "cached_input", "cache_write")
 # The ledger's bucket columns the comparison reads, in this order.

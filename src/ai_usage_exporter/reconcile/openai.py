@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._parse import (
+from ai_usage_exporter.reconcile._parse import (
     DAY,
     Fetched,
     Page,
@@ -31,7 +31,7 @@ from ._parse import (
     pages,
     whole_day,
 )
-from .client import AdminClient
+from ai_usage_exporter.reconcile.client import AdminClient
 
 PROVIDER = "openai"
 COSTS = "/v1/organization/costs"

@@ -20,14 +20,16 @@ import orjson
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..ledger import Ledger, LedgerError, open_ledger
-from ..ledger.provider_usage import ORGANIZATION, StoreError
-from ..pricing import PriceBook
-from ..reconcile_settings import ProviderSettings, ReconcileSettings
-from . import anthropic, openai
-from ._parse import DAY, Fetched
-from .client import AdminClient, FetchError
-from .compare import RECORDED_VALUES, Recorded, compare, totals
+from ai_usage_exporter.compose import build_ledger
+from ai_usage_exporter.config.reconcile import ProviderSettings, ReconcileSettings
+from ai_usage_exporter.config.settings import Settings
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.ledger import Ledger, LedgerError
+from ai_usage_exporter.ledger.provider_usage import ORGANIZATION, StoreError
+from ai_usage_exporter.reconcile import anthropic, openai
+from ai_usage_exporter.reconcile._parse import DAY, Fetched
+from ai_usage_exporter.reconcile.client import AdminClient, FetchError
+from ai_usage_exporter.reconcile.compare import RECORDED_VALUES, Recorded, compare, totals
 
 log = logging.getLogger("ai_usage_exporter.reconcile")
 
@@ -253,27 +255,27 @@ def fetch_and_store(
     return errors
 
 
-def start_background(db: str, synchronous: str, settings: ReconcileSettings) -> threading.Event:
+def start_background(settings: Settings, rc: ReconcileSettings) -> threading.Event:
     """Fetch the configured providers every `interval`; set the returned event to stop.
 
     Like retention, it opens its own ledger connection and commits in its own short
     transactions, so recording never waits behind a slow provider.
     """
     stop = threading.Event()
-    names = [n for n in PROVIDERS if n in settings.providers]
-    interval = settings.interval
+    names = [n for n in PROVIDERS if n in rc.providers]
+    interval = rc.interval
     if not names or not interval:
         return stop
 
     def loop() -> None:
         while not stop.is_set():
             try:
-                ledger = open_ledger(db, synchronous=synchronous)
+                ledger = build_ledger(settings)
                 try:
                     now = time.time()
-                    since, until = closed_days(now - settings.days * DAY, None, now)
+                    since, until = closed_days(now - rc.days * DAY, None, now)
                     for name, error in fetch_and_store(
-                        ledger, settings, names, since, until, now
+                        ledger, rc, names, since, until, now
                     ).items():
                         log.warning("reconcile: %s: %s", name, error)
                 finally:
