@@ -472,3 +472,36 @@ def test_the_scope_switch_asks_for_the_fleet(tab: Page, sidecar: ServerProcess) 
     assert httpx.URL(resp.value.url).params["scope"] == "fleet"
     assert tab.page.locator('#scopes button[data-scope="fleet"]').get_attribute("class") == "active"
     assert tab.errors == []
+
+
+def test_the_capture_panel_shows_billed_against_recorded_per_day(
+    tab: Page, sidecar: ServerProcess
+) -> None:
+    # Without a `reconcile:` section the panel stays hidden, and nothing errs.
+    tab.sign_in(sidecar.url)
+    tab.wait_requests(_view(sidecar.url)["totals"]["requests"])
+    assert tab.page.locator("#b-capture").is_hidden()
+    assert tab.errors == []
+    body = {
+        "report": "reconcile", "configured": True, "scope": {"openai": "organization-wide"},
+        "rows": [
+            {"day": "2026-11-30", "provider": "openai", "model": "gpt-4o", "billed_nusd": 4_000_000_000,
+             "recorded_nusd": 3_000_000_000, "flags": ["untracked_spend"]},
+            {"day": "2026-11-30", "provider": "openai", "model": "gpt-4o-mini", "billed_nusd": 1_000_000_000,
+             "recorded_nusd": 1_000_000_000, "flags": []},
+            {"day": "2026-11-29", "provider": "openai", "model": "gpt-4o", "billed_nusd": 2_000_000_000,
+             "recorded_nusd": 2_000_000_000, "flags": ["not_final"]},
+        ],
+    }  # fmt: skip
+    tab.page.route("**/api/reports/reconcile?days=30", lambda route: route.fulfill(json=body))
+    tab.page.reload()
+    tab.page.wait_for_selector("#b-capture:not([hidden])")
+    rows = [
+        r.locator("td").all_inner_texts() for r in tab.page.locator("#b-capture tbody tr").all()
+    ]
+    assert rows == [
+        ["2026-11-30", "openai", "$5.00", "$4.00", "80%", "untracked spend"],
+        ["2026-11-29", "openai", "$2.00", "$2.00", "100%", "not final"],
+    ]
+    assert tab.page.locator("#capture-scope").inner_text() == "openai: organization-wide"
+    assert tab.errors == []

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from _fake_admin import (
@@ -530,6 +531,16 @@ def test_serve_fetches_in_the_background_and_serves_the_gauges(
         assert value("ai_provider_fetch_success", "anthropic") == 0.0
         assert math.isnan(value("ai_spend_capture_ratio", "anthropic"))
         assert math.isnan(value("ai_provider_billed_usd", "anthropic"))
+        # The dashboard's capture panel reads the stored bills as a report.
+        r = httpx.get(f"{server.url}/api/reports/reconcile?days=3")
+        assert r.status_code == 200
+        body = r.json()
+        assert [(x["day"], x["model"], x["capture_ratio"]) for x in body["rows"]] == [
+            (time.strftime("%Y-%m-%d", time.gmtime(d)), "gpt-4o", 1.0) for d in (D1, D2, D3)
+        ]
+        assert body["not_fetched"] == {"anthropic": [time.strftime("%Y-%m-%d", time.gmtime(D3))]}
+        bad = httpx.get(f"{server.url}/api/reports/reconcile?days=x")
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == "days"
         server.proc.terminate()
         server.proc.wait(30)
         log = server.proc.stdout.read().decode() if server.proc.stdout else ""

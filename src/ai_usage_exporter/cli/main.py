@@ -230,6 +230,7 @@ def serve(settings: Settings) -> int:
         close_recorder=True,
         gateway=gateway,
         gateway_tokens=settings.gateway_tokens,
+        reconcile=settings.reconcile,
     )
     config = uvicorn.Config(
         app,

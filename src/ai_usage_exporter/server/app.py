@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ai_usage_exporter.config.reconcile import ReconcileSettings
 from ai_usage_exporter.core.budgets import BUDGET_FIELDS
 from ai_usage_exporter.core.events.model import EventError
 from ai_usage_exporter.core.reports import REPORTS, build_report, render_csv, window
@@ -27,6 +28,7 @@ from ai_usage_exporter.ledger import LedgerError
 from ai_usage_exporter.recorder.recorder import Recorder, RecorderBusyError, RecorderClosedError
 from ai_usage_exporter.server.auth import BearerAuthMiddleware
 from ai_usage_exporter.server.dashboard import dashboard_routes
+from ai_usage_exporter.server.dashboard.capture import capture_routes
 from ai_usage_exporter.server.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -112,10 +114,12 @@ def create_app(
     close_recorder: bool = False,
     gateway: Gateway | None = None,
     gateway_tokens: Sequence[str] = (),
+    reconcile: ReconcileSettings | None = None,
 ) -> Starlette:
     """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it.
 
-    With a `gateway`, its OpenAI-compatible routes are served too, behind `gateway_tokens`.
+    With a `gateway`, its OpenAI-compatible routes are served too, behind `gateway_tokens`;
+    with `reconcile` settings, the stored provider bills as `/api/reports/reconcile`.
     """
     limits = recorder.limits
 
@@ -327,6 +331,8 @@ def create_app(
         Route("/api/metrics", api_metrics, methods=["GET"]),
         Route("/api/budget-usage", budget_usage, methods=["GET"]),
         Route("/api/metrics/timeseries", api_timeseries, methods=["GET"]),
+        # Before /api/reports/{name}: `reconcile` is a report of the providers' bills.
+        *capture_routes(recorder, reconcile),
         Route("/api/reports/{name}", api_report, methods=["GET"]),
         Route("/metrics", exposition, methods=["GET"]),
         Route("/metrics/fleet", fleet_exposition, methods=["GET"]),

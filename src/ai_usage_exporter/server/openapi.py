@@ -303,6 +303,26 @@ def _core_document(limits: Limits) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/reports/reconcile": {
+                "get": {
+                    "summary": "Billed against recorded per closed UTC day, provider and model, "
+                    "from the provider bills the sidecar fetched (`reconcile:` in the config).",
+                    "security": bearer,
+                    "parameters": [
+                        _query("days", {"type": "integer", "minimum": 1, "maximum": 400}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "rows, totals per provider; `configured` false "
+                            "without a reconcile section",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": _error("bad query parameter"),
+                        "401": _error("missing or wrong bearer token"),
+                        "503": _error("the ledger cannot be read"),
+                    },
+                }
+            },
             "/api/reports/{name}": {
                 "get": {
                     "summary": "A report (per day, query, agent, model, tenant or service) as JSON or CSV.",

@@ -256,6 +256,49 @@
     table("b-budgets", rows, keys.map((k) => [k.replace(/_/g, " "), (r) => cell(k, r[k]), typeof rows[0][k] === "number"]), "");
   }
 
+  // What the providers billed against what was recorded, per closed day and provider,
+  // from the stored bills (`reconcile:` in the config; the route is absent without it).
+  const CAPTURE_EVERY_MS = 60000;
+  let captureAt = 0;
+  async function refreshCapture() {
+    if (Date.now() - captureAt < CAPTURE_EVERY_MS) return;
+    captureAt = Date.now();
+    const panel = $("b-capture");
+    let body;
+    try {
+      body = await (await api("/api/reports/reconcile?days=30")).json();
+    } catch (err) {
+      if (err instanceof SignedOut) throw err;
+      panel.hidden = true; // not readable now; the next refresh tries again
+      captureAt = 0;
+      return;
+    }
+    if (!body.configured) {
+      panel.hidden = true; // no `reconcile:` section: no bills are fetched
+      return;
+    }
+    const days = new Map();
+    for (const r of body.rows || []) {
+      const key = r.day + " " + r.provider;
+      const d = days.get(key) || { day: r.day, provider: r.provider, billed: 0, recorded: 0, flags: new Set() };
+      d.billed += r.billed_nusd;
+      d.recorded += r.recorded_nusd;
+      for (const f of r.flags) d.flags.add(f);
+      days.set(key, d);
+    }
+    const rows = [...days.values()].sort((a, b) => (a.day < b.day ? 1 : a.day > b.day ? -1 : a.provider.localeCompare(b.provider)));
+    panel.hidden = false;
+    $("capture-scope").textContent = Object.entries(body.scope || {}).map(([p, s]) => p + ": " + s).join(" · ");
+    table("b-capture", rows, [
+      ["Day", (r) => r.day],
+      ["Provider", (r) => r.provider],
+      ["Billed", (r) => money(r.billed / 1e9), true],
+      ["Recorded", (r) => money(r.recorded / 1e9), true],
+      ["Captured", (r) => (r.billed ? pct(r.recorded / r.billed) : "–"), true],
+      ["Flags", (r) => [...r.flags].map((f) => f.replace(/_/g, " ")).join(", ") || "ok"],
+    ], "no bill fetched yet");
+  }
+
   function cell(key, v) {
     if (v === null || v === undefined) return "–";
     if (typeof v === "number") {
@@ -475,6 +518,7 @@
         api("/api/status").then((r) => r.json()),
         api("/api/metrics?" + new URLSearchParams(scoped({ limit: "20" })).toString()).then((r) => r.json()),
         refreshCharts(gen),
+        refreshCapture(),
       ]);
       if (gen !== generation) return;
       renderStatus(status);
