@@ -1,13 +1,5 @@
 """`ai-usage-exporter reconcile`: fetch the providers' bills, compare, print; and the
-sidecar's part (`start_in_sidecar`): the gauges and the background fetching.
-
-    ai-usage-exporter reconcile --provider all --since 7d --format json
-
-It fetches each provider's closed days in the range (unless --no-fetch), stores
-them in the ledger, and prints per day, provider and model what was billed
-against what the ledger recorded. Exit 0 when every row is clean, 1 when a row is
-flagged untracked_spend, over_recorded or price_drift, 2 on a usage or fetch error.
-"""
+sidecar's part (`start_in_sidecar`): the gauges and the background fetching."""
 
 from __future__ import annotations
 
@@ -44,6 +36,21 @@ from ai_usage_exporter.recorder.recorder import Recorder
 
 FORMATS: tuple[str, ...] = ("text", "json", "csv", "markdown", "focus")
 DEFAULT_SINCE = "7d"
+DESCRIPTION = """\
+Compare what the ledger recorded with what OpenAI and Anthropic billed, per closed
+UTC day, provider and model, in dollars and tokens of each kind.
+
+It fetches each provider's closed days in the range (unless --no-fetch) with the admin
+key from the environment (OPENAI_ADMIN_KEY, ANTHROPIC_ADMIN_KEY, or the variables the
+config's reconcile: section names), stores them in the ledger, and prints the rows.
+Exit 0 when every row is clean, 1 when a row is flagged untracked_spend, over_recorded
+or price_drift, 2 on a usage or fetch error.
+
+examples:
+  ai-usage-exporter reconcile --provider all --since 7d --db ai-usage.db
+  ai-usage-exporter reconcile --provider openai --since 30d --format json
+  ai-usage-exporter reconcile --no-fetch --format focus
+"""
 _BAD_FLAGS = frozenset(("untracked_spend", "over_recorded", "price_drift"))
 
 
@@ -51,7 +58,7 @@ def add_parser(sub: Any) -> None:
     r = sub.add_parser(
         "reconcile",
         help="compare what the ledger recorded with what OpenAI and Anthropic billed",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("--provider", choices=(*PROVIDERS, "all"), default="all")
