@@ -470,10 +470,11 @@ class Gateway:
         if outcome.first_byte is not None:
             event["ttft_ms"] = round((outcome.first_byte - outcome.started) * 1000, 3)
         error_type = None
-        if outcome.client_gone and not folder.finished:
-            error_type = CANCELLED
-        elif outcome.error is not None:
+        if outcome.error is not None:
+            # The upstream broke off first; the client leaving after that is no news.
             error_type = error_type_for_exception(outcome.error)
+        elif outcome.client_gone and not folder.finished:
+            error_type = CANCELLED
         self._finish(call, event, status, folder.usage, error_type, None)
 
     def _finish(
