@@ -157,7 +157,12 @@ def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
         gateway = Gateway(config, recorder, keys=keys, logger=logger)
         app = recorder.app(gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True)
         with serve_app(app) as url:
-            yield Sidecar(url, recorder, log, db, a, b, g, z)
+            sidecar = Sidecar(url, recorder, log, db, a, b, g, z)
+            try:
+                yield sidecar
+            finally:
+                for client in sidecar.clients:
+                    client.close()
 
 
 def _labels(service: str, provider: str, model: str) -> dict[str, str]:
