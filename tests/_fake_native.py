@@ -207,9 +207,7 @@ class FakeNative:
                 Route("/v1/models", models, methods=["GET"]),
                 Route("/v1beta/models/{target}", gemini, methods=["POST"]),
                 Route("/v1/models/{target}", gemini, methods=["POST"]),
-                Route(
-                    "/openai/deployments/{deployment}/chat/completions", azure, methods=["POST"]
-                ),
+                Route("/openai/deployments/{deployment}/chat/completions", azure, methods=["POST"]),
             ]
         )
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from _fake_native import ANTHROPIC_STREAM_BASIC, fake_native
 
 from _binaries import in_ci
-from _fake_native import ANTHROPIC_STREAM_BASIC, fake_native
 from _server import scrape, serve_app
 from ai_usage_exporter.calllog import CallLogger
 from ai_usage_exporter.gateway.config import parse_gateway
@@ -56,8 +56,12 @@ def test_claude_code_print_mode_through_the_gateway(tmp_path: Path) -> None:
         config = parse_gateway(
             {
                 "upstreams": {
-                    "anthropic": {"provider": "anthropic", "api": "anthropic",
-                                  "base_url": upstream.url, "api_key_env": "ANTHROPIC_KEY"}  # fmt: skip
+                    "anthropic": {
+                        "provider": "anthropic",
+                        "api": "anthropic",
+                        "base_url": upstream.url,
+                        "api_key_env": "ANTHROPIC_KEY",
+                    }  # fmt: skip
                 },
                 "client_tokens": list(TOKENS.values()),
             },
@@ -68,7 +72,9 @@ def test_claude_code_print_mode_through_the_gateway(tmp_path: Path) -> None:
         log = io.StringIO()
         gateway = Gateway(config, recorder, keys={"anthropic": UPSTREAM_KEY},
                           logger=CallLogger(log, secrets=[UPSTREAM_KEY]))  # fmt: skip
-        app = recorder.app(gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True)
+        app = recorder.app(
+            gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True
+        )
         with serve_app(app) as url:
             home = tmp_path / "home"
             home.mkdir()
@@ -108,7 +114,9 @@ def test_claude_code_print_mode_through_the_gateway(tmp_path: Path) -> None:
                 if len(rows) >= len(messages) or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
-            assert rows == [("anthropic", "claude-3-opus-latest", "anthropic", "chat", "ok", 11, 6)] * len(messages)
+            assert rows == [
+                ("anthropic", "claude-3-opus-latest", "anthropic", "chat", "ok", 11, 6)
+            ] * len(messages)
             labels = {"type": "input", "service": "anthropic", "provider": "anthropic",
                       "model": "claude-3-opus-latest"}  # fmt: skip
             assert scrape(url)[("ai_tokens_total", frozenset(labels.items()))] == 11 * len(messages)

@@ -25,10 +25,6 @@ import anthropic
 import httpx
 import orjson
 import pytest
-from google import genai
-from google.genai import types as genai_types
-from openai import OpenAI
-
 from _fake_native import (
     ANTHROPIC_CACHE_5M,
     ANTHROPIC_CACHE_5M_1H,
@@ -46,6 +42,10 @@ from _fake_native import (
     fake_native,
     sse_events,
 )
+from google import genai
+from google.genai import types as genai_types
+from openai import OpenAI
+
 from _server import SampleKey, scrape, serve_app
 from ai_usage_exporter.calllog import CallLogger
 from ai_usage_exporter.config import ConfigError
@@ -116,15 +116,34 @@ class Sidecar:
 def _config(a: str, b: str, g: str, z: str) -> dict[str, Any]:
     return {
         "upstreams": {
-            "claude-a": {"provider": "anthropic", "api": "anthropic", "base_url": a,
-                         "api_key_env": "CLAUDE_A_KEY", "timeout_s": 1.5},  # fmt: skip
+            "claude-a": {
+                "provider": "anthropic",
+                "api": "anthropic",
+                "base_url": a,
+                "api_key_env": "CLAUDE_A_KEY",
+                "timeout_s": 1.5,
+            },  # fmt: skip
             # An Anthropic-compatible provider that wants its key as a bearer token.
-            "claude-b": {"provider": "anthropic", "api": "anthropic", "base_url": b,
-                         "api_key_env": "CLAUDE_B_KEY", "auth": "bearer"},  # fmt: skip
-            "gemini": {"provider": "google", "api": "gemini", "base_url": g,
-                       "api_key_env": "GEMINI_KEY"},  # fmt: skip
-            "azure": {"provider": "azure", "auth": "api-key", "api_version": "2024-10-21",
-                      "base_url": z + "/openai/deployments/gpt-4o", "api_key_env": "AZURE_KEY"},  # fmt: skip
+            "claude-b": {
+                "provider": "anthropic",
+                "api": "anthropic",
+                "base_url": b,
+                "api_key_env": "CLAUDE_B_KEY",
+                "auth": "bearer",
+            },  # fmt: skip
+            "gemini": {
+                "provider": "google",
+                "api": "gemini",
+                "base_url": g,
+                "api_key_env": "GEMINI_KEY",
+            },  # fmt: skip
+            "azure": {
+                "provider": "azure",
+                "auth": "api-key",
+                "api_version": "2024-10-21",
+                "base_url": z + "/openai/deployments/gpt-4o",
+                "api_key_env": "AZURE_KEY",
+            },  # fmt: skip
         },
         "routes": {
             "claude": {"upstreams": ["claude-a", "claude-b"]},
@@ -155,7 +174,9 @@ def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
                 "azure": AZURE_KEY}  # fmt: skip
         logger = CallLogger(log, level="debug", detailed=True, secrets=keys.values())
         gateway = Gateway(config, recorder, keys=keys, logger=logger)
-        app = recorder.app(gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True)
+        app = recorder.app(
+            gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True
+        )
         with serve_app(app) as url:
             sidecar = Sidecar(url, recorder, log, db, a, b, g, z)
             try:
@@ -179,12 +200,14 @@ def _cost(s: dict[SampleKey, float], service: str, provider: str, model: str) ->
     return s.get(("ai_cost_total", frozenset(labels.items())), 0.0)
 
 
-def _requests(s: dict[SampleKey, float], service: str, provider: str, model: str, status: str) -> float:
+def _requests(
+    s: dict[SampleKey, float], service: str, provider: str, model: str, status: str
+) -> float:
     labels = {**_labels(service, provider, model), "operation": "chat", "status": status}
     return s.get(("ai_requests_total", frozenset(labels.items())), 0.0)
 
 
-def _price(provider: str, model: str, **counts: int) -> float:
+def _price(provider: str, model: str, **counts: Any) -> float:
     return PriceBook().price(UsageEvent(provider, model, **counts)).total
 
 
@@ -259,7 +282,11 @@ def test_messages_create_streamed_is_relayed_as_sent_and_folds_cumulative_usage(
     (row,) = sidecar.rows(1)
     # message_start's counts, overridden by message_delta's cumulative ones (input 40,
     # cache read 7, cache write 12, output 8 with 3 thinking, one web search).
-    assert (row["model"], row["status"], row["web_search_requests"]) == ("claude-sonnet-4-5", "ok", 1)
+    assert (row["model"], row["status"], row["web_search_requests"]) == (
+        "claude-sonnet-4-5",
+        "ok",
+        1,
+    )
     assert _counts(row) == {"input_tokens": 59, "output_tokens": 8, "cached_input_tokens": 7,
                             "cache_write_tokens": 12, "cache_write_1h_tokens": 0,
                             "reasoning_tokens": 3}  # fmt: skip
@@ -279,7 +306,11 @@ def test_messages_stream_helper(sidecar: Sidecar) -> None:
     assert text == "Hello there!"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (11, 6)
     (row,) = sidecar.rows(1)
-    assert (row["model"], row["input_tokens"], row["output_tokens"]) == ("claude-3-opus-latest", 11, 6)
+    assert (row["model"], row["input_tokens"], row["output_tokens"]) == (
+        "claude-3-opus-latest",
+        11,
+        6,
+    )
     s = sidecar.samples()
     assert _cost(s, "claude", "anthropic", "claude-3-opus-latest") == pytest.approx(
         _price("anthropic", "claude-3-opus-latest", input_tokens=11, output_tokens=6), rel=1e-9
@@ -342,7 +373,10 @@ def test_a_tool_use_turn(sidecar: Sidecar) -> None:
     messages = [
         *MESSAGE["messages"],
         {"role": "assistant", "content": [b.model_dump() for b in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "8.8M"}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "8.8M"}],
+        },
     ]
     client.messages.create(model=MESSAGE["model"], max_tokens=1024, messages=messages, tools=tools)  # type: ignore[arg-type]
     turn = sidecar.a.requests[-1]["body"]
@@ -374,7 +408,11 @@ def test_fallback_between_anthropic_upstreams_before_the_first_byte(
     seen = sidecar.b.requests[-1]["headers"]
     assert seen["authorization"] == f"Bearer {CLAUDE_B_KEY}" and "x-api-key" not in seen
     failed, served = sidecar.rows(2)
-    assert (failed["status"], failed["error_type"], failed["provider"]) == ("error", reason, "anthropic")
+    assert (failed["status"], failed["error_type"], failed["provider"]) == (
+        "error",
+        reason,
+        "anthropic",
+    )
     assert (served["status"], served["input_tokens"]) == ("ok", 1076)
     labels = {"route": "claude", "from": "claude-a", "to": "claude-b", "reason": reason}
     assert sidecar.samples()[("ai_gateway_fallbacks_total", frozenset(labels.items()))] == 1
@@ -382,7 +420,9 @@ def test_fallback_between_anthropic_upstreams_before_the_first_byte(
 
 def test_streamed_fallback_never_after_the_first_byte(sidecar: Sidecar) -> None:
     sidecar.a.mode = "drop"
-    with sidecar.claude().messages.with_streaming_response.create(**MESSAGE, stream=True) as response:
+    with sidecar.claude().messages.with_streaming_response.create(
+        **MESSAGE, stream=True
+    ) as response:
         got = b"".join(response.iter_bytes())
     # The client gets what came before the upstream broke off, and no second answer.
     assert got == b"".join(sse_events(ANTHROPIC_STREAM_DELTA)[:2])
@@ -538,8 +578,12 @@ def test_keys_never_leak(sidecar: Sidecar) -> None:
     httpx.post(sidecar.url + f"/v1beta/models/gemini-2.5-flash:generateContent?key={CLIENT_TOKEN}&x=1",
                json={})  # fmt: skip
     sidecar.a.mode = sidecar.b.mode = "500"
-    failed = httpx.post(sidecar.url + "/v1/messages", json=MESSAGE, headers={"x-api-key": CLIENT_TOKEN})
-    denied = httpx.post(sidecar.url + "/v1/messages", json=MESSAGE, headers={"x-api-key": CLAUDE_A_KEY})
+    failed = httpx.post(
+        sidecar.url + "/v1/messages", json=MESSAGE, headers={"x-api-key": CLIENT_TOKEN}
+    )
+    denied = httpx.post(
+        sidecar.url + "/v1/messages", json=MESSAGE, headers={"x-api-key": CLAUDE_A_KEY}
+    )
     rows = sidecar.rows(6)
     stored = orjson.dumps(rows).decode()
     logged = sidecar.log.getvalue()
@@ -547,7 +591,11 @@ def test_keys_never_leak(sidecar: Sidecar) -> None:
         assert secret not in stored and secret not in logged
         assert secret not in failed.text and secret not in denied.text
     # Each upstream got its own key and nothing else of anyone's.
-    for fake, own in ((sidecar.a, CLAUDE_A_KEY), (sidecar.b, CLAUDE_B_KEY), (sidecar.gemini, GEMINI_KEY)):
+    for fake, own in (
+        (sidecar.a, CLAUDE_A_KEY),
+        (sidecar.b, CLAUDE_B_KEY),
+        (sidecar.gemini, GEMINI_KEY),
+    ):
         for request in fake.requests:
             sent = orjson.dumps([request["headers"], request["query"]]).decode()
             assert own in sent
@@ -560,7 +608,11 @@ def test_keys_never_leak(sidecar: Sidecar) -> None:
 def test_a_route_that_mixes_apis_is_refused_naming_route_and_upstreams() -> None:
     section = {
         "upstreams": {
-            "claude": {"provider": "anthropic", "api": "anthropic", "base_url": "https://api.anthropic.com"},
+            "claude": {
+                "provider": "anthropic",
+                "api": "anthropic",
+                "base_url": "https://api.anthropic.com",
+            },
             "oai": {"provider": "openai", "base_url": "https://api.openai.com/v1"},
         },
         "routes": {"mixed": {"upstreams": ["claude", "oai"]}},
@@ -588,8 +640,13 @@ def test_a_route_that_mixes_apis_is_refused_naming_route_and_upstreams() -> None
         with pytest.raises(ConfigError) as info:
             parse_gateway({**two, **bad}, "c.yaml")
         assert str(info.value) == message
-    with pytest.raises(ConfigError, match="api must be one of openai, anthropic, gemini, got 'cohere'"):
-        parse_gateway({"upstreams": {"x": {"provider": "x", "api": "cohere", "base_url": "https://x"}}}, "c.yaml")
+    with pytest.raises(
+        ConfigError, match="api must be one of openai, anthropic, gemini, got 'cohere'"
+    ):
+        parse_gateway(
+            {"upstreams": {"x": {"provider": "x", "api": "cohere", "base_url": "https://x"}}},
+            "c.yaml",
+        )
 
 
 def test_json_array_framer_cuts_elements_at_any_chunking() -> None:
