@@ -23,10 +23,10 @@ from _fake_native import ANTHROPIC_STREAM_BASIC, fake_native
 
 from _binaries import in_ci
 from _server import scrape, serve_app
-from ai_usage_exporter.calllog import CallLogger
-from ai_usage_exporter.gateway.config import parse_gateway
+from ai_usage_exporter.config.gateway import parse_gateway
+from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.proxy import Gateway
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.recorder.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_KEY = "sk-ant-api03-upstreamTESTKEY000111222"
@@ -72,8 +72,8 @@ def test_claude_code_print_mode_through_the_gateway(tmp_path: Path) -> None:
         log = io.StringIO()
         gateway = Gateway(config, recorder, keys={"anthropic": UPSTREAM_KEY},
                           logger=CallLogger(log, secrets=[UPSTREAM_KEY]))  # fmt: skip
-        app = recorder.app(
-            gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True
+        app = create_app(
+            recorder, gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True
         )
         with serve_app(app) as url:
             home = tmp_path / "home"

@@ -47,14 +47,14 @@ from google.genai import types as genai_types
 from openai import OpenAI
 
 from _server import SampleKey, scrape, serve_app
-from ai_usage_exporter.calllog import CallLogger
-from ai_usage_exporter.config import ConfigError
-from ai_usage_exporter.events import UsageEvent
-from ai_usage_exporter.gateway.config import parse_gateway
+from ai_usage_exporter.config.fields import ConfigError
+from ai_usage_exporter.config.gateway import parse_gateway
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.jsonarray import JSONArrayFramer
 from ai_usage_exporter.gateway.proxy import Gateway
-from ai_usage_exporter.pricing import PriceBook
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.recorder.recorder import Recorder
 
 CLAUDE_A_KEY = "sk-ant-api03-claudeATESTKEY0123456789"
 CLAUDE_B_KEY = "sk-compat-claudeBTESTKEY9876543210"
@@ -174,8 +174,8 @@ def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
                 "azure": AZURE_KEY}  # fmt: skip
         logger = CallLogger(log, level="debug", detailed=True, secrets=keys.values())
         gateway = Gateway(config, recorder, keys=keys, logger=logger)
-        app = recorder.app(
-            gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True
+        app = create_app(
+            recorder, gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True
         )
         with serve_app(app) as url:
             sidecar = Sidecar(url, recorder, log, db, a, b, g, z)

@@ -18,10 +18,10 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..shapes.streams import StreamFolder
-from .apis import Framer
-from .sse import SSEFramer
-from .upstream import TRANSPORT_ERRORS
+from ai_usage_exporter.core.shapes.streams import StreamFolder
+from ai_usage_exporter.gateway.apis import Framer
+from ai_usage_exporter.gateway.sse import SSEFramer
+from ai_usage_exporter.gateway.upstream import TRANSPORT_ERRORS
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .apis import gemini
-from .proxy import Gateway
+from ai_usage_exporter.gateway.apis import gemini
+from ai_usage_exporter.gateway.proxy import Gateway
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from starlette.responses import Response
 
-from ..config import UpstreamConfig
-from . import anthropic, gemini, openai
-from ._base import Framer, Operation, Outgoing, header
+from ai_usage_exporter.config.gateway import UpstreamConfig
+from ai_usage_exporter.gateway.apis import anthropic, gemini, openai
+from ai_usage_exporter.gateway.apis._base import Framer, Operation, Outgoing, header
 
 __all__ = ("APIS", "Api", "Framer", "Operation", "Outgoing", "api_for_request")
 

@@ -10,8 +10,8 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from starlette.responses import Response
 
-from ...shapes.streams import StreamFolder
-from ..sse import SSEFramer
+from ai_usage_exporter.core.shapes.streams import StreamFolder
+from ai_usage_exporter.gateway.sse import SSEFramer
 
 
 class JSONResponse(Response):

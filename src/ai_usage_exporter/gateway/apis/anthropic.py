@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from ..config import UpstreamConfig
-from ._base import (
+from ai_usage_exporter.config.gateway import UpstreamConfig
+from ai_usage_exporter.gateway.apis._base import (
     Framer,
     JSONResponse,
     Operation,

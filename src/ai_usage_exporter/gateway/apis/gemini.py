@@ -16,9 +16,8 @@ from urllib.parse import parse_qsl, quote
 
 from starlette.responses import Response
 
-from ..config import UpstreamConfig
-from ..jsonarray import JSONArrayFramer
-from ._base import (
+from ai_usage_exporter.config.gateway import UpstreamConfig
+from ai_usage_exporter.gateway.apis._base import (
     Framer,
     JSONResponse,
     Operation,
@@ -28,6 +27,7 @@ from ._base import (
     sse_framer,
     without_params,
 )
+from ai_usage_exporter.gateway.jsonarray import JSONArrayFramer
 
 NAME = "gemini"
 OPERATIONS: dict[str, Operation] = {

@@ -9,8 +9,16 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from ..config import UpstreamConfig
-from ._base import Framer, JSONResponse, Operation, Outgoing, bearer, sse_framer, usage_model
+from ai_usage_exporter.config.gateway import UpstreamConfig
+from ai_usage_exporter.gateway.apis._base import (
+    Framer,
+    JSONResponse,
+    Operation,
+    Outgoing,
+    bearer,
+    sse_framer,
+    usage_model,
+)
 
 NAME = "openai"
 OPERATIONS: dict[str, Operation] = {
