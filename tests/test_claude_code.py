@@ -27,6 +27,7 @@ from ai_usage_exporter.config.gateway import parse_gateway
 from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.proxy import Gateway
 from ai_usage_exporter.recorder.recorder import Recorder
+from ai_usage_exporter.server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_KEY = "sk-ant-api03-upstreamTESTKEY000111222"

@@ -55,6 +55,7 @@ from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.jsonarray import JSONArrayFramer
 from ai_usage_exporter.gateway.proxy import Gateway
 from ai_usage_exporter.recorder.recorder import Recorder
+from ai_usage_exporter.server import create_app
 
 CLAUDE_A_KEY = "sk-ant-api03-claudeATESTKEY0123456789"
 CLAUDE_B_KEY = "sk-compat-claudeBTESTKEY9876543210"
@@ -81,10 +82,12 @@ class Sidecar:
     azure: FakeNative
     clients: list[Any] = field(default_factory=list)
 
-    def claude(self, **kwargs: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(
-            base_url=self.url, api_key=CLIENT_TOKEN, max_retries=0, timeout=10, **kwargs
+    def claude(self, api_key: str = CLIENT_TOKEN, **kwargs: Any) -> anthropic.Anthropic:
+        client = anthropic.Anthropic(
+            base_url=self.url, api_key=api_key, max_retries=0, timeout=10, **kwargs
         )
+        self.clients.append(client)
+        return client
 
     def genai(self) -> genai.Client:
         client = genai.Client(
@@ -266,9 +269,7 @@ def test_client_token_as_x_api_key_or_bearer_and_refusals_in_anthropics_shape(
         body = r.json()
         assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
     with pytest.raises(anthropic.AuthenticationError):
-        anthropic.Anthropic(base_url=sidecar.url, api_key="wrong", max_retries=0).messages.create(
-            **MESSAGE
-        )
+        sidecar.claude(api_key="wrong").messages.create(**MESSAGE)
     assert len(sidecar.a.requests) == 2
 
 
@@ -551,6 +552,7 @@ def test_gemini_errors_come_back_in_googles_shape(sidecar: Sidecar) -> None:
 
 def test_azure_openai_as_an_openai_api_upstream(sidecar: Sidecar) -> None:
     client = OpenAI(base_url=sidecar.url + "/v1", api_key=CLIENT_TOKEN, max_retries=0)
+    sidecar.clients.append(client)
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
     )
