@@ -6,7 +6,9 @@ Three processes on 127.0.0.1, plus the load generator in a fourth:
 
 - the upstream: a minimal Starlette app on the sidecar's uvicorn settings that answers
   ``POST /v1/chat/completions`` with a recorded OpenAI completion, or streams the
-  recorded OpenAI chunk stream (tests/fixtures/gateway) event by event;
+  recorded OpenAI chunk stream (tests/fixtures/gateway) event by event, and
+  ``POST /v1/messages`` the same way with a recorded Anthropic message and
+  anthropic-sdk-python's recorded stream (tests/fixtures/streams);
 - the sidecar, ``python3 -m ai_usage_exporter serve`` with a ``gateway:`` section whose
   one upstream is that app (a client token, a provider key from the environment, call
   logs at info to a file, every call recorded in SQLite with synchronous=full);
@@ -15,7 +17,7 @@ Three processes on 127.0.0.1, plus the load generator in a fourth:
   body byte; time to first token is send -> first body chunk.
 
 The same load runs against the upstream directly and through the gateway, plain and
-streamed: once with 1 client (added p50 latency and TTFT with nothing queued) and once
+streamed, for OpenAI Chat Completions and Anthropic Messages: once with 1 client (added p50 latency and TTFT with nothing queued) and once
 with 32 concurrent clients (throughput, and p50 under that load). Targets from the
 issue: added p50 latency <= 1 ms, throughput >= 0.5x of direct at 32 clients, added
 time to first token <= 1 ms.
@@ -79,9 +81,21 @@ def serve_upstream(port: int) -> None:
         }
     )
 
-    async def events_iter() -> AsyncIterator[bytes]:
+    anthropic_plain = (FIXTURES / "anthropic_tool_use.json").read_bytes()
+    anthropic_stream = (
+        ROOT / "tests" / "fixtures" / "streams" / "anthropic_sdk_basic.sse"
+    ).read_bytes()
+    anthropic_events = [e + b"\n\n" for e in anthropic_stream.split(b"\n\n") if e]
+
+    async def events_iter(events: list[bytes] = events) -> AsyncIterator[bytes]:
         for e in events:
             yield e
+
+    async def messages(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        if body.get("stream"):
+            return StreamingResponse(events_iter(anthropic_events), media_type="text/event-stream")
+        return Response(anthropic_plain, media_type="application/json")
 
     async def chat(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -95,6 +109,7 @@ def serve_upstream(port: int) -> None:
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
@@ -148,18 +163,27 @@ async def _connection(
     return errors
 
 
+# The API's path and the client's auth header, as its SDK sends them.
+APIS = {
+    "openai": ("/v1/chat/completions", f"Authorization: Bearer {TOKEN}"),
+    "anthropic": ("/v1/messages", f"x-api-key: {TOKEN}\r\nanthropic-version: 2023-06-01"),
+}
+
+
 async def _load(
-    port: int, path: str, stream: bool, clients: int, seconds: float
+    port: int, api: str, stream: bool, clients: int, seconds: float
 ) -> dict[str, float]:
-    body = orjson.dumps(
-        {
-            "model": "gpt-3.5-turbo-0125",
-            "messages": [{"role": "user", "content": "Say hi"}],
-            "stream": stream,
-        }
-    )
+    path, auth = APIS[api]
+    payload: dict[str, Any] = {
+        "model": "gpt-3.5-turbo-0125" if api == "openai" else "claude-sonnet-4-5",
+        "messages": [{"role": "user", "content": "Say hi"}],
+        "stream": stream,
+    }
+    if api == "anthropic":
+        payload["max_tokens"] = 1024
+    body = orjson.dumps(payload)
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     latencies: list[float] = []
@@ -198,7 +222,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_load(
-    port: int, path: str, stream: bool, clients: int, seconds: float, server: int
+    port: int, api: str, stream: bool, clients: int, seconds: float, server: int
 ) -> dict[str, float]:
     """Run the generator in its own process, so it shares no interpreter with a server.
 
@@ -208,7 +232,7 @@ def run_load(
     cpu0 = cpu_seconds(server)
     out = subprocess.run(
         [sys.executable, "-m", "bench.gateway", "--role", "load", "--port", str(port),
-         "--path", path, "--clients", str(clients), "--seconds", str(seconds)]
+         "--api", api, "--clients", str(clients), "--seconds", str(seconds)]
         + (["--stream"] if stream else []),
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=seconds + 120,
     ).stdout  # fmt: skip
@@ -234,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--role", choices=["main", "upstream", "load"], default="main")
     p.add_argument("--port", type=int)
-    p.add_argument("--path", default="/v1/chat/completions")
+    p.add_argument("--api", choices=sorted(APIS), default="openai")
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--stream", action="store_true")
@@ -251,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = uvloop.run
         except ImportError:
             pass
-        result = run(_load(args.port, args.path, args.stream, args.clients, args.seconds))
+        result = run(_load(args.port, args.api, args.stream, args.clients, args.seconds))
         print(orjson.dumps(result).decode())
         return 0
 
@@ -267,9 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.write_text(
             "gateway:\n  upstreams:\n    openai: {provider: openai, "
             f"base_url: 'http://127.0.0.1:{up_port}/v1', api_key_env: OPENAI_API_KEY}}\n"
+            "    anthropic: {provider: anthropic, api: anthropic, "
+            f"base_url: 'http://127.0.0.1:{up_port}', api_key_env: ANTHROPIC_API_KEY}}\n"
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("AI_USAGE_EXPORTER_")} | {
             "OPENAI_API_KEY": KEY,
+            "ANTHROPIC_API_KEY": KEY,
             "AI_USAGE_EXPORTER_GATEWAY_TOKEN": TOKEN,
         }
         log = open(Path(tmp) / "sidecar.log", "wb")  # noqa: SIM115 - closed below
@@ -281,17 +308,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             wait_healthy(f"http://127.0.0.1:{up_port}/healthz", upstream)
             wait_healthy(f"http://127.0.0.1:{gw_port}/healthz", sidecar)
-            results: dict[tuple[bool, int], Pair] = {}
-            for stream in (False, True):
-                for clients in concurrency:
-                    results[(stream, clients)] = Pair(
-                        run_load(
-                            up_port, "/v1/chat/completions", stream, clients, seconds, upstream.pid
-                        ),
-                        run_load(
-                            gw_port, "/v1/chat/completions", stream, clients, seconds, sidecar.pid
-                        ),
-                    )
+            results: dict[tuple[str, bool, int], Pair] = {}
+            for api in APIS:
+                for stream in (False, True):
+                    for clients in concurrency:
+                        results[(api, stream, clients)] = Pair(
+                            run_load(up_port, api, stream, clients, seconds, upstream.pid),
+                            run_load(gw_port, api, stream, clients, seconds, sidecar.pid),
+                        )
         finally:
             stop(sidecar)
             stop(upstream)
@@ -308,14 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "'CPU/req' is the server process's CPU time per request (upstream direct; gateway "
         "process through it), what it costs on a core of its own."
     )
-    print(f"{'run':<22}{'direct rps':>12}{'gateway rps':>13}{'ratio':>8}"
+    print(f"{'run':<32}{'direct rps':>12}{'gateway rps':>13}{'ratio':>8}"
           f"{'p50 direct':>12}{'p50 gw':>9}{'added':>8}{'ttft added':>12}"
           f"{'CPU/req up':>12}{'CPU/req gw':>12}")  # fmt: skip
-    for (stream, clients), pair in results.items():
+    for (api, stream, clients), pair in results.items():
         d, g = pair.direct, pair.gateway
-        name = f"{'stream' if stream else 'plain'}, {clients} client{'s' if clients > 1 else ''}"
+        kind = "stream" if stream else "plain"
+        name = f"{api} {kind}, {clients} client{'s' if clients > 1 else ''}"
         print(
-            f"{name:<22}{d['rps']:>12.0f}{g['rps']:>13.0f}{g['rps'] / d['rps']:>8.2f}"
+            f"{name:<32}{d['rps']:>12.0f}{g['rps']:>13.0f}{g['rps'] / d['rps']:>8.2f}"
             f"{d['p50_ms']:>10.2f}ms{g['p50_ms']:>7.2f}ms{g['p50_ms'] - d['p50_ms']:>6.2f}ms"
             f"{g['ttft_p50_ms'] - d['ttft_p50_ms']:>10.2f}ms"
             f"{d['cpu_us_per_request']:>10.0f}us{g['cpu_us_per_request']:>10.0f}us"
@@ -325,19 +350,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"gateway call log lines written: {calls}")
     low = max(c for c in concurrency if c == 1)
     high = max(concurrency)
-    added = max(
-        results[(s, low)].gateway["p50_ms"] - results[(s, low)].direct["p50_ms"]
+    for api in APIS:
+        added = max(
+            results[(api, s, low)].gateway["p50_ms"] - results[(api, s, low)].direct["p50_ms"]
+            for s in (False, True)
+        )
+        one = results[(api, True, low)]
+        ttft = one.gateway["ttft_p50_ms"] - one.direct["ttft_p50_ms"]
+        print(f"{api}: added p50 latency (1 client, worst of plain/stream): {added:.2f} ms "
+              f"(target <= {TARGET_ADDED_P50_MS} ms) {verdict(added <= TARGET_ADDED_P50_MS)}")  # fmt: skip
+        print(f"{api}: added time to first token (1 client): {ttft:.2f} ms "
+              f"(target <= {TARGET_ADDED_TTFT_MS} ms) {verdict(ttft <= TARGET_ADDED_TTFT_MS)}")  # fmt: skip
+    ratio = min(
+        results[("openai", s, high)].gateway["rps"] / results[("openai", s, high)].direct["rps"]
         for s in (False, True)
     )
-    ttft = results[(True, low)].gateway["ttft_p50_ms"] - results[(True, low)].direct["ttft_p50_ms"]
-    ratio = min(
-        results[(s, high)].gateway["rps"] / results[(s, high)].direct["rps"] for s in (False, True)
-    )
-    print(f"added p50 latency (1 client, worst of plain/stream): {added:.2f} ms "
-          f"(target <= {TARGET_ADDED_P50_MS} ms) {verdict(added <= TARGET_ADDED_P50_MS)}")  # fmt: skip
-    print(f"added time to first token (1 client): {ttft:.2f} ms "
-          f"(target <= {TARGET_ADDED_TTFT_MS} ms) {verdict(ttft <= TARGET_ADDED_TTFT_MS)}")  # fmt: skip
-    print(f"throughput at {high} clients, gateway / direct (worst): {ratio:.2f} "
+    print(f"openai: throughput at {high} clients, gateway / direct (worst): {ratio:.2f} "
           f"(target >= {TARGET_THROUGHPUT}) {verdict(ratio >= TARGET_THROUGHPUT)}")  # fmt: skip
     return 0
 

@@ -18,6 +18,7 @@ from ai_usage_exporter.config.fields import ConfigError
 from ai_usage_exporter.config.gateway import parse_gateway, read_keys
 from ai_usage_exporter.config.settings import resolve
 from ai_usage_exporter.core.errortypes import error_type_for_exception
+from ai_usage_exporter.gateway.apis import openai as openai_api
 from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.fallback import (
     fallback_reason_for_exception,
@@ -93,7 +94,7 @@ def test_the_issue_example_config_parses(tmp_path: Path) -> None:
         ),
         (
             "gateway:\n  upstream: {}\n",
-            "c.yaml:2: unknown key 'upstream'; known: client_tokens, connect_timeout_s, default_route, models_endpoint, routes, timeout_s, upstreams",
+            "c.yaml:2: unknown key 'upstream'; known: client_tokens, connect_timeout_s, default_route, default_routes, models_endpoint, routes, timeout_s, upstreams",
         ),
     ],
 )
@@ -212,8 +213,8 @@ def test_calls_served_in_one_loop_turn_are_recorded_together_but_an_odd_one_alon
             for n, usage in enumerate(
                 [{"prompt_tokens": 3, "completion_tokens": 1}, {"prompt_tokens": -1}, None]
             ):
-                call = _Call(gw_config.routes["a"], "chat", "gpt-4o-mini", False, {}, b"{}",
-                             f"r{n}", [])  # fmt: skip
+                call = _Call(gw_config.routes["a"], openai_api, openai_api.OPERATIONS["chat"],
+                             {}, b"", "gpt-4o-mini", False, {}, b"{}", f"r{n}", [])  # fmt: skip
                 event = gateway._event(call, 1, up, "gpt-4o-mini", time.time(), 2.0)
                 gateway._finish(call, event, 200, usage, None, b"{}")
             assert gateway._served and not out.getvalue()  # waits for the end of the turn
@@ -232,12 +233,21 @@ def test_calls_served_in_one_loop_turn_are_recorded_together_but_an_odd_one_alon
 
 def test_the_gateway_records_operations_in_the_sdks_words() -> None:
     from ai_usage_exporter import OPERATION_CHAT, OPERATION_EMBEDDING
-    from ai_usage_exporter.gateway.proxy import OPERATIONS, RECORDED_OPERATION
+    from ai_usage_exporter.gateway.apis import APIS
 
-    assert set(RECORDED_OPERATION) == set(OPERATIONS)
-    assert RECORDED_OPERATION == {
-        "chat": OPERATION_CHAT, "responses": OPERATION_CHAT, "embeddings": OPERATION_EMBEDDING,
-    }  # fmt: skip
+    recorded = {
+        (api, name): op.recorded for api, mod in APIS.items() for name, op in mod.OPERATIONS.items()
+    }
+    assert recorded == {
+        ("openai", "chat"): OPERATION_CHAT,
+        ("openai", "responses"): OPERATION_CHAT,
+        ("openai", "embeddings"): OPERATION_EMBEDDING,
+        ("anthropic", "messages"): OPERATION_CHAT,
+        ("anthropic", "count_tokens"): None,  # bills nothing, so relayed unrecorded
+        ("gemini", "generateContent"): OPERATION_CHAT,
+        ("gemini", "streamGenerateContent"): OPERATION_CHAT,
+        ("gemini", "countTokens"): None,
+    }
 
 
 def test_every_route_of_a_gateway_sidecar_is_in_its_openapi_document(tmp_path: Path) -> None:

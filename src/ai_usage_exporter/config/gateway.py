@@ -19,12 +19,22 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECTION_KEYS = {"upstreams", "routes", "default_route", "timeout_s", "connect_timeout_s",
-                 "client_tokens", "models_endpoint"}  # fmt: skip
+_SECTION_KEYS = {"upstreams", "routes", "default_route", "default_routes", "timeout_s",
+                 "connect_timeout_s", "client_tokens", "models_endpoint"}  # fmt: skip
 _UPSTREAM_KEYS = {"provider", "base_url", "api_key_env", "models", "timeout_s", "connect_timeout_s",
-                  "headers"}  # fmt: skip
+                  "headers", "api", "auth", "api_version"}  # fmt: skip
 _ROUTE_KEYS = {"upstreams"}
 MODELS_ENDPOINTS = ("proxy", "aggregate")
+# The wire APIs an upstream may speak; a route's upstreams all speak one of them.
+APIS = ("openai", "anthropic", "gemini")
+# How an upstream's key is sent: the header each provider's own SDK uses.
+AUTH_HEADERS = {
+    "bearer": "authorization",
+    "x-api-key": "x-api-key",
+    "api-key": "api-key",
+    "x-goog-api-key": "x-goog-api-key",
+}
+DEFAULT_AUTH = {"openai": "bearer", "anthropic": "x-api-key", "gemini": "x-goog-api-key"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,11 @@ class UpstreamConfig:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     # Extra request headers (e.g. an API version); never secrets, which come from env.
     headers: Mapping[str, str] = field(default_factory=dict)
+    api: str = "openai"
+    # A key of AUTH_HEADERS: which header carries the key.
+    auth: str = "bearer"
+    # Azure OpenAI's `api-version` query parameter, sent on every request when set.
+    api_version: str | None = None
 
     def upstream_model(self, model: str) -> str:
         return self.models.get(model, model)
@@ -52,17 +67,24 @@ class RouteConfig:
 
     name: str
     upstreams: tuple[str, ...]
+    api: str = "openai"
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
     upstreams: Mapping[str, UpstreamConfig]
     routes: Mapping[str, RouteConfig]
-    default_route: str
+    # The OpenAI routes' default (what /v1/chat/completions uses); None without one.
+    default_route: str | None
     client_tokens: tuple[str, ...] = ()
     # `proxy`: GET /v1/models answers with the default route's first upstream's list;
     # `aggregate`: the union over every upstream of the default route.
     models_endpoint: str = "proxy"
+    # API -> the route its un-prefixed native paths use (/v1/messages, /v1beta/models/...).
+    default_routes: Mapping[str, str] = field(default_factory=dict)
+
+    def default_for(self, api: str) -> str | None:
+        return self.default_route if api == "openai" else self.default_routes.get(api)
 
 
 def _float(value: Any, where: str) -> float:
@@ -130,8 +152,28 @@ def _upstream(name: str, value: Any, where: str, defaults: Mapping[str, float]) 
             f"{located(path, sec, 'api_key_env')}: api_key_env must name an environment "
             f"variable (the key itself never goes in the file), got {key_env!r}"
         )
+    api = sec.get("api", "openai")
+    if api not in APIS:
+        raise ConfigError(
+            f"{located(path, sec, 'api')}: api must be one of {', '.join(APIS)}, got {api!r}"
+        )
+    auth = sec.get("auth", DEFAULT_AUTH[api])
+    if auth not in AUTH_HEADERS:
+        raise ConfigError(
+            f"{located(path, sec, 'auth')}: auth must be one of {', '.join(AUTH_HEADERS)}, "
+            f"got {auth!r}"
+        )
+    api_version = sec.get("api_version")
+    if api_version is not None and (not isinstance(api_version, str) or not api_version):
+        raise ConfigError(
+            f"{located(path, sec, 'api_version')}: api_version must be a string such as "
+            f"'2024-10-21', got {api_version!r}"
+        )
     return UpstreamConfig(
         name=name,
+        api=api,
+        auth=auth,
+        api_version=api_version,
         provider=provider,
         base_url=base_url.rstrip("/"),
         api_key_env=key_env,
@@ -192,15 +234,35 @@ def parse_gateway(value: Any, where: str) -> GatewayConfig:
                 )
         if len(set(names)) != len(names):
             raise ConfigError(f"{rwhere}: route {rname!r} lists an upstream twice: {names}")
-        routes[rname] = RouteConfig(rname, tuple(names))
+        apis = {upstreams[n].api for n in names}
+        if len(apis) > 1:
+            # Fallback relays the same request body to the next upstream; it must speak
+            # the same API.
+            spoken = ", ".join(f"{n} ({upstreams[n].api})" for n in names)
+            raise ConfigError(
+                f"{rwhere}: route {rname!r} mixes APIs: {spoken}; a route's upstreams must "
+                "all speak one API"
+            )
+        routes[rname] = RouteConfig(rname, tuple(names), apis.pop())
     if not routes:
         raise ConfigError(f"{routes_where}: gateway.routes must name at least one route")
-    default = sec.get("default_route", next(iter(routes)))
-    if default not in routes:
+    by_api = {api: [r for r in routes.values() if r.api == api] for api in APIS}
+    default = sec.get("default_route")
+    dwhere = located(path, sec, "default_route")
+    if default is None:
+        default = by_api["openai"][0].name if by_api["openai"] else None
+    elif default not in routes:
         raise ConfigError(
-            f"{located(path, sec, 'default_route')}: default_route {default!r} is not a route; "
+            f"{dwhere}: default_route {default!r} is not a route; "
             f"routes: {', '.join(sorted(routes))}"
         )
+    elif routes[default].api != "openai":
+        raise ConfigError(
+            f"{dwhere}: default_route {default!r} speaks the {routes[default].api} API; "
+            f"default_route is the OpenAI routes' default, use default_routes: "
+            f"{{{routes[default].api}: {default}}}"
+        )
+    default_routes = _default_routes(sec, path, routes, by_api)
     tokens = (
         token_list(sec["client_tokens"], located(path, sec, "client_tokens"))
         if "client_tokens" in sec
@@ -212,7 +274,33 @@ def parse_gateway(value: Any, where: str) -> GatewayConfig:
             f"{located(path, sec, 'models_endpoint')}: models_endpoint must be proxy or "
             f"aggregate, got {models_endpoint!r}"
         )
-    return GatewayConfig(upstreams, routes, default, tokens, models_endpoint)
+    return GatewayConfig(upstreams, routes, default, tokens, models_endpoint, default_routes)
+
+
+def _default_routes(
+    sec: Mapping[str, Any],
+    path: str,
+    routes: Mapping[str, RouteConfig],
+    by_api: Mapping[str, list[RouteConfig]],
+) -> dict[str, str]:
+    """The native APIs' default routes: as configured, else an API's only route."""
+    where = located(path, sec, "default_routes")
+    given = _mapping(sec.get("default_routes", {}), where, {"anthropic", "gemini"})
+    out: dict[str, str] = {}
+    for api in ("anthropic", "gemini"):
+        name = given.get(api)
+        if name is None:
+            if len(by_api[api]) == 1:
+                out[api] = by_api[api][0].name
+            continue
+        if name not in routes or routes[name].api != api:
+            names = ", ".join(r.name for r in by_api[api]) or "none"
+            raise ConfigError(
+                f"{located(path, given, api)}: default_routes.{api} {name!r} is not a route of "
+                f"the {api} API; {api} routes: {names}"
+            )
+        out[api] = name
+    return out
 
 
 def read_keys(config: GatewayConfig, environ: Mapping[str, str]) -> dict[str, str | None]:

@@ -31,6 +31,9 @@ from ai_usage_exporter.core.errortypes import (
 from ai_usage_exporter.core.events.model import EventError
 from ai_usage_exporter.core.redact import redact_text
 from ai_usage_exporter.core.shapes.streams import StreamFolder
+from ai_usage_exporter.gateway.apis import APIS, Api, Operation, api_for_request
+from ai_usage_exporter.gateway.apis import openai as openai_api
+from ai_usage_exporter.gateway.apis._base import JSONResponse
 from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.fallback import (
     fallback_reason_for_exception,
@@ -43,27 +46,8 @@ from ai_usage_exporter.recorder.recorder import Recorder
 
 log = logging.getLogger("ai_usage_exporter.gateway")
 
-# Operation name -> (path under the upstream's base_url, stream format).
-OPERATIONS: dict[str, tuple[str, str | None]] = {
-    "chat": ("/chat/completions", "openai_chat"),
-    "responses": ("/responses", "openai_responses"),
-    "embeddings": ("/embeddings", None),
-}
-# The `operation` an event records, in the words the SDK uses for the same calls
-# (OPERATION_CHAT, OPERATION_EMBEDDING), so one report or label covers both entry points.
-RECORDED_OPERATION: dict[str, str] = {
-    "chat": "chat",
-    "responses": "chat",
-    "embeddings": "embedding",
-}
 MAX_REQUEST_ID = 128
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+_NO_PARAMS: Mapping[str, str] = {}
 
 
 class BodyResponse(Response):
@@ -83,13 +67,15 @@ class BodyResponse(Response):
 
 
 def gateway_error(
-    status: int, message: str, *, code: str, extra: Mapping[str, Any] | None = None
-) -> JSONResponse:
-    """An error in OpenAI's shape, so SDK clients surface the message."""
-    body: dict[str, Any] = {"message": message, "type": "gateway_error", "code": code}
-    if extra:
-        body.update(extra)
-    return JSONResponse({"error": body}, status_code=status)
+    status: int,
+    message: str,
+    *,
+    code: str,
+    extra: Mapping[str, Any] | None = None,
+    api: Api = openai_api,
+) -> Response:
+    """An error in the client's API's shape, so its SDK surfaces the message."""
+    return api.error_response(status, None, message, code=code, extra=extra)
 
 
 @dataclass(slots=True)
@@ -97,7 +83,10 @@ class _Call:
     """One client request as it moves through the route's upstreams."""
 
     route: RouteConfig
-    operation: str
+    api: Api
+    op: Operation
+    params: Mapping[str, str]
+    query: bytes
     model: str
     stream: bool
     payload: dict[str, Any]
@@ -112,7 +101,7 @@ _Served = tuple[_Call, dict[str, Any], int, str | None, bytes | None]
 
 
 class Gateway:
-    """OpenAI-compatible routes over the configured upstreams, counted by one recorder."""
+    """The OpenAI, Anthropic and Gemini APIs over the configured upstreams, counted by one recorder."""
 
     def __init__(
         self,
@@ -125,7 +114,11 @@ class Gateway:
         self.config = config
         self.recorder = recorder
         self.client = UpstreamClient(config, keys)
-        self.logger = logger if logger is not None else CallLogger(secrets=self.client.keys)
+        self.logger = (
+            logger
+            if logger is not None
+            else CallLogger(secrets=[*self.client.keys, *config.client_tokens])
+        )
         self.fallbacks = FallbackCounter()
         self._served: list[_Served] = []
         recorder.registry.register(self.fallbacks)
@@ -138,17 +131,72 @@ class Gateway:
         except KeyError:
             pass
 
+    # ------------------------------------------------------------ client tokens
+
+    def client_token(self, scope: Mapping[str, Any]) -> bytes | None:
+        """The client's gateway token, where its API's SDKs put it."""
+        api = api_for_request(scope["path"], scope["headers"])
+        return api.client_token(scope["headers"], scope.get("query_string", b""))
+
+    def unauthorized(self, scope: Mapping[str, Any], message: str) -> Response:
+        """A 401 in the client's API's error shape."""
+        api = api_for_request(scope["path"], scope["headers"])
+        return api.error_response(
+            401,
+            None,
+            message,
+            {"www-authenticate": 'Bearer realm="ai-usage-exporter"'},
+            code="unauthorized",
+        )
+
     # ------------------------------------------------------------ one call
 
-    async def handle(self, request: Request, route_name: str, operation: str) -> Response:
+    async def handle(
+        self,
+        request: Request,
+        route_name: str | None,
+        api_name: str,
+        operation: str,
+        params: Mapping[str, str] = _NO_PARAMS,
+    ) -> Response:
+        """Serve one call of `api_name`'s `operation` on a route (None: that API's default)."""
+        api = APIS[api_name]
+        if route_name is None:
+            route_name = self.config.default_for(api_name)
+            if route_name is None:
+                return gateway_error(
+                    404,
+                    f"no default gateway route for the {api_name} API; set "
+                    f"gateway.default_routes.{api_name} or use /api/ai/<route>/...",
+                    code="unknown_route",
+                    api=api,
+                )
         route = self.config.routes.get(route_name)
         if route is None:
             return gateway_error(
                 404,
                 f"no gateway route {route_name!r}; configured: {', '.join(sorted(self.config.routes))}",
                 code="unknown_route",
+                api=api,
             )
-        call_or_error = await self._read_call(request, route, operation)
+        if route.api != api_name:
+            return gateway_error(
+                404,
+                f"gateway route {route_name!r} speaks the {route.api} API, not {api_name}; "
+                f"its upstreams: {', '.join(route.upstreams)}",
+                code="wrong_api",
+                api=api,
+            )
+        op = api.OPERATIONS.get(operation)
+        if op is None:
+            return gateway_error(
+                404,
+                f"the gateway does not relay {operation!r} on the {api_name} API; it relays "
+                f"{', '.join(api.OPERATIONS)}",
+                code="unknown_operation",
+                api=api,
+            )
+        call_or_error = await self._read_call(request, route, api, op, params)
         if isinstance(call_or_error, Response):
             return call_or_error
         call = call_or_error
@@ -163,7 +211,7 @@ class Gateway:
             "error",
             "gateway call failed on every upstream",
             route=route.name,
-            operation=operation,
+            operation=op.name,
             model=call.model,
             request_id=call.request_id,
             attempts=call.failures,
@@ -176,12 +224,18 @@ class Gateway:
             f"every upstream of route {route.name!r} failed: {names}",
             code="upstreams_failed",
             extra={"attempts": call.failures},
+            api=api,
         )
         response.headers["x-request-id"] = call.request_id
         return response
 
     async def _read_call(
-        self, request: Request, route: RouteConfig, operation: str
+        self,
+        request: Request,
+        route: RouteConfig,
+        api: Api,
+        op: Operation,
+        params: Mapping[str, str],
     ) -> _Call | Response:
         limit = self.recorder.limits.max_body_bytes
         chunks: list[bytes] = []
@@ -190,67 +244,62 @@ class Gateway:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                return gateway_error(413, f"request body exceeds {limit} bytes", code="too_large")
+                return gateway_error(
+                    413, f"request body exceeds {limit} bytes", code="too_large", api=api
+                )
             chunks.append(chunk)
         body = b"".join(chunks)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return gateway_error(400, f"malformed JSON body: {exc}", code="malformed")
+            return gateway_error(400, f"malformed JSON body: {exc}", code="malformed", api=api)
         if not isinstance(payload, dict):
             return gateway_error(
                 400,
                 f"the body must be a JSON object, got {type(payload).__name__}",
                 code="malformed",
+                api=api,
             )
-        model = payload.get("model")
+        model = api.model_of(payload, params)
         if not isinstance(model, str) or not model:
             shown = orjson.dumps(model).decode()[:60]
             return gateway_error(
-                400, f"model: expected a non-empty string, got {shown}", code="invalid_model"
+                400,
+                f"model: expected a non-empty string, got {shown}",
+                code="invalid_model",
+                api=api,
             )
         rid = request.headers.get("x-request-id", "").strip()
         if not rid or len(rid) > MAX_REQUEST_ID or not rid.isprintable():
             rid = uuid.uuid4().hex
         return _Call(
             route=route,
-            operation=operation,
+            api=api,
+            op=op,
+            params=params,
+            query=request.scope.get("query_string", b""),
             model=model,
-            stream=payload.get("stream") is True and operation != "embeddings",
+            stream=api.wants_stream(op, payload, params),
             payload=payload,
             body=body,
             request_id=rid,
             headers=list(request.scope["headers"]),
         )
 
-    def _outgoing(self, call: _Call, up: UpstreamConfig) -> tuple[bytes, str, bool]:
-        """The body for this upstream, the model it names, and whether to strip a usage chunk."""
-        model = up.upstream_model(call.model)
-        changes: dict[str, Any] = {}
-        if model != call.model:
-            changes["model"] = model
-        strip = False
-        if call.stream and call.operation == "chat":
-            options = call.payload.get("stream_options")
-            if not (isinstance(options, dict) and options.get("include_usage") is True):
-                base = options if isinstance(options, dict) else {}
-                changes["stream_options"] = {**base, "include_usage": True}
-                strip = True
-        if not changes:
-            # Unchanged requests go upstream byte for byte.
-            return call.body, model, strip
-        return orjson.dumps({**call.payload, **changes}), model, strip
-
     async def _attempt(
         self, call: _Call, i: int, up: UpstreamConfig, nxt: UpstreamConfig | None
     ) -> Response | None:
         """Try one upstream: a response to serve, or None after recording why it failed."""
-        path, fmt = OPERATIONS[call.operation]
-        content, model, strip = self._outgoing(call, up)
+        out = call.api.outgoing(
+            call.op, call.payload, call.body, call.model, call.stream, call.params, call.query, up
+        )
+        model = out.model
         started = time.perf_counter()
         started_at = time.time()
         try:
-            upstream = await self.client.send(up, "POST", path, call.headers, content)
+            upstream = await self.client.send(
+                up, "POST", out.path, call.headers, out.body, query=out.query
+            )
         except TRANSPORT_ERRORS as exc:
             self._failed(call, i, up, nxt, model, started, started_at, exc=exc)
             return None
@@ -259,8 +308,13 @@ class Gateway:
             upstream.close()
             self._failed(call, i, up, nxt, model, started, started_at, status=status)
             return None
-        is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-        if call.stream and fmt is not None and is_sse:
+        framer = (
+            call.api.stream_framer(upstream.headers.get("content-type", ""), call.params)
+            if call.stream and status < 400 and call.op.stream_format is not None
+            else None
+        )
+        if framer is not None:
+            assert call.op.stream_format is not None
             body = upstream.content.iter_any()
             try:
                 # A stall or a drop before the first byte may still fall back.
@@ -269,7 +323,9 @@ class Gateway:
                 upstream.close()
                 self._failed(call, i, up, nxt, model, started, started_at, exc=exc)
                 return None
-            outcome = StreamOutcome(StreamFolder(fmt), started, first_byte=time.perf_counter())
+            outcome = StreamOutcome(
+                StreamFolder(call.op.stream_format), started, first_byte=time.perf_counter()
+            )
 
             async def done(outcome: StreamOutcome) -> None:
                 self._served_stream(call, i, up, model, started_at, status, outcome)
@@ -281,8 +337,9 @@ class Gateway:
                 status_code=status,
                 headers=response_headers(upstream.raw_headers),
                 outcome=outcome,
-                strip_usage=strip,
+                strip_usage=out.strip_usage,
                 on_done=done,
+                framer=framer,
             )
         try:
             data = await upstream.read()
@@ -315,7 +372,7 @@ class Gateway:
         return {
             "provider": up.provider,
             "model": model,
-            "operation": RECORDED_OPERATION[call.operation],
+            "operation": call.op.recorded,
             "service": call.route.name,
             "duration_ms": round(duration_ms, 3),
             "timestamp": started_at,
@@ -355,9 +412,10 @@ class Gateway:
             "detail": detail,
         }
         call.failures.append(failure)
-        event = self._event(call, i, up, model, started_at, duration_ms)
-        event.update(status="error", error_type=error_type, level="error")
-        self._record(event)
+        if call.op.recorded is not None:
+            event = self._event(call, i, up, model, started_at, duration_ms)
+            event.update(status="error", error_type=error_type, level="error")
+            self._record(event)
         if nxt is not None:
             self.fallbacks.inc(call.route.name, up.name, nxt.name, reason)
             self.logger.log(
@@ -395,8 +453,7 @@ class Gateway:
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict):
-            usage = parsed.get("usage")
-            served = parsed.get("model")
+            usage, served = call.api.usage_of(parsed)
             if isinstance(served, str) and served and status < 400:
                 model = served
         event = self._event(call, i, up, model, started_at, duration_ms)
@@ -420,10 +477,11 @@ class Gateway:
         if outcome.first_byte is not None:
             event["ttft_ms"] = round((outcome.first_byte - outcome.started) * 1000, 3)
         error_type = None
-        if outcome.client_gone and not folder.finished:
-            error_type = CANCELLED
-        elif outcome.error is not None:
+        if outcome.error is not None:
+            # The upstream broke off first; the client leaving after that is no news.
             error_type = error_type_for_exception(outcome.error)
+        elif outcome.client_gone and not folder.finished:
+            error_type = CANCELLED
         self._finish(call, event, status, folder.usage, error_type, None)
 
     def _finish(
@@ -441,6 +499,18 @@ class Gateway:
             event.update(status="error", error_type=error_type, level="error")
         if usage is not None:
             event["usage"] = usage
+        if call.op.recorded is None:
+            # Relayed for the client, billed nothing: logged at debug, never recorded.
+            self.logger.log(
+                "debug",
+                "gateway call (not recorded)",
+                route=call.route.name,
+                upstream=event["metadata"]["upstream"],
+                operation=call.op.name,
+                http_status=status,
+                request_id=call.request_id,
+            )
+            return
         # Recorded and logged at the end of this loop turn with every other call that
         # finished in it: one parse, one queue submission and one log write per batch.
         self._served.append((call, event, status, error_type, response_body))
@@ -463,7 +533,7 @@ class Gateway:
                 upstream=event["metadata"]["upstream"],
                 provider=event["provider"],
                 model=event["model"],
-                operation=call.operation,
+                operation=call.op.name,
                 stream=call.stream,
                 status=event.get("status", "ok"),
                 http_status=status,
@@ -521,7 +591,19 @@ class Gateway:
     # ------------------------------------------------------------ /v1/models
 
     async def models(self, request: Request) -> Response:
-        route = self.config.routes[self.config.default_route]
+        """GET /v1/models: the OpenAI list, or Anthropic's to a client sending anthropic-version."""
+        api_name = "anthropic" if "anthropic-version" in request.headers else "openai"
+        route_name = self.config.default_for(api_name)
+        if route_name is None:
+            return gateway_error(
+                404,
+                f"no default gateway route for the {api_name} API to list models from",
+                code="unknown_route",
+                api=APIS[api_name],
+            )
+        route = self.config.routes[route_name]
+        if api_name == "anthropic":
+            return await self._anthropic_models(request, route)
         ups = [self.config.upstreams[n] for n in route.upstreams]
         if self.config.models_endpoint == "proxy":
             ups = ups[:1]
@@ -565,6 +647,39 @@ class Gateway:
                     seen.add(mid)
                     merged.append(item)
         return JSONResponse({"object": "list", "data": merged})
+
+    async def _anthropic_models(self, request: Request, route: RouteConfig) -> Response:
+        """Anthropic's list as the route's first upstream that answers sends it (pages and
+        all: the client's `limit`, `after_id` and `before_id` go with it)."""
+        api = APIS["anthropic"]
+        failures: list[dict[str, Any]] = []
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        for name in route.upstreams:
+            up = self.config.upstreams[name]
+            try:
+                resp = await self.client.send(
+                    up, "GET", "/v1/models", request.scope["headers"], query=query
+                )
+                try:
+                    data = await resp.read()
+                finally:
+                    resp.close()
+            except TRANSPORT_ERRORS as exc:
+                failures.append({"upstream": up.name, "error_type": error_type_for_exception(exc)})
+                continue
+            if fallback_reason_for_status(resp.status) is not None:
+                failures.append(
+                    {"upstream": up.name, "error_type": error_type_for_status(resp.status)}
+                )
+                continue
+            return BodyResponse(data, resp.status, response_headers(resp.raw_headers))
+        return gateway_error(
+            502,
+            "no upstream listed its models",
+            code="upstreams_failed",
+            extra={"attempts": failures},
+            api=api,
+        )
 
 
 def _json_or_text(data: bytes) -> Any:

@@ -1,4 +1,4 @@
-"""Relay one upstream SSE stream to the client as it arrives, folding a copy for usage.
+"""Relay one upstream stream (SSE, or a streamed JSON array) to the client as it arrives, folding a copy for usage.
 
 Bytes go to the client exactly as the upstream sent them. The one exception is the
 usage-only chunk of an OpenAI chat stream when the gateway, not the client, asked
@@ -19,7 +19,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ai_usage_exporter.core.shapes.streams import StreamFolder
-from ai_usage_exporter.gateway.sse import SSEFramer, data_of
+from ai_usage_exporter.gateway.apis import Framer
+from ai_usage_exporter.gateway.sse import SSEFramer
 from ai_usage_exporter.gateway.upstream import TRANSPORT_ERRORS
 
 
@@ -49,6 +50,7 @@ class StreamRelay(Response):
         outcome: StreamOutcome,
         strip_usage: bool,
         on_done: Callable[[StreamOutcome], Awaitable[None]],
+        framer: Framer | None = None,
     ) -> None:
         self.status_code = status_code
         self.background = None
@@ -59,7 +61,8 @@ class StreamRelay(Response):
         self._outcome = outcome
         self._strip = strip_usage
         self._on_done = on_done
-        self._framer = SSEFramer()
+        # SSE events by default; Gemini's JSON array streams element by element.
+        self._framer: Framer = framer if framer is not None else SSEFramer()
         self._drained = False
 
     def _fold(self, blocks: list[bytes]) -> list[bytes]:
@@ -67,7 +70,7 @@ class StreamRelay(Response):
         keep: list[bytes] = []
         folder = self._outcome.folder
         for block in blocks:
-            data = data_of(block)
+            data = self._framer.data(block)
             if data is not None:
                 event = folder.add_data(data)
                 if self._strip and isinstance(event, dict) and folder.is_usage_only(event):

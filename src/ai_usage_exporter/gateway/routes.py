@@ -1,44 +1,65 @@
-"""The gateway's HTTP routes: OpenAI's paths for the default route, /api/ai/<route> for named ones."""
+"""The gateway's HTTP routes: each API's own paths for its default route, /api/ai/<route>/... for named ones.
+
+OpenAI's paths (/v1/chat/completions, /v1/responses, /v1/embeddings), Anthropic's
+(/v1/messages, /v1/messages/count_tokens) and Gemini's (/v1beta/models/{model}:{method},
+and the same under /v1/models/) each go to their API's default route; under
+/api/ai/<route> the same paths go to that route, so an SDK whose base URL is
+/api/ai/<route> works unchanged.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ai_usage_exporter.gateway.apis import gemini
 from ai_usage_exporter.gateway.proxy import Gateway
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
-    default = gateway.config.default_route
+    def relay(api: str, operation: str, named: bool) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            route = request.path_params["route"] if named else None
+            return await gateway.handle(request, route, api, operation)
 
-    async def chat(request: Request) -> Response:
-        return await gateway.handle(request, default, "chat")
+        return endpoint
 
-    async def responses(request: Request) -> Response:
-        return await gateway.handle(request, default, "responses")
+    def gemini_relay(version: str, named: bool) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            route = request.path_params["route"] if named else None
+            # `{model}:{method}`; a model name never holds a colon.
+            model, _, method = request.path_params["target"].rpartition(":")
+            params = {"version": version, "model": model, "method": method}
+            return await gateway.handle(request, route, "gemini", method, params)
 
-    async def embeddings(request: Request) -> Response:
-        return await gateway.handle(request, default, "embeddings")
+        return endpoint
 
-    async def named_chat(request: Request) -> Response:
-        return await gateway.handle(request, request.path_params["route"], "chat")
-
-    async def named_responses(request: Request) -> Response:
-        return await gateway.handle(request, request.path_params["route"], "responses")
-
-    async def named_embeddings(request: Request) -> Response:
-        return await gateway.handle(request, request.path_params["route"], "embeddings")
-
-    return [
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/responses", responses, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/models", gateway.models, methods=["GET"]),
-        # The Next.js apps post a chat body to /api/ai/<route>; an OpenAI SDK pointed at
-        # /api/ai/<route> as its base URL uses the longer paths.
-        Route("/api/ai/{route}", named_chat, methods=["POST"]),
-        Route("/api/ai/{route}/chat/completions", named_chat, methods=["POST"]),
-        Route("/api/ai/{route}/responses", named_responses, methods=["POST"]),
-        Route("/api/ai/{route}/embeddings", named_embeddings, methods=["POST"]),
-    ]
+    routes: list[BaseRoute] = [Route("/v1/models", gateway.models, methods=["GET"])]
+    for prefix, named in (("", False), ("/api/ai/{route}", True)):
+        for path, api, operation in (
+            ("/v1/chat/completions", "openai", "chat"),
+            ("/v1/responses", "openai", "responses"),
+            ("/v1/embeddings", "openai", "embeddings"),
+            ("/v1/messages", "anthropic", "messages"),
+            ("/v1/messages/count_tokens", "anthropic", "count_tokens"),
+        ):
+            if named and api == "openai":
+                # An OpenAI SDK's base URL is /api/ai/<route> itself, without /v1.
+                path = path.removeprefix("/v1")
+            routes.append(Route(prefix + path, relay(api, operation, named), methods=["POST"]))
+        for version in gemini.VERSIONS:
+            routes.append(
+                Route(
+                    f"{prefix}/{version}/models/{{target}}",
+                    gemini_relay(version, named),
+                    methods=["POST"],
+                )
+            )
+    # The Next.js apps post a chat body to /api/ai/<route>.
+    routes.append(Route("/api/ai/{route}", relay("openai", "chat", True), methods=["POST"]))
+    return routes

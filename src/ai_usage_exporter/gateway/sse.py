@@ -38,6 +38,10 @@ class SSEFramer:
         rest, self._buf = self._buf, b""
         return rest
 
+    @staticmethod
+    def data(block: bytes) -> str | None:
+        return data_of(block)
+
 
 def data_of(block: bytes) -> str | None:
     """The event's data (its `data` lines joined by newlines), or None when it has none."""

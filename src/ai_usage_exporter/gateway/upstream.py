@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import aiohttp
 from yarl import URL
 
-from ai_usage_exporter.config.gateway import GatewayConfig, UpstreamConfig
+from ai_usage_exporter.config.gateway import AUTH_HEADERS, GatewayConfig, UpstreamConfig
 
 # What a failed upstream request raises: aiohttp's own errors, and timeouts and socket
 # errors from below it (TimeoutError is an OSError).
@@ -28,10 +28,12 @@ _HOP_BY_HOP = frozenset(
      b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"host")
 )  # fmt: skip
 _NOT_TO_UPSTREAM = _HOP_BY_HOP | {
-    b"authorization", b"api-key", b"x-api-key", b"cookie", b"accept-encoding", b"x-request-id",
+    b"authorization", b"api-key", b"x-api-key", b"x-goog-api-key", b"cookie", b"accept-encoding",
+    b"x-request-id",
     b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
 }  # fmt: skip
 # The session decodes any content-encoding, so the client gets the body as identity.
+_MAX_URLS = 4096
 _NOT_TO_CLIENT = _HOP_BY_HOP | {b"set-cookie", b"server", b"date", b"alt-svc", b"content-encoding"}
 
 
@@ -48,7 +50,8 @@ def request_headers(
     # The relay parses a copy of each stream; ask for it uncompressed.
     out.append(("accept-encoding", "identity"))
     if key is not None:
-        out.append(("authorization", "Bearer " + key))
+        header = AUTH_HEADERS[upstream.auth]
+        out.append((header, "Bearer " + key if upstream.auth == "bearer" else key))
     return out
 
 
@@ -102,10 +105,20 @@ class UpstreamClient:
             self._loop = loop
         return self._session
 
-    def _url(self, upstream: UpstreamConfig, path: str) -> URL:
-        url = self._urls.get((upstream.name, path))
+    def _url(self, upstream: UpstreamConfig, path: str, query: str) -> URL:
+        if upstream.api_version is not None:
+            # Azure OpenAI's version parameter goes on every request.
+            version = "api-version=" + upstream.api_version
+            query = f"{query}&{version}" if query else version
+        target = f"{path}?{query}" if query else path
+        url = self._urls.get((upstream.name, target))
         if url is None:
-            url = self._urls[(upstream.name, path)] = URL(upstream.base_url + path)
+            if len(self._urls) >= _MAX_URLS:
+                # Gemini paths name the model, which the client chooses: stay bounded.
+                self._urls.clear()
+            url = self._urls[(upstream.name, target)] = URL(
+                upstream.base_url + target, encoded=True
+            )
         return url
 
     async def send(
@@ -115,6 +128,7 @@ class UpstreamClient:
         path: str,
         client_headers: Iterable[tuple[bytes, bytes]] = (),
         content: bytes | None = None,
+        query: str = "",
     ) -> aiohttp.ClientResponse:
         """Send and return once the response headers arrived; the body is read by the caller.
 
@@ -123,7 +137,7 @@ class UpstreamClient:
         """
         return await self._session_for_loop().request(
             method,
-            self._url(upstream, path),
+            self._url(upstream, path, query),
             data=content,
             headers=request_headers(client_headers, upstream, self._keys.get(upstream.name)),
             timeout=self._timeouts[upstream.name],

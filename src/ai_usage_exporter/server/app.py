@@ -355,6 +355,8 @@ def create_app(
                 read_tokens=list(read_tokens),
                 gateway_tokens=list(gateway_tokens),
                 on_reject=lambda: recorder.count_rejected("unauthorized"),
+                gateway_token=gateway.client_token if gateway is not None else None,
+                gateway_refusal=gateway.unauthorized if gateway is not None else None,
             )
         ]
         if write_tokens or read_tokens or gateway_tokens

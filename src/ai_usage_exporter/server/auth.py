@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+# The gateway's own reading of a client's token (each API has its header: x-api-key,
+# x-goog-api-key, ?key=...) and its refusal, in that API's error shape.
+TokenOf = Callable[[Scope], bytes | None]
+Refusal = Callable[[Scope, str], Callable[[Scope, Receive, Send], Awaitable[None]]]
 
 # The SDK reads its budgets' use with the write token it already holds.
 WRITE_PATHS = frozenset(("/api/usage", "/api/budget-usage"))
@@ -16,7 +21,7 @@ READ_PATHS = frozenset(
 # Every path under these is read-protected too (one route per report).
 READ_PREFIXES = ("/api/reports/",)
 # The gateway's routes (see gateway.routes) take their own client tokens.
-GATEWAY_PREFIXES = ("/v1/", "/api/ai/")
+GATEWAY_PREFIXES = ("/v1/", "/v1beta/", "/api/ai/")
 
 MISSING_TOKEN = "this endpoint needs an Authorization: Bearer <token> header"
 WRONG_TOKEN = "the bearer token is not valid for this endpoint"
@@ -37,6 +42,8 @@ class BearerAuthMiddleware:
         read_tokens: Sequence[str] = (),
         gateway_tokens: Sequence[str] = (),
         on_reject: Callable[[], None] | None = None,
+        gateway_token: TokenOf | None = None,
+        gateway_refusal: Refusal | None = None,
     ) -> None:
         for token in (*write_tokens, *read_tokens, *gateway_tokens):
             if not token or not token.strip():
@@ -46,6 +53,8 @@ class BearerAuthMiddleware:
         self.read_tokens = [t.encode() for t in read_tokens]
         self.gateway_tokens = [t.encode() for t in gateway_tokens]
         self.on_reject = on_reject
+        self.gateway_token = gateway_token
+        self.gateway_refusal = gateway_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,22 +73,28 @@ class BearerAuthMiddleware:
         if not tokens:
             await self.app(scope, receive, send)
             return
-        given = _bearer(scope)
+        native = tokens is self.gateway_tokens and self.gateway_token is not None
+        given = self.gateway_token(scope) if native and self.gateway_token else _bearer(scope)
         if given is None:
-            await self._reject(send, MISSING_TOKEN)
+            await self._reject(scope, receive, send, MISSING_TOKEN, native)
             return
         ok = False
         for token in tokens:
             # No early exit: the time taken does not depend on which token matched.
             ok |= hmac.compare_digest(given, token)
         if not ok:
-            await self._reject(send, WRONG_TOKEN)
+            await self._reject(scope, receive, send, WRONG_TOKEN, native)
             return
         await self.app(scope, receive, send)
 
-    async def _reject(self, send: Send, message: str) -> None:
+    async def _reject(
+        self, scope: Scope, receive: Receive, send: Send, message: str, native: bool
+    ) -> None:
         if self.on_reject is not None:
             self.on_reject()
+        if native and self.gateway_refusal is not None:
+            await self.gateway_refusal(scope, message)(scope, receive, send)
+            return
         body = orjson.dumps({"error": {"message": message}})
         await send(
             {

@@ -496,6 +496,25 @@ def _gateway_paths() -> dict[str, Any]:
         ("embeddings", "Embeddings"),
     ):
         paths[f"/api/ai/{{route}}/{suffix}"] = post(f"{what}, to a named route.", True)
+    # The native APIs: Anthropic's Messages and Gemini's generateContent, as their SDKs
+    # send them (client token as x-api-key, x-goog-api-key or ?key= as well as Bearer).
+    target = {
+        "name": "target",
+        "in": "path",
+        "required": True,
+        "description": "`{model}:{method}`: generateContent, streamGenerateContent, countTokens",
+        "schema": {"type": "string"},
+    }
+    for prefix, named in (("", False), ("/api/ai/{route}", True)):
+        where = "a named route" if named else "the API's default route"
+        paths[f"{prefix}/v1/messages"] = post(f"Anthropic Messages, to {where}.", named)
+        paths[f"{prefix}/v1/messages/count_tokens"] = post(
+            f"Anthropic token counting, to {where} (not recorded).", named
+        )
+        for version in ("v1beta", "v1"):
+            op = post(f"Gemini generateContent and its kin, to {where}.", named)
+            op["post"]["parameters"] = [*op["post"].get("parameters", []), target]
+            paths[f"{prefix}/{version}/models/{{target}}"] = op
     return paths
 
 
