@@ -6,7 +6,7 @@ import gzip
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -112,10 +112,16 @@ def create_app(
     close_recorder: bool = False,
     gateway: Gateway | None = None,
     gateway_tokens: Sequence[str] = (),
+    extra_routes: Sequence[BaseRoute] = (),
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Starlette:
     """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it.
 
     With a `gateway`, its OpenAI-compatible routes are served too, behind `gateway_tokens`.
+    `extra_routes` are another edge's (the OTLP receiver's), wired by the caller so this
+    module imports no other edge; `on_startup`/`on_shutdown` run in the server's loop,
+    the shutdown ones before the recorder closes.
     """
     limits = recorder.limits
 
@@ -315,7 +321,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for start in on_startup:
+            await start()
         yield
+        for stop in on_shutdown:
+            await stop()
         if gateway is not None:
             await gateway.aclose()
         if close_recorder:
@@ -334,6 +344,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *dashboard_routes(recorder, read_token_required=bool(read_tokens)),
+        *extra_routes,
     ]
     if gateway is not None:
         from .gateway.routes import gateway_routes

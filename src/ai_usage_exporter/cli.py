@@ -13,7 +13,8 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from . import __version__, commands
 from .config import (
@@ -62,6 +63,12 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     )
     s.add_argument(
         "--port", type=int, help=f"port (default {DEFAULT_PORT}; env AI_USAGE_EXPORTER_PORT)"
+    )
+    s.add_argument(
+        "--otlp-grpc-port",
+        type=int,
+        help="also take OTLP/gRPC trace exports on this port, e.g. 4317 (default off; "
+        "env AI_USAGE_EXPORTER_OTLP_GRPC_PORT); OTLP/HTTP is always on --port",
     )
     s.add_argument(
         "--db",
@@ -243,12 +250,16 @@ def serve(settings: Settings) -> int:
             ", ".join(settings.gateway.routes),
             settings.gateway.default_route,
         )
+    otlp, start_otlp, stop_otlp = _otlp_edge(recorder, settings)
     app = recorder.app(
         write_tokens=settings.write_tokens,
         read_tokens=settings.read_tokens,
         close_recorder=True,
         gateway=gateway,
         gateway_tokens=settings.gateway_tokens,
+        extra_routes=otlp.routes(),
+        on_startup=start_otlp,
+        on_shutdown=stop_otlp,
     )
     config = uvicorn.Config(
         app,
@@ -276,6 +287,37 @@ def serve(settings: Settings) -> int:
     server.run()
     retention.set()
     return 0
+
+
+def _otlp_edge(
+    recorder: Any, settings: Settings
+) -> tuple[Any, list[Callable[[], Awaitable[None]]], list[Callable[[], Awaitable[None]]]]:
+    """The OTLP receiver, and the start and stop of its gRPC server when a port is set."""
+    from .otlp.receiver import OtlpReceiver, start_grpc
+
+    otlp = OtlpReceiver(recorder)
+    port = settings.otlp_grpc_port
+    if port is None:
+        return otlp, [], []
+    servers: list[Any] = []
+
+    async def start() -> None:
+        server, bound = await start_grpc(
+            otlp,
+            settings.host,
+            port,
+            settings.write_tokens,
+            settings.limits.max_body_bytes,
+        )
+        servers.append(server)
+        log.info("OTLP/gRPC TraceService on %s:%d", settings.host, bound)
+
+    async def stop() -> None:
+        for server in servers:
+            # In-flight exports finish (and are committed) before the recorder closes.
+            await server.stop(grace=10)
+
+    return otlp, [start], [stop]
 
 
 def instances(settings: Settings, retire: str | None) -> int:

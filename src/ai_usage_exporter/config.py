@@ -67,13 +67,15 @@ class Settings:
     gateway: GatewayConfig | None = None  # the config file's `gateway:` section
     # Tokens for the gateway's routes; from gateway.client_tokens or the environment.
     gateway_tokens: tuple[str, ...] = ()
+    # OTLP/gRPC TraceService port; None: off (OTLP/HTTP is always on the main port).
+    otlp_grpc_port: int | None = None
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance", "budgets",
-    "retention", "timeseries", "usage_log", "gateway",
+    "retention", "timeseries", "usage_log", "gateway", "otlp",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -197,6 +199,15 @@ def load_file(path: str) -> dict[str, Any]:
                 )
             if "backups" in sec:
                 out["usage_log_backups"] = _int(sec["backups"], _where(path, value, "backups"), 0)
+        elif key == "otlp":
+            sec = _section(value, where, {"grpc_port"})
+            if sec.get("grpc_port") is not None:
+                port = _int(sec["grpc_port"], _where(path, value, "grpc_port"), 1)
+                if port > 65535:
+                    raise ConfigError(
+                        f"{_where(path, value, 'grpc_port')}: grpc_port must be 1..65535, got {port}"
+                    )
+                out["otlp_grpc_port"] = port
         elif key == "gateway":
             from .gateway.config import parse_gateway
 
@@ -292,6 +303,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         out["prices_file"] = get("PRICES")
     if get("PORT"):
         out["port"] = _int(get("PORT"), f"{ENV_PREFIX}PORT")
+    if get("OTLP_GRPC_PORT"):
+        out["otlp_grpc_port"] = _int(get("OTLP_GRPC_PORT"), f"{ENV_PREFIX}OTLP_GRPC_PORT", 1)
     for name, key in SECRET_ENV.items():
         value = get(name)
         file_path = get(f"{name}_FILE")
@@ -341,6 +354,8 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
     settings = replace(settings, log_level=_log_level(settings.log_level, "--log-level"))
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be 0..65535, got {settings.port}")
+    if settings.otlp_grpc_port is not None and not 0 <= settings.otlp_grpc_port <= 65535:
+        raise ConfigError(f"otlp grpc port must be 0..65535, got {settings.otlp_grpc_port}")
     if settings.instance is not None:
         try:
             check_instance(settings.instance)
