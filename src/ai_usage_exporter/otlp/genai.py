@@ -77,6 +77,7 @@ PROVIDER_NAMES: dict[str, str] = {
     "google": "google",
     "google.generative-ai": "google",
     "gcp.vertex_ai": "vertex_ai",
+    "gcp.vertex.agent": "google",
     "vertex_ai": "vertex_ai",
     "google.vertex": "vertex_ai",
     "cohere": "cohere",
@@ -296,7 +297,11 @@ def provider_of(span: SpanView) -> str:
             raw = vercel.split(".", 1)[0]
     if raw is not None:
         low = raw.lower()
-        return PROVIDER_NAMES.get(low, low)
+        if low in PROVIDER_NAMES:
+            return PROVIDER_NAMES[low]
+        # The AI SDK names a provider's API after it: anthropic.messages, openai.chat.
+        head = low.split(".", 1)[0]
+        return PROVIDER_NAMES.get(head, low)
     model = (_first_str(a, MODEL_ATTRS) or "").lower()
     for prefix, provider in MODEL_PROVIDERS:
         if model.startswith(prefix):
