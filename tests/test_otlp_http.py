@@ -81,7 +81,9 @@ def test_deflate_protobuf_and_partial_success_names_the_span(server: tuple[str, 
 def test_an_event_the_ledger_refuses_is_a_rejected_span(server: tuple[str, Recorder]) -> None:
     url, recorder = server
     old = chat_span(start=1_000_000.0)  # 1970: past the ledger's age limit
-    r = httpx.post(f"{url}/v1/traces", content=request([old, chat_span()]).SerializeToString(), headers=PB)
+    r = httpx.post(
+        f"{url}/v1/traces", content=request([old, chat_span()]).SerializeToString(), headers=PB
+    )
     reply = ExportTraceServiceResponse.FromString(r.content)
     assert r.status_code == 200 and reply.partial_success.rejected_spans == 1
     assert "timestamp" in reply.partial_success.error_message
@@ -184,9 +186,7 @@ def test_metrics_and_logs_answer_in_otlp_terms(server: tuple[str, Recorder]) -> 
     r = httpx.post(f"{url}/v1/logs", content=logs.SerializeToString(), headers=PB)
     assert r.status_code == 200
     reply = orjson.loads(
-        httpx.post(
-            f"{url}/v1/logs", content=json_format.MessageToJson(logs), headers=JS
-        ).content
+        httpx.post(f"{url}/v1/logs", content=json_format.MessageToJson(logs), headers=JS).content
     )
     assert reply["partialSuccess"]["rejectedLogRecords"] == "1"
     assert "GenAI spans only" in reply["partialSuccess"]["errorMessage"]

@@ -135,7 +135,10 @@ def test_a_count_that_is_no_count_is_refused_naming_the_attribute(raw: object) -
 
 def test_a_refused_span_is_named_and_the_rest_of_the_export_counts() -> None:
     req = request(
-        [chat_span(input_tokens=5, output_tokens=1), chat_span(attrs={"gen_ai.usage.input_tokens": "x"})]
+        [
+            chat_span(input_tokens=5, output_tokens=1),
+            chat_span(attrs={"gen_ai.usage.input_tokens": "x"}),
+        ]
     )
     m = map_batch(collect(req))
     assert len(m.events) == 1 and m.outcomes["rejected"] == 1

@@ -272,3 +272,19 @@ def input_holds_cache(family: Family, provider: str) -> bool:
     if family.input_cache == WITHOUT_CACHE:
         return False
     return provider not in CACHE_EXCLUDED_PROVIDERS
+
+
+def mapping_table() -> str:
+    """The README's OTLP mapping table (attribute -> event field), made from the tables above."""
+    rows = ["| family | input includes the cache | event field | span attributes, first present wins |",
+            "| --- | --- | --- | --- |"]  # fmt: skip
+    for family in FAMILIES:
+        for i, (ours, names) in enumerate(family.tokens):
+            head = f"{family.name} ({family.title})" if i == 0 else ""
+            cache = family.input_cache if i == 0 else ""
+            rows.append(f"| {head} | {cache} | `{ours}` | {', '.join(f'`{n}`' for n in names)} |")
+        if family.cost:
+            rows.append(
+                f"| | | sender's cost (kept beside ours) | {', '.join(f'`{n}`' for n in family.cost)} |"
+            )
+    return "\n".join(rows) + "\n"
