@@ -22,7 +22,7 @@ from _fake_provider import (
 )
 from _sdk import fake_provider
 from _server import free_port, scrape, server_process
-from ai_usage_exporter.metrics import TOKEN_TYPES
+from ai_usage_exporter.core.metrics import TOKEN_TYPES
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")

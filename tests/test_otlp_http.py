@@ -19,10 +19,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from _otlp import chat_span, load_fixture, request, span
 from _server import serve_app
-from ai_usage_exporter.app import create_app
-from ai_usage_exporter.events import Limits
-from ai_usage_exporter.otlp.receiver import OtlpReceiver
+from ai_usage_exporter.core.events.model import Limits
 from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.server.app import create_app
 
 TOKEN = "w-token"
 PB = {"content-type": "application/x-protobuf", "authorization": f"Bearer {TOKEN}"}
@@ -32,8 +31,7 @@ JS = {"content-type": "application/json", "authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder(str(tmp_path / "l.db"), limits=Limits(max_body_bytes=1 << 20))
-    otlp = OtlpReceiver(recorder)
-    app = create_app(recorder, write_tokens=[TOKEN], extra_routes=otlp.routes())
+    app = create_app(recorder, write_tokens=[TOKEN])
     with serve_app(app) as url:
         yield url, recorder
     recorder.close()
@@ -145,7 +143,7 @@ def test_deep_values_and_ten_thousand_attributes_are_harmless(server: tuple[str,
 
 def test_huge_span_counts_are_answered_without_storing_a_part(tmp_path: Path) -> None:
     recorder = Recorder(str(tmp_path / "l.db"), limits=Limits(max_events_per_request=100))
-    app = create_app(recorder, extra_routes=OtlpReceiver(recorder).routes())
+    app = create_app(recorder)
     with serve_app(app) as url:
         calls = [chat_span() for _ in range(101)]
         noise = [span("GET /", {"http.route": "/"}) for _ in range(20_000)]
@@ -163,7 +161,7 @@ def test_huge_span_counts_are_answered_without_storing_a_part(tmp_path: Path) ->
 
 def test_ledger_down_is_503_with_retry_after_and_then_counts(tmp_path: Path) -> None:
     recorder = Recorder(str(tmp_path / "l.db"))
-    app = create_app(recorder, extra_routes=OtlpReceiver(recorder).routes())
+    app = create_app(recorder)
     body = request([chat_span(input_tokens=9, output_tokens=2)]).SerializeToString()
     headers = {"content-type": "application/x-protobuf"}
     with serve_app(app) as url:
@@ -172,7 +170,7 @@ def test_ledger_down_is_503_with_retry_after_and_then_counts(tmp_path: Path) -> 
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
     recorder.close()
     again = Recorder(str(tmp_path / "l.db"))
-    app = create_app(again, extra_routes=OtlpReceiver(again).routes())
+    app = create_app(again)
     with serve_app(app) as url:
         assert httpx.post(f"{url}/v1/traces", content=body, headers=headers).status_code == 200
     assert stored(again) == 1

@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .families import (
+from ai_usage_exporter.otlp.families import (
     OPENINFERENCE,
     VERCEL_AI,
     Family,
     family_of,
     input_holds_cache,
 )
-from .spans import Batch, SpanView
+from ai_usage_exporter.otlp.spans import Batch, SpanView
 
 # gen_ai.operation.name (and the older spellings) of one inference call -> our operation.
 INFERENCE_OPS: dict[str, str] = {

@@ -38,12 +38,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..events import EventError
-from ..ledger import LedgerError
-from ..recorder import Recorder, RecorderBusyError, RecorderClosedError
-from . import decode
-from .genai import OUTCOMES, map_batch
-from .spans import collect
+from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.ledger import LedgerError
+from ai_usage_exporter.otlp import decode
+from ai_usage_exporter.otlp.genai import OUTCOMES, map_batch
+from ai_usage_exporter.otlp.spans import collect
+from ai_usage_exporter.recorder.recorder import Recorder, RecorderBusyError, RecorderClosedError
 
 log = logging.getLogger("ai_usage_exporter.otlp")
 
