@@ -67,6 +67,12 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         "--port", type=int, help=f"port (default {DEFAULT_PORT}; env AI_USAGE_EXPORTER_PORT)"
     )
     s.add_argument(
+        "--otlp-grpc-port",
+        type=int,
+        help="also take OTLP/gRPC trace exports on this port, e.g. 4317 (default off; "
+        "env AI_USAGE_EXPORTER_OTLP_GRPC_PORT); OTLP/HTTP is always on --port",
+    )
+    s.add_argument(
         "--db",
         help=f"SQLite file or postgresql:// URL (default {DEFAULT_DB}; env AI_USAGE_EXPORTER_DB)",
     )
@@ -231,6 +237,8 @@ def serve(settings: Settings) -> int:
         gateway=gateway,
         gateway_tokens=settings.gateway_tokens,
         reconcile=settings.reconcile,
+        otlp_grpc_port=settings.otlp_grpc_port,
+        otlp_grpc_host=settings.host,
     )
     config = uvicorn.Config(
         app,

@@ -66,13 +66,15 @@ class Settings:
     # The config file's `reconcile:` section; None: `reconcile` uses the defaults and
     # `serve` fetches nothing.
     reconcile: ReconcileSettings | None = None
+    # OTLP/gRPC TraceService port; None: off (OTLP/HTTP is always on the main port).
+    otlp_grpc_port: int | None = None
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance", "budgets",
-    "retention", "timeseries", "usage_log", "gateway", "reconcile",
+    "retention", "timeseries", "usage_log", "gateway", "reconcile", "otlp",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -158,6 +160,15 @@ def load_file(path: str) -> dict[str, Any]:
                 )
         elif key == "reconcile":
             out["reconcile"] = parse_reconcile(value, where, _duration, path)
+        elif key == "otlp":
+            sec = _section(value, where, {"grpc_port"})
+            if sec.get("grpc_port") is not None:
+                port = as_int(sec["grpc_port"], located(path, value, "grpc_port"), 1)
+                if port > 65535:
+                    raise ConfigError(
+                        f"{located(path, value, 'grpc_port')}: grpc_port must be 1..65535, got {port}"
+                    )
+                out["otlp_grpc_port"] = port
         elif key == "gateway":
             out["gateway"] = parse_gateway(value, where)
             if out["gateway"].client_tokens:
@@ -251,6 +262,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         out["prices_file"] = get("PRICES")
     if get("PORT"):
         out["port"] = as_int(get("PORT"), f"{ENV_PREFIX}PORT")
+    if get("OTLP_GRPC_PORT"):
+        out["otlp_grpc_port"] = as_int(get("OTLP_GRPC_PORT"), f"{ENV_PREFIX}OTLP_GRPC_PORT", 1)
     for name, key in SECRET_ENV.items():
         value = get(name)
         file_path = get(f"{name}_FILE")
@@ -300,6 +313,8 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
     settings = replace(settings, log_level=_log_level(settings.log_level, "--log-level"))
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be 0..65535, got {settings.port}")
+    if settings.otlp_grpc_port is not None and not 0 <= settings.otlp_grpc_port <= 65535:
+        raise ConfigError(f"otlp grpc port must be 0..65535, got {settings.otlp_grpc_port}")
     if settings.instance is not None:
         try:
             check_instance(settings.instance)

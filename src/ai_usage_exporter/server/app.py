@@ -25,6 +25,7 @@ from ai_usage_exporter.core.reports import REPORTS, build_report, render_csv, wi
 from ai_usage_exporter.core.timeseries import ParamError, parse_scope
 from ai_usage_exporter.core.timeseries import parse_query as parse_timeseries_query
 from ai_usage_exporter.ledger import LedgerError
+from ai_usage_exporter.otlp.receiver import OtlpReceiver, start_grpc
 from ai_usage_exporter.recorder.recorder import Recorder, RecorderBusyError, RecorderClosedError
 from ai_usage_exporter.server.auth import BearerAuthMiddleware
 from ai_usage_exporter.server.dashboard import dashboard_routes
@@ -115,13 +116,18 @@ def create_app(
     gateway: Gateway | None = None,
     gateway_tokens: Sequence[str] = (),
     reconcile: ReconcileSettings | None = None,
+    otlp_grpc_port: int | None = None,
+    otlp_grpc_host: str = "127.0.0.1",
 ) -> Starlette:
     """The HTTP API over one recorder. With `close_recorder`, shutdown drains and closes it.
 
     With a `gateway`, its OpenAI-compatible routes are served too, behind `gateway_tokens`;
     with `reconcile` settings, the stored provider bills as `/api/reports/reconcile`.
+    OTLP/HTTP is always served (/v1/traces); with `otlp_grpc_port` the OTLP/gRPC
+    TraceService runs beside it in the same loop, behind the same write tokens.
     """
     limits = recorder.limits
+    otlp = OtlpReceiver(recorder)
 
     async def post_usage(request: Request) -> Response:
         media_type = (
@@ -319,7 +325,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        grpc_server = None
+        if otlp_grpc_port is not None:
+            grpc_server, bound = await start_grpc(
+                otlp, otlp_grpc_host, otlp_grpc_port, write_tokens, limits.max_body_bytes
+            )
+            log.info("OTLP/gRPC TraceService on %s:%d", otlp_grpc_host, bound)
         yield
+        if grpc_server is not None:
+            # In-flight exports finish, and are committed, before the recorder closes.
+            await grpc_server.stop(grace=10)
         if gateway is not None:
             await gateway.aclose()
         if close_recorder:
@@ -340,6 +355,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *dashboard_routes(recorder, read_token_required=bool(read_tokens)),
+        *otlp.routes(),
     ]
     if gateway is not None:
         from ai_usage_exporter.gateway.routes import gateway_routes

@@ -13,8 +13,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 TokenOf = Callable[[Scope], bytes | None]
 Refusal = Callable[[Scope, str], Callable[[Scope, Receive, Send], Awaitable[None]]]
 
-# The SDK reads its budgets' use with the write token it already holds.
-WRITE_PATHS = frozenset(("/api/usage", "/api/budget-usage"))
+# The SDK reads its budgets' use with the write token it already holds; OTLP exporters
+# send it from OTEL_EXPORTER_OTLP_HEADERS (these win over the gateway's /v1/ prefix).
+WRITE_PATHS = frozenset(
+    ("/api/usage", "/api/budget-usage", "/v1/traces", "/v1/metrics", "/v1/logs")
+)
 READ_PATHS = frozenset(
     ("/api/metrics", "/metrics", "/metrics/fleet", "/api/metrics/timeseries", "/api/status")
 )

@@ -1,0 +1,510 @@
+"""GenAI spans to usage events (pure): which spans count, and what they count.
+
+A span becomes an event only if it is one inference call. Agent, workflow and
+framework spans carry their children's totals: they lend their names (agent,
+workflow) to the calls under them and are never counted themselves. A call whose
+usage is split over nested spans, or over spans sharing a response id, is one event.
+The events are the mappings POST /api/usage takes, so the recorder validates and
+prices them exactly like posted ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ai_usage_exporter.otlp.families import (
+    OPENINFERENCE,
+    VERCEL_AI,
+    Family,
+    family_of,
+    input_holds_cache,
+)
+from ai_usage_exporter.otlp.spans import Batch, SpanView
+
+# gen_ai.operation.name (and the older spellings) of one inference call -> our operation.
+INFERENCE_OPS: dict[str, str] = {
+    "chat": "chat",
+    "text_completion": "text_completion",
+    "completion": "text_completion",
+    "generate_content": "generate_content",
+    "embeddings": "embeddings",
+    "embedding": "embeddings",
+    "responses": "chat",
+}
+# Spans that hold other spans' totals.
+AGGREGATE_OPS = frozenset(("invoke_agent", "create_agent", "invoke_workflow", "agent", "workflow"))
+AGGREGATE_KINDS = frozenset(("workflow", "task", "agent", "AGENT", "CHAIN"))
+VERCEL_OUTER = frozenset(
+    (
+        "ai.generateText",
+        "ai.streamText",
+        "ai.generateObject",
+        "ai.streamObject",
+        "ai.embed",
+        "ai.embedMany",
+    )
+)
+
+OUTCOMES: tuple[str, ...] = (
+    "counted",
+    "duplicate",
+    "not_genai",
+    "aggregate",
+    "merged",
+    "not_inference",
+    "rejected",
+)
+
+PROVIDER_NAMES: dict[str, str] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "aws.bedrock": "bedrock",
+    "amazon-bedrock": "bedrock",
+    "bedrock": "bedrock",
+    "azure.ai.openai": "azure",
+    "az.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "az.ai.inference": "azure",
+    "azure-openai": "azure",
+    "azure": "azure",
+    "gcp.gemini": "google",
+    "gemini": "google",
+    "gcp.gen_ai": "google",
+    "google": "google",
+    "google.generative-ai": "google",
+    "gcp.vertex_ai": "vertex_ai",
+    "gcp.vertex.agent": "google",
+    "vertex_ai": "vertex_ai",
+    "google.vertex": "vertex_ai",
+    "cohere": "cohere",
+    "mistral_ai": "mistral",
+    "mistralai": "mistral",
+    "mistral": "mistral",
+    "x_ai": "xai",
+    "xai": "xai",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "perplexity": "perplexity",
+    "ibm.watsonx.ai": "watsonx",
+    "ollama": "ollama",
+    "openrouter": "openrouter",
+}
+# Model name prefixes that name their provider unambiguously.
+MODEL_PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("claude", "anthropic"),
+    ("gpt-", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("text-embedding-", "openai"),
+    ("chatgpt", "openai"),
+    ("gemini", "google"),
+    ("mistral", "mistral"),
+    ("mixtral", "mistral"),
+    ("codestral", "mistral"),
+    ("command", "cohere"),
+    ("grok", "xai"),
+    ("deepseek", "deepseek"),
+)
+SERVER_PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("api.openai.com", "openai"),
+    ("api.anthropic.com", "anthropic"),
+    ("generativelanguage.googleapis.com", "google"),
+    ("aiplatform.googleapis.com", "vertex_ai"),
+    (".openai.azure.com", "azure"),
+    ("bedrock-runtime.", "bedrock"),
+    ("api.groq.com", "groq"),
+    ("api.mistral.ai", "mistral"),
+    ("api.deepseek.com", "deepseek"),
+    ("api.x.ai", "xai"),
+    ("api.cohere.com", "cohere"),
+    ("openrouter.ai", "openrouter"),
+)
+
+MODEL_ATTRS = (
+    "gen_ai.response.model",
+    "gen_ai.request.model",
+    "llm.model_name",
+    "ai.response.model",
+    "ai.model.id",
+)
+PROVIDER_ATTRS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+AGENT_ATTRS = ("gen_ai.agent.name", "agent_name")
+WORKFLOW_ATTRS = ("traceloop.workflow.name", "gen_ai.workflow.name", "ai.telemetry.functionId")
+SESSION_ATTRS = (
+    "gen_ai.conversation.id",
+    "session.id",
+    "traceloop.association.properties.session_id",
+    "ai.telemetry.metadata.sessionId",
+)
+USER_ATTRS = (
+    "user.id",
+    "enduser.id",
+    "traceloop.association.properties.user_id",
+    "ai.telemetry.metadata.userId",
+)
+TENANT_ATTRS = ("tenant.id", "traceloop.association.properties.tenant")
+RESPONSE_ID_ATTRS = ("gen_ai.response.id", "ai.response.id")
+
+_MAX_ANCESTORS = 64
+_MAX_LABEL = 256
+
+
+class BadSpan(Exception):
+    """A span we refuse; the message names the attribute and its value."""
+
+
+@dataclass(slots=True)
+class _Call:
+    span: SpanView
+    family: Family
+    op: str
+    counts: dict[str, int] | None
+    definite: bool  # an inference span by its own marks, not only by carrying usage
+    children: list[_Call] = field(default_factory=list)
+    parent: _Call | None = None
+
+
+@dataclass(slots=True)
+class Mapped:
+    """An export's events (with the span each came from) and what became of the rest."""
+
+    events: list[dict[str, Any]]
+    spans: list[str]  # "trace_id/span_id" of each event, to name a refused one
+    outcomes: Counter[str]
+    rejected: list[str]
+
+
+def count(name: str, raw: object) -> int:
+    """A token count however a sender encoded it: int, integral float or decimal string."""
+    if isinstance(raw, bool):
+        raise BadSpan(f"attribute {name} must be a token count, got {raw!r}")
+    if isinstance(raw, int):
+        n = raw
+    elif isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
+        n = int(raw)
+    elif isinstance(raw, str) and raw.strip().isdigit() and len(raw) <= 20:
+        n = int(raw.strip())
+    else:
+        raise BadSpan(f"attribute {name} must be a token count, got {_show(raw)}")
+    if n < 0:
+        raise BadSpan(f"attribute {name} must be >= 0, got {n}")
+    return n
+
+
+def _show(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first_str(attrs: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        v = attrs.get(name)
+        if isinstance(v, str) and v:
+            return v
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+    return None
+
+
+def read_counts(span: SpanView, family: Family, provider: str) -> dict[str, int] | None:
+    """The span's usage in our convention, or None when it carries no usage at all."""
+    attrs = span.attrs
+    counts: dict[str, int] = {}
+    for ours, names in family.tokens:
+        for name in names:
+            raw = attrs.get(name)
+            if raw is not None:
+                counts[ours] = count(name, raw)
+                break
+    if family.extra is not None:
+        family.extra(attrs, counts, provider)
+    if not counts:
+        return None
+    cache = counts.get("cached_input_tokens", 0) + counts.get("cache_write_tokens", 0)
+    # A family that leaves the cache out of its input count (or a sender that does,
+    # whatever its family: the input cannot be smaller than its part) has it added.
+    if cache and (not input_holds_cache(family, provider) or cache > counts.get("input_tokens", 0)):
+        counts["input_tokens"] = counts.get("input_tokens", 0) + cache
+    # Likewise reasoning reported beside the output instead of inside it.
+    sub_out = counts.get("reasoning_tokens", 0) + counts.get("audio_output_tokens", 0)
+    if sub_out > counts.get("output_tokens", 0):
+        counts["output_tokens"] = counts.get("output_tokens", 0) + sub_out
+    if counts.get("audio_input_tokens", 0) > counts.get("input_tokens", 0):
+        counts["input_tokens"] = counts.get("input_tokens", 0) + counts["audio_input_tokens"]
+    if counts.get("cached_audio_input_tokens", 0) > min(
+        counts.get("cached_input_tokens", 0), counts.get("audio_input_tokens", 0)
+    ):
+        counts.pop("cached_audio_input_tokens")
+    return counts
+
+
+def classify(span: SpanView, family: Family) -> tuple[str, str]:
+    """("inference", operation), ("maybe", "chat"), ("aggregate", "") or ("skip", reason)."""
+    a = span.attrs
+    if family is VERCEL_AI:
+        op_id = a.get("ai.operationId")
+        name = op_id if isinstance(op_id, str) else span.name
+        if name.endswith((".doGenerate", ".doStream")):
+            return "inference", "chat"
+        if name.endswith(".doEmbed"):
+            return "inference", "embeddings"
+        if name in VERCEL_OUTER:
+            return "aggregate", ""
+    if family is OPENINFERENCE:
+        kind = a.get("openinference.span.kind")
+        if kind == "LLM":
+            return "inference", "chat"
+        if kind == "EMBEDDING":
+            return "inference", "embeddings"
+        if kind in AGGREGATE_KINDS:
+            return "aggregate", ""
+        return "skip", "not_inference"
+    op = a.get("gen_ai.operation.name")
+    if isinstance(op, str):
+        if op in INFERENCE_OPS:
+            return "inference", INFERENCE_OPS[op]
+        if op in AGGREGATE_OPS:
+            return "aggregate", ""
+    kind = a.get("traceloop.span.kind")
+    if isinstance(kind, str):
+        if kind in AGGREGATE_KINDS:
+            return "aggregate", ""
+        return "skip", "not_inference"
+    request_type = a.get("llm.request.type")
+    if isinstance(request_type, str) and request_type in INFERENCE_OPS:
+        return "inference", INFERENCE_OPS[request_type]
+    if span.name == "agent run" or span.name.startswith(("invoke_agent", "invoke_workflow")):
+        return "aggregate", ""
+    if "spring.ai.kind" in a:
+        return "aggregate", ""
+    if isinstance(op, str):
+        return "skip", "not_inference"
+    return "maybe", "chat"
+
+
+def provider_of(span: SpanView) -> str:
+    """From the attributes, else the model name, else the server address; else 'unknown'."""
+    a = span.attrs
+    raw = _first_str(a, PROVIDER_ATTRS)
+    if raw is None:
+        vercel = a.get("ai.model.provider")
+        if isinstance(vercel, str) and vercel:
+            raw = vercel.split(".", 1)[0]
+    if raw is not None:
+        low = raw.lower()
+        if low in PROVIDER_NAMES:
+            return PROVIDER_NAMES[low]
+        # The AI SDK names a provider's API after it: anthropic.messages, openai.chat.
+        head = low.split(".", 1)[0]
+        return PROVIDER_NAMES.get(head, low)
+    model = (_first_str(a, MODEL_ATTRS) or "").lower()
+    for prefix, provider in MODEL_PROVIDERS:
+        if model.startswith(prefix):
+            return provider
+    server = _first_str(a, ("server.address",))
+    if server:
+        for part, provider in SERVER_PROVIDERS:
+            if part in server:
+                return provider
+    return "unknown"
+
+
+def _label(value: str | None) -> str | None:
+    return value[:_MAX_LABEL] if value is not None else None
+
+
+def map_batch(batch: Batch) -> Mapped:
+    """Every GenAI span of an export mapped: events, and an outcome for every other span."""
+    outcomes: Counter[str] = Counter()
+    outcomes["not_genai"] = batch.not_genai
+    rejected: list[str] = []
+    calls: dict[bytes, _Call] = {}
+    aggregates: dict[bytes, SpanView] = {}
+    for span in batch.spans:
+        family = family_of(span.scope, span.attrs, span.resource)
+        kind, op = classify(span, family)
+        if kind == "skip":
+            outcomes[op] += 1
+            continue
+        if kind == "aggregate":
+            aggregates[span.sid] = span
+            outcomes["aggregate"] += 1
+            continue
+        provider = provider_of(span)
+        try:
+            counts = read_counts(span, family, provider)
+        except BadSpan as exc:
+            rejected.append(f"span {span.trace_id}/{span.span_id} ({span.name}): {exc}")
+            outcomes["rejected"] += 1
+            continue
+        if kind == "maybe" and counts is None:
+            outcomes["not_inference"] += 1
+            continue
+        calls[span.sid] = _Call(span, family, op, counts, kind == "inference")
+
+    # Nearest inference ancestor of each call, in the same export.
+    parents = batch.parents
+    for call in calls.values():
+        pid = call.span.pid
+        for _ in range(_MAX_ANCESTORS):
+            if not pid:
+                break
+            up = calls.get(pid)
+            if up is not None and up.span.trace_id == call.span.trace_id:
+                call.parent = up
+                up.children.append(call)
+                break
+            pid = parents.get(pid, b"")
+
+    events: list[dict[str, Any]] = []
+    names: list[str] = []
+    leaves: list[_Call] = []
+    for call in calls.values():
+        if call.children:
+            if len(call.children) == 1:
+                outcomes["merged"] += 1  # one call split over nested spans
+            else:
+                outcomes["aggregate"] += 1  # a span over several calls
+            continue
+        leaves.append(call)
+    for leaf in leaves:
+        # Fold the split parts above this leaf into it: a part's count fills a field
+        # the leaf left empty, never adds to one it has.
+        up = leaf.parent
+        while up is not None and len(up.children) == 1:
+            if up.counts:
+                if leaf.counts is None:
+                    leaf.counts = dict(up.counts)
+                else:
+                    for k, v in up.counts.items():
+                        if not leaf.counts.get(k):
+                            leaf.counts[k] = v
+            up = up.parent
+
+    # Sibling spans of one response (a request span and a streaming-response span).
+    by_response: dict[tuple[str, str], _Call] = {}
+    kept: list[_Call] = []
+    for leaf in leaves:
+        rid = _first_str(leaf.span.attrs, RESPONSE_ID_ATTRS)
+        if rid is not None:
+            key = (leaf.span.trace_id, rid)
+            first = by_response.get(key)
+            if first is not None:
+                if leaf.counts:
+                    if first.counts is None:
+                        first.counts = dict(leaf.counts)
+                    else:
+                        for k, v in leaf.counts.items():
+                            first.counts[k] = max(first.counts.get(k, 0), v)
+                outcomes["merged"] += 1
+                continue
+            by_response[key] = leaf
+        kept.append(leaf)
+
+    for leaf in kept:
+        events.append(_event(leaf, calls, aggregates, parents))
+        names.append(f"{leaf.span.trace_id}/{leaf.span.span_id}")
+    return Mapped(events, names, outcomes, rejected)
+
+
+def _attribution(
+    span: SpanView,
+    aggregates: Mapping[bytes, SpanView],
+    parents: Mapping[bytes, bytes],
+) -> tuple[str | None, str | None]:
+    """The agent and workflow a call ran under: its own attributes, else its ancestors'."""
+    agent = _first_str(span.attrs, AGENT_ATTRS)
+    workflow = _first_str(span.attrs, WORKFLOW_ATTRS)
+    pid = span.pid
+    for _ in range(_MAX_ANCESTORS):
+        if (agent is not None and workflow is not None) or not pid:
+            break
+        up = aggregates.get(pid)
+        if up is not None:
+            a = up.attrs
+            if agent is None:
+                agent = _first_str(a, AGENT_ATTRS)
+                if agent is None and (
+                    a.get("traceloop.span.kind") == "agent"
+                    or a.get("openinference.span.kind") == "AGENT"
+                ):
+                    agent = _first_str(a, ("traceloop.entity.name",)) or up.name
+            if workflow is None:
+                workflow = _first_str(a, WORKFLOW_ATTRS)
+                if workflow is None and a.get("traceloop.span.kind") == "workflow":
+                    workflow = _first_str(a, ("traceloop.entity.name",))
+        pid = parents.get(pid, b"")
+    return agent, workflow
+
+
+def _event(
+    call: _Call,
+    calls: Mapping[bytes, _Call],
+    aggregates: Mapping[bytes, SpanView],
+    parents: Mapping[bytes, bytes],
+) -> dict[str, Any]:
+    span = call.span
+    a = span.attrs
+    provider = provider_of(span)
+    model = _first_str(a, MODEL_ATTRS) or "unknown"
+    service = span.resource.get("service.name")
+    agent, workflow = _attribution(span, aggregates, parents)
+    event: dict[str, Any] = {
+        "provider": _label(provider),
+        "model": _label(model),
+        "operation": call.op,
+        "service": _label(service) if isinstance(service, str) and service else "default",
+        "idempotency_key": f"otlp:{span.trace_id}:{span.span_id}",
+        "timestamp": span.start_ns / 1e9,
+        "status": "error" if span.error else "ok",
+    }
+    if span.end_ns >= span.start_ns > 0:
+        event["duration_ms"] = (span.end_ns - span.start_ns) / 1e6
+    ttft = a.get("gen_ai.response.time_to_first_chunk")
+    if isinstance(ttft, int | float) and not isinstance(ttft, bool) and ttft >= 0:
+        event["ttft_ms"] = float(ttft) * 1000.0
+    else:
+        ms = a.get("ai.response.msToFirstChunk")
+        if isinstance(ms, int | float) and not isinstance(ms, bool) and ms >= 0:
+            event["ttft_ms"] = float(ms)
+    if span.error:
+        event["error_type"] = _label(
+            _first_str(a, ("error.type",)) or span.exception_type or "error"
+        )
+    metadata: dict[str, Any] = {"otlp_family": call.family.name}
+    rid = _first_str(a, RESPONSE_ID_ATTRS)
+    if rid is not None:
+        metadata["response_id"] = rid[:_MAX_LABEL]
+    for name in call.family.cost:
+        cost = a.get(name)
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
+            if cost >= 0:
+                # Kept for comparison beside our price, never used as it.
+                metadata["sender_cost_usd"] = float(cost)
+            break
+    if call.counts is None:
+        event["level"] = "warn"
+        metadata["usage_unknown"] = (
+            f"the {call.family.name} span {span.name!r} carries no token counts"
+        )
+    else:
+        event.update(call.counts)
+    event["metadata"] = metadata
+    for name, value in (
+        ("agent", agent),
+        ("workflow_id", workflow),
+        ("session_id", _first_str(a, SESSION_ATTRS)),
+        ("user", _first_str(a, USER_ATTRS)),
+        ("tenant", _first_str(a, TENANT_ATTRS)),
+    ):
+        if value is not None:
+            event[name] = value[:1024]
+    tier = _first_str(a, ("openai.response.service_tier", "gen_ai.openai.response.service_tier"))
+    if tier is not None:
+        event["service_tier"] = tier[:_MAX_LABEL]
+    return event

@@ -1,0 +1,353 @@
+"""The OTLP edge: POST /v1/traces (protobuf, JSON) and the gRPC TraceService.
+
+Both hand the decoded request to `OtlpReceiver.export`, which maps the spans (pure,
+genai.py), validates the events as POST /api/usage does (`Recorder.parse`), and waits
+for the one commit that records them; only then is the export acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.ledger import LedgerError
+from ai_usage_exporter.otlp import decode
+from ai_usage_exporter.otlp.genai import OUTCOMES, map_batch
+from ai_usage_exporter.otlp.spans import collect
+from ai_usage_exporter.recorder.recorder import Recorder, RecorderBusyError, RecorderClosedError
+
+log = logging.getLogger("ai_usage_exporter.otlp")
+
+# Named in partial_success so an operator sees why their metrics or logs go nowhere.
+NOT_COLLECTED = (
+    "ai-usage-exporter counts GenAI spans only; {signal} are not stored. Send them to "
+    "another backend, or export traces alone (OTEL_METRICS_EXPORTER=none, "
+    "OTEL_LOGS_EXPORTER=none)."
+)
+_MAX_MESSAGES = 5
+
+
+class ExportFailed(Exception):
+    """The export was not recorded: the HTTP status and gRPC code to answer with."""
+
+    def __init__(
+        self, status: int, code: grpc.StatusCode, message: str, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    rejected: int
+    message: str
+
+
+class SpanCollector(Collector):
+    """`ai_exporter_otlp_spans_total{outcome}`: what became of every span received."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def add(self, outcomes: Counter[str]) -> None:
+        with self._lock:
+            self.counts.update(outcomes)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "ai_exporter_otlp_spans",
+            "Spans received over OTLP, by what became of them: counted as a call, a duplicate "
+            "of one already counted, not GenAI, an agent or workflow span (attribution only), "
+            "merged into another span of the same call, GenAI but not an inference call, or "
+            "rejected.",
+            labels=["outcome"],
+        )
+        with self._lock:
+            counts = dict(self.counts)
+        for outcome in OUTCOMES:
+            family.add_metric([outcome], float(counts.get(outcome, 0)))
+        yield family
+
+
+class OtlpReceiver:
+    """Turns OTLP trace exports into recorded usage events, for HTTP and gRPC alike."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.spans = SpanCollector()
+        try:
+            recorder.registry.register(self.spans)
+        except ValueError:  # a second app over the same registry: its own counts stay apart
+            pass
+
+    async def export(self, request: ExportTraceServiceRequest) -> ExportResult:
+        recorder = self.recorder
+        mapped = map_batch(collect(request))
+        messages = list(mapped.rejected)
+        events: list[Any] = []
+        items = mapped.events
+        limit = recorder.limits.max_events_per_request
+        if len(items) > limit:
+            recorder.count_rejected("too_large", len(items))
+            raise ExportFailed(
+                413,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the export holds {len(items)} GenAI calls; the limit is {limit} per export: "
+                "lower the span processor's batch size (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)",
+            )
+        rejected = mapped.outcomes["rejected"]
+        if items:
+            try:
+                events = recorder.parse(items)
+            except EventError as exc:
+                # All-or-nothing for /api/usage; a trace export is answered per span.
+                bad = {d.index for d in exc.details}
+                for d in exc.details:
+                    if len(messages) < _MAX_MESSAGES:
+                        messages.append(f"span {mapped.spans[d.index]}: {d.field}: {d.message}")
+                good = [item for i, item in enumerate(items) if i not in bad]
+                rejected += len(bad)
+                mapped.outcomes["rejected"] += len(bad)
+                recorder.count_rejected("invalid", len(bad))
+                events = recorder.parse(good) if good else []
+        if events:
+            try:
+                result = await recorder.submit(events)
+            except RecorderBusyError as exc:
+                recorder.count_rejected("backlog", len(events))
+                raise ExportFailed(503, grpc.StatusCode.UNAVAILABLE, str(exc), 1) from None
+            except RecorderClosedError:
+                recorder.count_rejected("shutting_down", len(events))
+                raise ExportFailed(
+                    503, grpc.StatusCode.UNAVAILABLE, "the exporter is shutting down; retry", 1
+                ) from None
+            except LedgerError as exc:
+                recorder.count_rejected("ledger_unavailable", len(events))
+                raise ExportFailed(
+                    503,
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"spans not stored: {exc}; nothing was recorded, retry",
+                    5,
+                ) from None
+            mapped.outcomes["counted"] += result.accepted
+            mapped.outcomes["duplicate"] += result.duplicates
+        self.spans.add(mapped.outcomes)
+        message = "; ".join(messages[:_MAX_MESSAGES])
+        if len(messages) > _MAX_MESSAGES:
+            message += f" (and {len(messages) - _MAX_MESSAGES} more)"
+        return ExportResult(rejected, message)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/v1/traces", self.http_traces, methods=["POST"]),
+            Route("/v1/metrics", self.http_metrics, methods=["POST"]),
+            Route("/v1/logs", self.http_logs, methods=["POST"]),
+        ]
+
+    async def _read(self, request: Request, message: type[Message]) -> tuple[Any, str]:
+        limit = self.recorder.limits.max_body_bytes
+        mt = decode.check_content_type(request.headers.get("content-type"))
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise decode.DecodeError(413, f"request body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise decode.DecodeError(413, f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+        body = decode.decompress(b"".join(chunks), request.headers.get("content-encoding"), limit)
+        return decode.parse(message, body, mt), mt
+
+    async def http_traces(self, request: Request) -> Response:
+        mt = decode.media_type(request.headers.get("content-type"))
+        try:
+            message, mt = await self._read(request, ExportTraceServiceRequest)
+        except decode.DecodeError as exc:
+            self.recorder.count_rejected(_REJECT_REASON.get(exc.status, "malformed"))
+            return _status(exc.status, exc.message, mt)
+        try:
+            result = await self.export(message)
+        except ExportFailed as exc:
+            return _status(exc.status, exc.message, mt, exc.retry_after)
+        response = ExportTraceServiceResponse()
+        if result.rejected or result.message:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(
+                    rejected_spans=result.rejected, error_message=result.message
+                )
+            )
+        return _message(response, mt)
+
+    async def http_metrics(self, request: Request) -> Response:
+        mt = decode.media_type(request.headers.get("content-type"))
+        try:
+            message, mt = await self._read(request, ExportMetricsServiceRequest)
+        except decode.DecodeError as exc:
+            return _status(exc.status, exc.message, mt)
+        points = _count_points(message)
+        response = ExportMetricsServiceResponse(
+            partial_success=ExportMetricsPartialSuccess(
+                rejected_data_points=points, error_message=NOT_COLLECTED.format(signal="metrics")
+            )
+        )
+        return _message(response, mt)
+
+    async def http_logs(self, request: Request) -> Response:
+        mt = decode.media_type(request.headers.get("content-type"))
+        try:
+            message, mt = await self._read(request, ExportLogsServiceRequest)
+        except decode.DecodeError as exc:
+            return _status(exc.status, exc.message, mt)
+        records = sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)
+        response = ExportLogsServiceResponse(
+            partial_success=ExportLogsPartialSuccess(
+                rejected_log_records=records, error_message=NOT_COLLECTED.format(signal="logs")
+            )
+        )
+        return _message(response, mt)
+
+
+_REJECT_REASON = {400: "malformed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def _count_points(message: ExportMetricsServiceRequest) -> int:
+    n = 0
+    for rm in message.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is not None:
+                    n += len(getattr(metric, kind).data_points)
+    return n
+
+
+def _message(message: Message, mt: str) -> Response:
+    if mt != decode.JSON:
+        mt = decode.PROTOBUF
+    return Response(decode.encode(message, mt), media_type=mt)
+
+
+def _status(status: int, message: str, mt: str, retry_after: int | None = None) -> Response:
+    """An OTLP error answer: a google.rpc.Status in the request's format."""
+    from google.rpc.status_pb2 import Status
+
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    body = Status(code=_GRPC_OF_HTTP.get(status, 2), message=message)
+    if mt != decode.JSON:
+        mt = decode.PROTOBUF
+    return Response(decode.encode(body, mt), status_code=status, media_type=mt, headers=headers)
+
+
+# google.rpc.Code of each HTTP status we answer with.
+_GRPC_OF_HTTP = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
+
+
+# ---------------------------------------------------------------------- gRPC
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    """opentelemetry.proto.collector.trace.v1.TraceService/Export over grpc.aio."""
+
+    def __init__(self, receiver: OtlpReceiver, write_tokens: Sequence[str]) -> None:
+        self.receiver = receiver
+        self.tokens = [t.encode() for t in write_tokens]
+
+    async def Export(  # noqa: N802 - the name the generated servicer gives
+        self, request: ExportTraceServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ExportTraceServiceResponse:
+        if self.tokens and not self._authorised(context):
+            self.receiver.recorder.count_rejected("unauthorized")
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this endpoint needs `authorization: Bearer <token>` metadata",
+            )
+        try:
+            result = await self.receiver.export(request)
+        except ExportFailed as exc:
+            await context.abort(exc.code, exc.message)
+            raise  # abort raises; this line only tells mypy
+        response = ExportTraceServiceResponse()
+        if result.rejected or result.message:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(
+                    rejected_spans=result.rejected, error_message=result.message
+                )
+            )
+        return response
+
+    def _authorised(self, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+        import hmac
+
+        given = b""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                raw = value.encode() if isinstance(value, str) else bytes(value)
+                scheme, _, token = raw.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = token.strip()
+                break
+        ok = False
+        for token in self.tokens:
+            ok |= hmac.compare_digest(given, token)
+        return ok and bool(given)
+
+
+async def start_grpc(
+    receiver: OtlpReceiver,
+    host: str,
+    port: int,
+    write_tokens: Sequence[str] = (),
+    max_message_bytes: int = 16 * 1024 * 1024,
+) -> tuple[grpc.aio.Server, int]:
+    """A started grpc.aio server for TraceService on host:port; returns it and its port."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", 1 << 20),
+        ],
+    )
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+        TraceService(receiver, write_tokens), server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen for OTLP/gRPC on {host}:{port}")
+    await server.start()
+    return server, bound

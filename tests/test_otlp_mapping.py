@@ -1,0 +1,176 @@
+"""The GenAI mapping on recorded spans of every family (tests/fixtures/otlp/SOURCES.md):
+exact events, agent and workflow spans lending attribution but never a count, split
+spans counted once, cache tokens mapped to our convention; and the unit rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from _otlp import chat_span, load_fixture, request, span
+from ai_usage_exporter.otlp import decode
+from ai_usage_exporter.otlp.genai import BadSpan, count, map_batch
+from ai_usage_exporter.otlp.spans import collect
+
+COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
+
+
+def mapped(name: str) -> Any:
+    body = load_fixture(name)
+    return map_batch(collect(decode.parse(ExportTraceServiceRequest, body, decode.JSON)))
+
+
+def short(e: dict[str, Any]) -> dict[str, Any]:
+    keep = ("provider", "model", "agent", "workflow_id", "level", *COUNTS)
+    return {k: e[k] for k in keep if e.get(k)}
+
+
+# fixture -> (events as (provider, model, counts, attribution), outcomes)
+EXPECTED: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
+    "pydantic_ai_agent.json": (
+        [
+            {"provider": "openai", "model": "gpt-4o-2024-08-06", "agent": "my_agent",
+             "input_tokens": 51, "output_tokens": 4},
+            {"provider": "openai", "model": "gpt-4o-2024-08-06", "agent": "my_agent",
+             "input_tokens": 52, "output_tokens": 8, "cached_input_tokens": 32},
+        ],
+        {"aggregate": 1, "not_inference": 1},
+    ),
+    "vercel_ai_v4_anthropic.json": (
+        [{"provider": "anthropic", "model": "claude-3-5-sonnet-20241022", "workflow_id": "my-fn",
+          "input_tokens": 12 + 10426, "output_tokens": 48, "cached_input_tokens": 10426}],
+        {"aggregate": 1},
+    ),
+    "vercel_ai_v5_anthropic_stream.json": (
+        [{"provider": "anthropic", "model": "claude-sonnet-4-5",
+          "input_tokens": 8 + 10426, "output_tokens": 501, "cache_write_tokens": 10426}],
+        {"aggregate": 1},
+    ),
+    "vercel_ai_v7_openai.json": (
+        [{"provider": "openai", "model": "gpt-4o-mini",
+          "input_tokens": 2006, "output_tokens": 300, "cached_input_tokens": 1920}],
+        {"aggregate": 1},
+    ),
+    "openinference_anthropic.json": (
+        [{"provider": "anthropic", "model": "claude-sonnet-4-5", "agent": "support_agent",
+          "input_tokens": 10438, "output_tokens": 48, "cached_input_tokens": 10426}],
+        {"aggregate": 1},
+    ),
+    "openlit_anthropic.json": (
+        [{"provider": "anthropic", "model": "claude-sonnet-4-5",
+          "input_tokens": 8 + 10426, "output_tokens": 501, "cache_write_tokens": 10426}],
+        {},
+    ),
+    "openllmetry_workflow.json": (
+        [{"provider": "openai", "model": "gpt-3.5-turbo-0125", "workflow_id": "joke_generator",
+          "input_tokens": 15, "output_tokens": 18}],
+        {"aggregate": 2},
+    ),
+    "google_adk_agent.json": (
+        [
+            {"provider": "google", "model": "gemini-2.0-flash", "agent": "hello_agent",
+             "input_tokens": 28, "output_tokens": 3},
+            {"provider": "google", "model": "gemini-2.0-flash", "agent": "hello_agent",
+             "input_tokens": 39, "output_tokens": 6},
+        ],
+        {"aggregate": 2, "not_inference": 1},
+    ),
+    "split_stream.json": (
+        [{"provider": "openai", "model": "gpt-4o-mini-2024-07-18",
+          "input_tokens": 19, "output_tokens": 10}],
+        {"merged": 1},
+    ),
+    "spring_ai_chat.json": (
+        [{"provider": "openai", "model": "gpt-4o-2024-08-06",
+          "input_tokens": 2006, "output_tokens": 300}],
+        {"aggregate": 1},
+    ),
+    "no_usage_error.json": (
+        [{"provider": "openai", "model": "gpt-4o", "level": "warn"}],
+        {},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_recorded_spans_map_to_exact_events(name: str) -> None:
+    events, outcomes = EXPECTED[name]
+    m = mapped(name)
+    assert [short(e) for e in m.events] == events
+    assert {k: v for k, v in m.outcomes.items() if v} == outcomes
+    assert m.rejected == []
+    for e in m.events:
+        trace, sid = e["idempotency_key"].split(":")[1:]
+        assert len(trace) == 32 and len(sid) == 16
+
+
+def test_sender_cost_is_kept_beside_never_as_the_price() -> None:
+    (e,) = mapped("openlit_anthropic.json").events
+    assert e["metadata"]["sender_cost_usd"] == 0.0467
+    assert "cost_usd" not in e and "provider_cost_usd" not in e
+
+
+def test_an_inference_span_without_usage_is_a_call_of_unknown_usage() -> None:
+    (e,) = mapped("no_usage_error.json").events
+    assert e["status"] == "error" and e["error_type"] == "RateLimitError"
+    assert e["level"] == "warn"
+    assert "no token counts" in e["metadata"]["usage_unknown"]
+    assert not any(k in e for k in COUNTS)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(12, 12), ("12", 12), (" 7 ", 7), (3.0, 3), ("0", 0)]
+)
+def test_counts_arrive_as_ints_strings_or_integral_floats(raw: object, expected: int) -> None:
+    assert count("gen_ai.usage.input_tokens", raw) == expected
+
+
+@pytest.mark.parametrize("raw", [-1, "-1", "1e3", 2.5, True, [], "twelve", float("nan")])
+def test_a_count_that_is_no_count_is_refused_naming_the_attribute(raw: object) -> None:
+    with pytest.raises(BadSpan, match="gen_ai.usage.input_tokens"):
+        count("gen_ai.usage.input_tokens", raw)
+
+
+def test_a_refused_span_is_named_and_the_rest_of_the_export_counts() -> None:
+    req = request(
+        [
+            chat_span(input_tokens=5, output_tokens=1),
+            chat_span(attrs={"gen_ai.usage.input_tokens": "x"}),
+        ]
+    )
+    m = map_batch(collect(req))
+    assert len(m.events) == 1 and m.outcomes["rejected"] == 1
+    assert "gen_ai.usage.input_tokens must be a token count, got 'x'" in m.rejected[0]
+
+
+def test_provider_from_model_name_then_server_address() -> None:
+    spans = [
+        span("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-3-haiku",
+                      "gen_ai.usage.input_tokens": 1}),
+        span("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "my-tuned",
+                      "server.address": "api.groq.com", "gen_ai.usage.input_tokens": 1}),
+        span("chat", {"gen_ai.operation.name": "chat", "gen_ai.system": "az.ai.openai",
+                      "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1}),
+    ]  # fmt: skip
+    assert [e["provider"] for e in map_batch(collect(request(spans))).events] == [
+        "anthropic",
+        "groq",
+        "azure",
+    ]
+
+
+def test_an_agent_span_over_several_calls_counts_none_of_its_totals() -> None:
+    agent = span("agent", {"gen_ai.usage.input_tokens": 30, "gen_ai.usage.output_tokens": 3})
+    sid = agent.span_id.hex()
+    kids = [chat_span(input_tokens=10 * i, output_tokens=i, parent=sid) for i in (1, 2)]
+    m = map_batch(collect(request([*kids, agent])))
+    assert [(e["input_tokens"], e["output_tokens"]) for e in m.events] == [(10, 1), (20, 2)]
+    assert m.outcomes["aggregate"] == 1
+
+
+def test_non_genai_spans_are_skipped_and_counted() -> None:
+    spans = [span("GET /", {"http.method": "GET"}), span("SELECT", {"db.system": "postgresql"})]
+    m = map_batch(collect(request([*spans, chat_span()])))
+    assert len(m.events) == 1 and m.outcomes["not_genai"] == 2
