@@ -282,7 +282,7 @@ def instances(settings: Settings, retire: str | None) -> int:
     """List the ledger's instances, or retire one; a tool's connection adopts nothing."""
     from .ledger import open_ledger
 
-    ledger = open_ledger(settings.db)
+    ledger = open_ledger(settings.db, must_exist=True)
     try:
         if retire is not None:
             moved = ledger.retire_instance(retire)

@@ -83,8 +83,10 @@ def add_parsers(sub: Any) -> None:
     _common(i)
 
     pr = sub.add_parser("prune", help="delete old event rows; totals and reports stay the same")
-    pr.add_argument("--older-than", help="an age such as 90d (default: the retention setting)")
-    pr.add_argument("--before", help="RFC 3339 or epoch seconds")
+    # One cutoff: given both, one would silently override the other.
+    cutoff = pr.add_mutually_exclusive_group()
+    cutoff.add_argument("--older-than", help="an age such as 90d (default: the retention setting)")
+    cutoff.add_argument("--before", help="RFC 3339 or epoch seconds")
     pr.add_argument("--dry-run", action="store_true", help="only count what would go")
     _common(pr)
 
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from .logs import run_import
 
         return run_import(args, settings)
-    ledger = open_ledger(settings.db, synchronous=settings.synchronous)
+    ledger = open_ledger(settings.db, synchronous=settings.synchronous, must_exist=True)
     try:
         if args.command == "report":
             return _report(args, ledger)

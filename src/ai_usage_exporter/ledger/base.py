@@ -117,6 +117,10 @@ class LedgerError(Exception):
     """The ledger could not commit; nothing of the write was stored."""
 
 
+# The end of every "no ledger at ..." message: where the path came from.
+WHERE_DB = "Check --db (or AI_USAGE_EXPORTER_DB, or db: in the config)"
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     inserted: list[bool]  # per event of the write, False for a duplicate

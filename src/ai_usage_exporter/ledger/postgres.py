@@ -20,6 +20,7 @@ from .base import (
     _REAL_COLUMNS,
     EVENT_COLUMNS,
     PER_INSTANCE_TABLES,
+    WHERE_DB,
     LedgerError,
     Priced,
     SQLLedger,
@@ -68,7 +69,14 @@ class PostgresLedger(SQLLedger):
     real_type = "DOUBLE PRECISION"
     id_column = "id BIGSERIAL PRIMARY KEY"
 
-    def __init__(self, url: str, *, store_text: bool = False, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        store_text: bool = False,
+        instance: str | None = None,
+        must_exist: bool = False,
+    ) -> None:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -85,6 +93,8 @@ class PostgresLedger(SQLLedger):
         try:
             self._w = psycopg.connect(url)
             self._r = psycopg.connect(url, autocommit=True)
+            if must_exist:
+                self._check_is_ledger()
             with self._w.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_ID,))
                 self.create_schema(cur)
@@ -97,6 +107,28 @@ class PostgresLedger(SQLLedger):
             self._w.commit()
         except psycopg.Error as exc:
             raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
+
+    def _check_is_ledger(self) -> None:
+        """Refuse a database or schema that holds no ledger, before creating anything."""
+        with self._r.cursor() as cur:
+            cur.execute("SELECT current_schema(), current_setting('search_path')")
+            row = cur.fetchone()
+            assert row is not None
+            schema, search_path = row
+            if schema is not None:
+                cur.execute(
+                    "SELECT 1 FROM information_schema.tables "
+                    "WHERE table_schema = current_schema() AND table_name = 'events'"
+                )
+                if cur.fetchone() is not None:
+                    return
+        hint = f"{WHERE_DB} and the search_path it sets"
+        self.close()
+        if schema is None:
+            raise LedgerError(
+                f"no ledger at {self.url}: schema {search_path!r} does not exist. {hint}"
+            )
+        raise LedgerError(f"no ledger at {self.url}: schema {schema!r} has no events table. {hint}")
 
     def _existing_columns(self, cur: Any, table: str) -> set[str]:
         cur.execute(
