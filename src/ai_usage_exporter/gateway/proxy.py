@@ -75,6 +75,10 @@ class BodyResponse(Response):
         self.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
 
 
+# Seconds a client is asked to wait while the ledger cannot be reached.
+LEDGER_RETRY_AFTER = 5
+
+
 def gateway_error(
     status: int, message: str, *, code: str, extra: Mapping[str, Any] | None = None
 ) -> JSONResponse:
@@ -145,6 +149,17 @@ class Gateway:
         if isinstance(call_or_error, Response):
             return call_or_error
         call = call_or_error
+        unavailable = self.recorder.writer_error
+        if unavailable is not None:
+            # Nothing is spent that cannot be recorded: until the ledger is back, refuse
+            # before any upstream is called. Clients (OpenAI's SDKs among them) retry a 503.
+            refusal = gateway_error(
+                503,
+                f"usage cannot be recorded now ({unavailable}); retry",
+                code="ledger_unavailable",
+            )
+            refusal.headers["Retry-After"] = str(LEDGER_RETRY_AFTER)
+            return refusal
         upstreams = [self.config.upstreams[n] for n in route.upstreams]
         for i, up in enumerate(upstreams, start=1):
             nxt = upstreams[i] if i < len(upstreams) else None

@@ -31,6 +31,8 @@ from .base import (
 # Serialises schema creation and migration when several sidecars start at once (an
 # arbitrary constant, the same in every process). Writes never take it.
 _SCHEMA_LOCK_ID = 0x41495553
+# Seconds a (re)connection may take, unless the URL sets connect_timeout itself.
+CONNECT_TIMEOUT_S = 5
 
 
 def _array_type(column: str) -> str:
@@ -84,6 +86,12 @@ class PostgresLedger(SQLLedger):
                 "a postgresql:// ledger needs psycopg: pip install 'ai-usage-exporter[postgres]'"
             ) from exc
         self._psycopg = psycopg
+        self.db_errors = (psycopg.Error,)
+        # Without a connect timeout, a reconnect to a host that went silent (rather than
+        # refusing) would hold the writer, and every request waiting on it, for minutes.
+        self._connect_args: dict[str, Any] = (
+            {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+        )
         self.url = _redact_url(url)
         self._dsn = url
         self.store_text = store_text
@@ -91,8 +99,8 @@ class PostgresLedger(SQLLedger):
         self._conn_lock = threading.Lock()
         self._staged_on: Any = None  # the connection that has the staging table
         try:
-            self._w = psycopg.connect(url)
-            self._r = psycopg.connect(url, autocommit=True)
+            self._w = psycopg.connect(url, **self._connect_args)
+            self._r = psycopg.connect(url, autocommit=True, **self._connect_args)
             if must_exist:
                 self._check_is_ledger()
             with self._w.cursor() as cur:
@@ -140,13 +148,21 @@ class PostgresLedger(SQLLedger):
 
     def _write_conn(self) -> Any:
         if self._w.closed or self._w.broken:
-            self._w = self._psycopg.connect(self._dsn)
+            self._w = self._reconnect()
         return self._w
 
     def _read_conn(self) -> Any:
         if self._r.closed or self._r.broken:
-            self._r = self._psycopg.connect(self._dsn, autocommit=True)
+            self._r = self._reconnect(autocommit=True)
         return self._r
+
+    def _reconnect(self, autocommit: bool = False) -> Any:
+        # A database that is still away is "ledger unavailable" (503, retried), not an
+        # error of the request that happened to need the connection.
+        try:
+            return self._psycopg.connect(self._dsn, autocommit=autocommit, **self._connect_args)
+        except self._psycopg.Error as exc:
+            raise LedgerError(f"ledger {self.url} is unreachable: {exc}".rstrip()) from exc
 
     def _begin(self, cur: Any) -> None:
         """Nothing: psycopg opens the transaction at the first statement."""

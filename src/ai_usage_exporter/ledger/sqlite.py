@@ -157,6 +157,7 @@ class SQLiteLedger(SQLLedger):
         return conn
 
     clustered_buckets = True
+    db_errors = (sqlite3.Error,)
 
     def _layout_outdated(self, cur: Any, table: str) -> bool:
         # Bucket tables made before they were clustered are ordinary rowid tables.
