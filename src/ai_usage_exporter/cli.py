@@ -16,9 +16,12 @@ import urllib.request
 from collections.abc import Sequence
 
 from . import __version__, commands
+from .bodytimeout import BodyTimeoutMiddleware
 from .config import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_DB,
     DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     LOG_LEVEL_ALIASES,
     LOG_LEVELS,
@@ -92,6 +95,20 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         "--log-level",
         choices=[*LOG_LEVELS, *LOG_LEVEL_ALIASES],
         help="log level (default info; env AI_USAGE_EXPORTER_LOG_LEVEL)",
+    )
+    s.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a request body must arrive within this many seconds, else 408 "
+        f"(default {DEFAULT_BODY_TIMEOUT:g}; env AI_USAGE_EXPORTER_BODY_TIMEOUT)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections served at once; requests beyond get 503 "
+        f"(default {DEFAULT_MAX_CONNECTIONS}; env AI_USAGE_EXPORTER_MAX_CONNECTIONS)",
     )
 
     ins = sub.add_parser(
@@ -251,7 +268,11 @@ def serve(settings: Settings) -> int:
         gateway_tokens=settings.gateway_tokens,
     )
     config = uvicorn.Config(
-        app,
+        BodyTimeoutMiddleware(
+            app,
+            settings.body_timeout,
+            on_timeout=lambda: recorder.count_rejected("body_timeout"),
+        ),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -260,6 +281,9 @@ def serve(settings: Settings) -> int:
         ssl_certfile=settings.ssl_certfile,
         timeout_graceful_shutdown=30,
         server_header=False,
+        # uvicorn answers 503 to a request arriving while this many connections are open
+        # (or requests running); with the body timeout, slow senders cannot pile up.
+        limit_concurrency=settings.max_connections,
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests

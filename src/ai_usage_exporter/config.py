@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 9478
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DB = "ai-usage.db"
+# Seconds a request's body may take to arrive (408 after), and connections served at
+# once (503 beyond): slow senders cannot hold the process's file descriptors.
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
 ENV_PREFIX = "AI_USAGE_EXPORTER_"
 SYNCHRONOUS = ("full", "normal")
 # The words --log-level takes; `warn` is read as `warning`, as the event's level is.
@@ -67,13 +71,15 @@ class Settings:
     gateway: GatewayConfig | None = None  # the config file's `gateway:` section
     # Tokens for the gateway's routes; from gateway.client_tokens or the environment.
     gateway_tokens: tuple[str, ...] = ()
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance", "budgets",
-    "retention", "timeseries", "usage_log", "gateway",
+    "retention", "timeseries", "usage_log", "gateway", "body_timeout", "max_connections",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -151,6 +157,10 @@ def load_file(path: str) -> dict[str, Any]:
             out[key] = value
         elif key == "port":
             out["port"] = _int(value, where, 0)
+        elif key == "body_timeout":
+            out[key] = _seconds(value, where)
+        elif key == "max_connections":
+            out[key] = _int(value, where, 1)
         elif key in ("store_text", "allow_unauthenticated"):
             out[key] = _bool(value, where)
         elif key == "prices":
@@ -204,6 +214,19 @@ def load_file(path: str) -> dict[str, Any]:
             if out["gateway"].client_tokens:
                 out["gateway_tokens"] = out["gateway"].client_tokens
     return out
+
+
+def _seconds(value: Any, where: str) -> float:
+    """A positive number of seconds (a body timeout)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number of seconds > 0, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number of seconds > 0, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise ConfigError(f"{where}: expected a number of seconds > 0, got {value!r}")
+    return number
 
 
 def _duration(value: Any, where: str) -> float | None:
@@ -292,6 +315,10 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         out["prices_file"] = get("PRICES")
     if get("PORT"):
         out["port"] = _int(get("PORT"), f"{ENV_PREFIX}PORT")
+    if get("BODY_TIMEOUT"):
+        out["body_timeout"] = _seconds(get("BODY_TIMEOUT"), f"{ENV_PREFIX}BODY_TIMEOUT")
+    if get("MAX_CONNECTIONS"):
+        out["max_connections"] = _int(get("MAX_CONNECTIONS"), f"{ENV_PREFIX}MAX_CONNECTIONS", 1)
     for name, key in SECRET_ENV.items():
         value = get(name)
         file_path = get(f"{name}_FILE")
@@ -339,6 +366,11 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         settings = replace(settings, limits=limits)
     _synchronous(settings.synchronous, "settings")
     settings = replace(settings, log_level=_log_level(settings.log_level, "--log-level"))
+    settings = replace(
+        settings,
+        body_timeout=_seconds(settings.body_timeout, "--body-timeout"),
+        max_connections=_int(settings.max_connections, "--max-connections", 1),
+    )
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be 0..65535, got {settings.port}")
     if settings.instance is not None:
