@@ -27,6 +27,7 @@ from _fake_upstream import fake_upstream
 from _pg import fresh_schema
 from _server import ServerProcess, exposition_samples, serve_app
 from ai_usage_exporter import Recorder
+from ai_usage_exporter.server.app import create_app
 
 OPENAI_KEY = "sk-outage-test-key-0000000000000000"
 CLIENT_TOKEN = "gw-outage-token"
@@ -178,7 +179,7 @@ def _post(url: str, key: str) -> httpx.Response:
 
 def _sqlite_outage(tmp_path: Path, fail: str, restore: str, message: str, caplog: Any) -> None:
     recorder = Recorder(str(tmp_path / "ai-usage.db"), instance="box")
-    app = recorder.app(close_recorder=True)
+    app = create_app(recorder, close_recorder=True)
     with serve_app(app) as url:
         assert _post(url, "a").status_code == 200
         writer: sqlite3.Connection = recorder.ledger._w  # type: ignore[attr-defined]

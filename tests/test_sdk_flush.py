@@ -13,6 +13,7 @@ from _sdk import reset_sdk
 from _server import serve_app
 from ai_usage_exporter import Recorder, configure, flush, track_token_usage_sync
 from ai_usage_exporter.sdk import stats
+from ai_usage_exporter.server.app import create_app
 
 
 def _record(n: int = 1) -> None:
@@ -30,7 +31,7 @@ def test_a_refused_write_token_is_not_acknowledged(
     reset_sdk()
     recorder = Recorder(str(tmp_path / "s.db"))
     try:
-        with serve_app(recorder.app(write_tokens=["right-token"])) as url:
+        with serve_app(create_app(recorder, write_tokens=["right-token"])) as url:
             configure(url=url, write_token="wrong-token")
             _record(2)
             assert flush(10) is False
@@ -81,7 +82,7 @@ def test_a_timed_out_flush_does_not_hide_a_drop_from_the_next(tmp_path: Path) ->
     reset_sdk()
     recorder = Recorder(str(tmp_path / "s.db"))
     try:
-        with serve_app(recorder.app()) as url:
+        with serve_app(create_app(recorder)) as url:
             configure(url=url)
             # Invalid (cached above input): the sidecar answers 422 naming it.
             track_token_usage_sync(model="m", input_tokens=1, cached_input_tokens=5, provider="p")

@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from _server import ServerProcess, scrape
-from ai_usage_exporter.bodytimeout import BodyTimeoutMiddleware
-from ai_usage_exporter.config import ConfigError, resolve
+from ai_usage_exporter.config.fields import ConfigError
+from ai_usage_exporter.config.settings import resolve
+from ai_usage_exporter.server.bodytimeout import BodyTimeoutMiddleware
 
-Message = dict[str, Any]
 EVENT = {"provider": "openai", "model": "gpt-4o-mini", "input_tokens": 10, "output_tokens": 5}
 HEAD = (
     b"POST /api/usage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -136,13 +137,13 @@ def test_settings_from_flags_environment_and_file(tmp_path: Path) -> None:
 def test_a_complete_body_is_never_timed_out_afterwards() -> None:
     # The deadline covers receiving the body only: a response streamed for longer, and
     # the wait for a disconnect that goes with it, are left alone.
-    async def app(scope: Message, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         assert await receive() == {"type": "http.request", "body": b"x", "more_body": False}
         await send({"type": "http.response.start", "status": 200, "headers": []})
         assert await receive() == {"type": "http.disconnect"}
         await send({"type": "http.response.body", "body": b"done"})
 
-    sent: list[Message] = []
+    sent: list[dict[str, Any]] = []
     queue: list[Message] = [{"type": "http.request", "body": b"x", "more_body": False}]
 
     async def receive() -> Message:
@@ -152,7 +153,7 @@ def test_a_complete_body_is_never_timed_out_afterwards() -> None:
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
-        sent.append(message)
+        sent.append(dict(message))
 
     asyncio.run(BodyTimeoutMiddleware(app, 0.1)({"type": "http"}, receive, send))
     assert [m.get("status", m.get("body")) for m in sent] == [200, b"done"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import EVENT_COLUMNS, Ledger, LedgerError, WriteResult
-from .sqlite import SQLiteLedger
+from ai_usage_exporter.ledger.base import EVENT_COLUMNS, Ledger, LedgerError, WriteResult
+from ai_usage_exporter.ledger.sqlite import SQLiteLedger
 
 
 def open_ledger(
@@ -22,7 +22,7 @@ def open_ledger(
     error naming it, and nothing is created there.
     """
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresLedger
+        from ai_usage_exporter.ledger.postgres import PostgresLedger
 
         return PostgresLedger(url, store_text=store_text, instance=instance, must_exist=must_exist)
     if url.startswith("sqlite:///"):
