@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import urllib.error
@@ -40,6 +41,15 @@ from ai_usage_exporter.server.bodytimeout import BodyTimeoutMiddleware
 
 log = logging.getLogger("ai_usage_exporter")
 
+# What --help says: the commands, for a user (the module docstring is for developers).
+DESCRIPTION = (
+    "Count what AI applications spend. `serve` runs the sidecar (HTTP API, /metrics, "
+    "dashboard, gateway); `prices` shows resolved rates; `healthcheck` probes a running "
+    "sidecar; `report`, `query`, `import` and `prune` work on the ledger; `instances` and "
+    "`retire-instance` look after the sidecars sharing one. `ai-usage-exporter COMMAND "
+    "--help` tells more."
+)
+
 UNAUTHENTICATED_REFUSAL = (
     "refusing to listen on {host} without a write token: anyone who can reach it could "
     "write usage. Set AI_USAGE_EXPORTER_WRITE_TOKEN (and READ_TOKEN), or pass "
@@ -58,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser, and each subcommand's own (whose help says what the command can do)."""
-    p = argparse.ArgumentParser(prog="ai-usage-exporter", description=__doc__)
+    p = argparse.ArgumentParser(prog="ai-usage-exporter", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -163,6 +173,7 @@ def healthcheck(settings: Settings, timeout: float) -> tuple[bool, str]:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
+    address = host
     if ":" in host:
         host = f"[{host}]"
     tls = bool(settings.ssl_certfile)
@@ -181,8 +192,35 @@ def healthcheck(settings: Settings, timeout: float) -> tuple[bool, str]:
         return False, f"unhealthy: {url} answered {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        return False, f"unhealthy: {url}: {reason}"
+        return (
+            False,
+            f"unhealthy: {url}: {reason}{_scheme_hint(address, settings.port, tls, reason, timeout)}",
+        )
     return True, f"ok: {url} answered {status}"
+
+
+def _scheme_hint(host: str, port: int, tls: bool, reason: object, timeout: float) -> str:
+    """Why a probe in the wrong scheme failed, when that is why: HTTP to TLS, or back."""
+    if tls:
+        if isinstance(reason, ssl.SSLError):
+            return (
+                "; the port does not speak TLS (plain HTTP?): start the server with the same "
+                "certificate, or drop the TLS settings here"
+            )
+        return ""
+    try:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw):
+                pass
+    except OSError:
+        return ""
+    return (
+        "; the port speaks HTTPS: give healthcheck the server's TLS settings "
+        "(AI_USAGE_EXPORTER_SSL_CERTFILE and _KEYFILE, or tls: in --config)"
+    )
 
 
 def serve(settings: Settings) -> int:

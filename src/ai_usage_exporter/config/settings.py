@@ -10,7 +10,14 @@ from typing import Any
 
 import yaml
 
-from ai_usage_exporter.config.fields import ConfigError, as_bool, as_int, located, token_list
+from ai_usage_exporter.config.fields import (
+    ConfigError,
+    as_bool,
+    as_int,
+    located,
+    token_list,
+    unknown_key,
+)
 from ai_usage_exporter.config.gateway import GatewayConfig, parse_gateway
 from ai_usage_exporter.core.budgets import BudgetConfigError, BudgetSpec, parse_budgets
 from ai_usage_exporter.core.events.model import Limits
@@ -97,9 +104,7 @@ def load_file(path: str) -> dict[str, Any]:
     for key, value in data.items():
         where = located(path, data, key)
         if key not in _FILE_KEYS:
-            raise ConfigError(
-                f"{where}: unknown setting {key!r}; known: {', '.join(sorted(_FILE_KEYS))}"
-            )
+            raise ConfigError(f"{where}: {unknown_key('setting', key, _FILE_KEYS)}")
         if key == "synchronous":
             out[key] = _synchronous(value, where)
         elif key in ("host", "db", "prices_file", "log_level", "instance"):
@@ -202,7 +207,7 @@ def _section(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
     for k in value:
         if k not in allowed:
             raise ConfigError(
-                f"{located(where.split(':')[0], value, k)}: unknown key {k!r}; known: {', '.join(sorted(allowed))}"
+                f"{located(where.split(':')[0], value, k)}: {unknown_key('key', k, allowed)}"
             )
     return value
 
@@ -243,12 +248,20 @@ def _log_level(value: str, where: str) -> str:
 def _secret_file(path: str, name: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read().strip()
+            token = f.read().strip()
     except OSError as exc:
         raise ConfigError(
             f"{name}={path}: cannot read the token file: {exc.strerror}; "
             "mount the secret there or unset the variable"
         ) from None
+    if not token.replace(",", "").strip():
+        # An empty file would silently mean "no token": an open sidecar, or one that
+        # refuses everyone, where the operator meant to set one.
+        raise ConfigError(
+            f"{name}={path}: the token file is empty; put the token in it, or unset the "
+            "variable to run without one"
+        )
+    return token
 
 
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -178,7 +178,7 @@ class Gateway:
             "error",
             "gateway call failed on every upstream",
             route=route.name,
-            operation=operation,
+            operation=RECORDED_OPERATION[operation],
             model=call.model,
             request_id=call.request_id,
             attempts=call.failures,
@@ -478,7 +478,8 @@ class Gateway:
                 upstream=event["metadata"]["upstream"],
                 provider=event["provider"],
                 model=event["model"],
-                operation=call.operation,
+                # The ledger's word (`embedding`), not the route's plural.
+                operation=RECORDED_OPERATION[call.operation],
                 stream=call.stream,
                 status=event.get("status", "ok"),
                 http_status=status,
