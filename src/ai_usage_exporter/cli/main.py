@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from ai_usage_exporter.cli import commands
+from ai_usage_exporter.cli import commands, serve_lock
 from ai_usage_exporter.compose import build_ledger, build_price_book, build_recorder
 from ai_usage_exporter.config.fields import ConfigError
 from ai_usage_exporter.config.gateway import read_keys
@@ -248,6 +248,8 @@ def serve(settings: Settings) -> int:
         )
         return 2
     keys = read_keys(settings.gateway, os.environ) if settings.gateway is not None else {}
+    # Before the ledger opens: a second sidecar must not adopt the first one's rows.
+    lock = serve_lock.hold(settings.db)
     recorder = build_recorder(settings)
     retention = commands.start_retention(settings)
     log.info(
@@ -316,6 +318,8 @@ def serve(settings: Settings) -> int:
         signal.signal(sig, stop)
     server.run()
     retention.set()
+    if lock is not None:
+        lock.close()
     return 0
 
 
