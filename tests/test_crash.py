@@ -305,10 +305,10 @@ class _FailingLedger:
             raise LedgerError(f"ledger {self.url}: could not commit: database or disk is full")
         return self.inner.write(priced, received_at, meta)
 
-    def check_writable(self) -> None:
+    def check_writable(self, commit: bool = False) -> None:
         if self.failing:
             raise LedgerError(f"ledger {self.url} is not writable: database or disk is full")
-        self.inner.check_writable()
+        self.inner.check_writable(commit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

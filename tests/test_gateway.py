@@ -284,6 +284,9 @@ def test_embeddings_and_models(sidecar: Sidecar) -> None:
     assert result.usage.prompt_tokens == 8
     (row,) = sidecar.rows(1)
     assert (row["operation"], row["input_tokens"], row["output_tokens"]) == ("embedding", 8, 0)
+    # The call log says it in the ledger's word too.
+    calls = [orjson.loads(x) for x in sidecar.log.getvalue().splitlines()]
+    assert [c["operation"] for c in calls if c["msg"] == "gateway call"] == ["embedding"]
     # /v1/models proxies the default route's first upstream...
     assert [m.id for m in client.models.list()] == ["openai-model"]
     # ...or merges every upstream of the default route, skipping one that is down.

@@ -110,3 +110,26 @@ def test_https_when_tls_is_configured(tls_sidecar: dict[str, str]) -> None:
     bad = _healthcheck(plain)
     assert bad.returncode == 1
     assert bad.stderr.startswith(f"unhealthy: http://127.0.0.1:{port}/healthz")
+    assert bad.stderr.endswith(
+        "; the port speaks HTTPS: give healthcheck the server's TLS settings "
+        "(AI_USAGE_EXPORTER_SSL_CERTFILE and _KEYFILE, or tls: in --config)\n"
+    )
+
+
+def test_https_probe_of_a_plain_port_says_so(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    key, cert = certificate
+    with server_process(tmp_path / "p.db") as server:
+        env = {
+            "AI_USAGE_EXPORTER_PORT": str(server.port),
+            "AI_USAGE_EXPORTER_SSL_KEYFILE": str(key),
+            "AI_USAGE_EXPORTER_SSL_CERTFILE": str(cert),
+        }
+        bad = _healthcheck(env)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith(f"unhealthy: https://127.0.0.1:{server.port}/healthz: ")
+    assert bad.stderr.endswith(
+        "; the port does not speak TLS (plain HTTP?): start the server with the same "
+        "certificate, or drop the TLS settings here\n"
+    )

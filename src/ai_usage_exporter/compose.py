@@ -18,7 +18,9 @@ from ai_usage_exporter.ledger import Ledger, open_ledger
 from ai_usage_exporter.recorder.recorder import Recorder
 from ai_usage_exporter.recorder.usagelog import UsageLog
 
-Role = Literal["sidecar", "tool"]
+# A reader (report, query, instances, prune) opens only a ledger that exists: a
+# mistyped path must fail, naming it, not answer "nothing" from a new empty ledger.
+Role = Literal["sidecar", "tool", "reader"]
 
 
 def build_price_book(settings: Settings) -> PriceBook:
@@ -31,12 +33,16 @@ def build_price_book(settings: Settings) -> PriceBook:
 
 
 def build_ledger(settings: Settings, role: Role = "tool") -> Ledger:
-    """The ledger the settings name; a sidecar's writes as its instance, a tool's as none."""
+    """The ledger the settings name; a sidecar's writes as its instance, a tool's as none.
+
+    A reader's must exist already (`open_ledger(must_exist=True)`).
+    """
     return open_ledger(
         settings.db,
         synchronous=settings.synchronous,
         store_text=settings.store_text,
         instance=(settings.instance or default_instance()) if role == "sidecar" else None,
+        must_exist=role == "reader",
     )
 
 

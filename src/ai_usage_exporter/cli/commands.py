@@ -90,8 +90,10 @@ def add_parsers(sub: Any) -> None:
     _common(i)
 
     pr = sub.add_parser("prune", help="delete old event rows; totals and reports stay the same")
-    pr.add_argument("--older-than", help="an age such as 90d (default: the retention setting)")
-    pr.add_argument("--before", help="RFC 3339 or epoch seconds")
+    # One cutoff: given both, one would silently override the other.
+    cutoff = pr.add_mutually_exclusive_group()
+    cutoff.add_argument("--older-than", help="an age such as 90d (default: the retention setting)")
+    cutoff.add_argument("--before", help="RFC 3339 or epoch seconds")
     pr.add_argument("--dry-run", action="store_true", help="only count what would go")
     _common(pr)
 
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from ai_usage_exporter.importer.run import run_import
 
         return run_import(args, settings)
-    ledger = build_ledger(settings)
+    ledger = build_ledger(settings, "reader")
     try:
         if args.command == "report":
             return _report(args, ledger)

@@ -9,19 +9,22 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from ai_usage_exporter.cli import commands, reconcile
+from ai_usage_exporter.cli import commands, reconcile, serve_lock
 from ai_usage_exporter.compose import build_ledger, build_price_book, build_recorder
 from ai_usage_exporter.config.fields import ConfigError
 from ai_usage_exporter.config.gateway import read_keys
 from ai_usage_exporter.config.settings import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_DB,
     DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     LOG_LEVEL_ALIASES,
     LOG_LEVELS,
@@ -34,8 +37,18 @@ from ai_usage_exporter.core.pricing.render import describe_rates, rate_pairs
 from ai_usage_exporter.core.version import __version__
 from ai_usage_exporter.ledger import LedgerError
 from ai_usage_exporter.server.app import create_app
+from ai_usage_exporter.server.bodytimeout import BodyTimeoutMiddleware
 
 log = logging.getLogger("ai_usage_exporter")
+
+# What --help says: the commands, for a user (the module docstring is for developers).
+DESCRIPTION = (
+    "Count what AI applications spend. `serve` runs the sidecar (HTTP API, /metrics, "
+    "dashboard, gateway); `prices` shows resolved rates; `healthcheck` probes a running "
+    "sidecar; `report`, `query`, `import` and `prune` work on the ledger; `instances` and "
+    "`retire-instance` look after the sidecars sharing one. `ai-usage-exporter COMMAND "
+    "--help` tells more."
+)
 
 UNAUTHENTICATED_REFUSAL = (
     "refusing to listen on {host} without a write token: anyone who can reach it could "
@@ -55,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser, and each subcommand's own (whose help says what the command can do)."""
-    p = argparse.ArgumentParser(prog="ai-usage-exporter", description=__doc__)
+    p = argparse.ArgumentParser(prog="ai-usage-exporter", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -101,6 +114,20 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         "--log-level",
         choices=[*LOG_LEVELS, *LOG_LEVEL_ALIASES],
         help="log level (default info; env AI_USAGE_EXPORTER_LOG_LEVEL)",
+    )
+    s.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a request body must arrive within this many seconds, else 408 "
+        f"(default {DEFAULT_BODY_TIMEOUT:g}; env AI_USAGE_EXPORTER_BODY_TIMEOUT)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections served at once; requests beyond get 503 "
+        f"(default {DEFAULT_MAX_CONNECTIONS}; env AI_USAGE_EXPORTER_MAX_CONNECTIONS)",
     )
 
     ins = sub.add_parser(
@@ -153,6 +180,7 @@ def healthcheck(settings: Settings, timeout: float) -> tuple[bool, str]:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
+    address = host
     if ":" in host:
         host = f"[{host}]"
     tls = bool(settings.ssl_certfile)
@@ -171,8 +199,35 @@ def healthcheck(settings: Settings, timeout: float) -> tuple[bool, str]:
         return False, f"unhealthy: {url} answered {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        return False, f"unhealthy: {url}: {reason}"
+        return (
+            False,
+            f"unhealthy: {url}: {reason}{_scheme_hint(address, settings.port, tls, reason, timeout)}",
+        )
     return True, f"ok: {url} answered {status}"
+
+
+def _scheme_hint(host: str, port: int, tls: bool, reason: object, timeout: float) -> str:
+    """Why a probe in the wrong scheme failed, when that is why: HTTP to TLS, or back."""
+    if tls:
+        if isinstance(reason, ssl.SSLError):
+            return (
+                "; the port does not speak TLS (plain HTTP?): start the server with the same "
+                "certificate, or drop the TLS settings here"
+            )
+        return ""
+    try:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw):
+                pass
+    except OSError:
+        return ""
+    return (
+        "; the port speaks HTTPS: give healthcheck the server's TLS settings "
+        "(AI_USAGE_EXPORTER_SSL_CERTFILE and _KEYFILE, or tls: in --config)"
+    )
 
 
 def serve(settings: Settings) -> int:
@@ -200,6 +255,8 @@ def serve(settings: Settings) -> int:
         )
         return 2
     keys = read_keys(settings.gateway, os.environ) if settings.gateway is not None else {}
+    # Before the ledger opens: a second sidecar must not adopt the first one's rows.
+    lock = serve_lock.hold(settings.db)
     recorder = build_recorder(settings)
     retention = commands.start_retention(settings)
     reconciling = reconcile.start_in_sidecar(settings, recorder)
@@ -241,7 +298,11 @@ def serve(settings: Settings) -> int:
         otlp_grpc_host=settings.host,
     )
     config = uvicorn.Config(
-        app,
+        BodyTimeoutMiddleware(
+            app,
+            settings.body_timeout,
+            on_timeout=lambda: recorder.count_rejected("body_timeout"),
+        ),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -250,6 +311,9 @@ def serve(settings: Settings) -> int:
         ssl_certfile=settings.ssl_certfile,
         timeout_graceful_shutdown=30,
         server_header=False,
+        # uvicorn answers 503 to a request arriving while this many connections are open
+        # (or requests running); with the body timeout, slow senders cannot pile up.
+        limit_concurrency=settings.max_connections,
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests
@@ -266,12 +330,14 @@ def serve(settings: Settings) -> int:
     server.run()
     retention.set()
     reconciling.set()
+    if lock is not None:
+        lock.close()
     return 0
 
 
 def instances(settings: Settings, retire: str | None) -> int:
     """List the ledger's instances, or retire one; a tool's connection adopts nothing."""
-    ledger = build_ledger(settings)
+    ledger = build_ledger(settings, "reader")
     try:
         if retire is not None:
             moved = ledger.retire_instance(retire)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 
 class ConfigError(ValueError):
     """A setting is wrong; the message names the setting, its source and the value."""
+
+
+def unknown_key(kind: str, key: Any, known: Iterable[str]) -> str:
+    """`unknown <kind> 'x'; did you mean 'y'? known: ...`: a typo gets the name it missed."""
+    names = sorted(known)
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    guess = f"; did you mean {close[0]!r}?" if close else ";"
+    return f"unknown {kind} {key!r}{guess} known: {', '.join(names)}"
 
 
 def located(source: str, mapping: Any, key: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ai_usage_exporter.config.fields import ConfigError, located, token_list
+from ai_usage_exporter.config.fields import ConfigError, located, token_list, unknown_key
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -100,7 +100,7 @@ def _mapping(value: Any, where: str, allowed: set[str] | None = None) -> Mapping
         for k in value:
             if k not in allowed:
                 raise ConfigError(
-                    f"{located(_file(where), value, k)}: unknown key {k!r}; known: {', '.join(sorted(allowed))}"
+                    f"{located(_file(where), value, k)}: {unknown_key('key', k, allowed)}"
                 )
     return value
 
@@ -304,17 +304,30 @@ def _default_routes(
 
 
 def read_keys(config: GatewayConfig, environ: Mapping[str, str]) -> dict[str, str | None]:
-    """Each upstream's key from the environment; a named but unset variable is an error."""
+    """Each upstream's key from the environment; a named but unset variable is an error.
+
+    Every missing variable is named at once, so a first start does not fail once per key.
+    """
     keys: dict[str, str | None] = {}
+    missing: list[tuple[str, str]] = []
     for up in config.upstreams.values():
         if up.api_key_env is None:
             keys[up.name] = None
             continue
         key = environ.get(up.api_key_env, "").strip()
         if not key:
-            raise ConfigError(
-                f"gateway upstream {up.name!r}: environment variable {up.api_key_env} is not "
-                "set or empty; set it to the provider's API key"
-            )
+            missing.append((up.name, up.api_key_env))
         keys[up.name] = key
+    if len(missing) == 1:
+        ((name, env),) = missing
+        raise ConfigError(
+            f"gateway upstream {name!r}: environment variable {env} is not set or empty; "
+            "set it to the provider's API key"
+        )
+    if missing:
+        named = ", ".join(f"{env} (upstream {name!r})" for name, env in missing)
+        raise ConfigError(
+            f"gateway: environment variables {named} are not set or empty; set each to its "
+            "provider's API key"
+        )
     return keys

@@ -10,7 +10,14 @@ from typing import Any
 
 import yaml
 
-from ai_usage_exporter.config.fields import ConfigError, as_bool, as_int, located, token_list
+from ai_usage_exporter.config.fields import (
+    ConfigError,
+    as_bool,
+    as_int,
+    located,
+    token_list,
+    unknown_key,
+)
 from ai_usage_exporter.config.gateway import GatewayConfig, parse_gateway
 from ai_usage_exporter.config.reconcile import ReconcileSettings, parse_reconcile
 from ai_usage_exporter.core.budgets import BudgetConfigError, BudgetSpec, parse_budgets
@@ -22,6 +29,10 @@ from ai_usage_exporter.core.rollup import check_instance
 DEFAULT_PORT = 9478
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DB = "ai-usage.db"
+# Seconds a request's body may take to arrive (408 after), and connections served at
+# once (503 beyond): slow senders cannot hold the process's file descriptors.
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
 ENV_PREFIX = "AI_USAGE_EXPORTER_"
 SYNCHRONOUS = ("full", "normal")
 # The words --log-level takes; `warn` is read as `warning`, as the event's level is.
@@ -68,13 +79,16 @@ class Settings:
     reconcile: ReconcileSettings | None = None
     # OTLP/gRPC TraceService port; None: off (OTLP/HTTP is always on the main port).
     otlp_grpc_port: int | None = None
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 # Keys of the YAML file; nested sections are handled by name below.
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance", "budgets",
-    "retention", "timeseries", "usage_log", "gateway", "reconcile", "otlp",
+    "retention", "timeseries", "usage_log", "gateway", "reconcile", "otlp", "body_timeout",
+    "max_connections",
 }  # fmt: skip
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
@@ -97,9 +111,7 @@ def load_file(path: str) -> dict[str, Any]:
     for key, value in data.items():
         where = located(path, data, key)
         if key not in _FILE_KEYS:
-            raise ConfigError(
-                f"{where}: unknown setting {key!r}; known: {', '.join(sorted(_FILE_KEYS))}"
-            )
+            raise ConfigError(f"{where}: {unknown_key('setting', key, _FILE_KEYS)}")
         if key == "synchronous":
             out[key] = _synchronous(value, where)
         elif key in ("host", "db", "prices_file", "log_level", "instance"):
@@ -110,6 +122,10 @@ def load_file(path: str) -> dict[str, Any]:
             out[key] = value
         elif key == "port":
             out["port"] = as_int(value, where, 0)
+        elif key == "body_timeout":
+            out[key] = _seconds(value, where)
+        elif key == "max_connections":
+            out[key] = as_int(value, where, 1)
         elif key in ("store_text", "allow_unauthenticated"):
             out[key] = as_bool(value, where)
         elif key == "prices":
@@ -176,6 +192,19 @@ def load_file(path: str) -> dict[str, Any]:
     return out
 
 
+def _seconds(value: Any, where: str) -> float:
+    """A positive number of seconds (a body timeout)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number of seconds > 0, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number of seconds > 0, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise ConfigError(f"{where}: expected a number of seconds > 0, got {value!r}")
+    return number
+
+
 def _duration(value: Any, where: str) -> float | None:
     from ai_usage_exporter.core.timeseries import ParamError, parse_duration
 
@@ -196,7 +225,7 @@ def _section(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
     for k in value:
         if k not in allowed:
             raise ConfigError(
-                f"{located(where.split(':')[0], value, k)}: unknown key {k!r}; known: {', '.join(sorted(allowed))}"
+                f"{located(where.split(':')[0], value, k)}: {unknown_key('key', k, allowed)}"
             )
     return value
 
@@ -237,12 +266,20 @@ def _log_level(value: str, where: str) -> str:
 def _secret_file(path: str, name: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read().strip()
+            token = f.read().strip()
     except OSError as exc:
         raise ConfigError(
             f"{name}={path}: cannot read the token file: {exc.strerror}; "
             "mount the secret there or unset the variable"
         ) from None
+    if not token.replace(",", "").strip():
+        # An empty file would silently mean "no token": an open sidecar, or one that
+        # refuses everyone, where the operator meant to set one.
+        raise ConfigError(
+            f"{name}={path}: the token file is empty; put the token in it, or unset the "
+            "variable to run without one"
+        )
+    return token
 
 
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -264,6 +301,10 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         out["port"] = as_int(get("PORT"), f"{ENV_PREFIX}PORT")
     if get("OTLP_GRPC_PORT"):
         out["otlp_grpc_port"] = as_int(get("OTLP_GRPC_PORT"), f"{ENV_PREFIX}OTLP_GRPC_PORT", 1)
+    if get("BODY_TIMEOUT"):
+        out["body_timeout"] = _seconds(get("BODY_TIMEOUT"), f"{ENV_PREFIX}BODY_TIMEOUT")
+    if get("MAX_CONNECTIONS"):
+        out["max_connections"] = as_int(get("MAX_CONNECTIONS"), f"{ENV_PREFIX}MAX_CONNECTIONS", 1)
     for name, key in SECRET_ENV.items():
         value = get(name)
         file_path = get(f"{name}_FILE")
@@ -311,6 +352,11 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         settings = replace(settings, limits=limits)
     _synchronous(settings.synchronous, "settings")
     settings = replace(settings, log_level=_log_level(settings.log_level, "--log-level"))
+    settings = replace(
+        settings,
+        body_timeout=_seconds(settings.body_timeout, "--body-timeout"),
+        max_connections=as_int(settings.max_connections, "--max-connections", 1),
+    )
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be 0..65535, got {settings.port}")
     if settings.otlp_grpc_port is not None and not 0 <= settings.otlp_grpc_port <= 65535:

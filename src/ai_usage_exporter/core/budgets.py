@@ -8,6 +8,7 @@ resets it.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,8 +172,11 @@ def parse_budgets(value: Any, where: str) -> tuple[BudgetSpec, ...]:
             raise BudgetConfigError(f"{where}: budgets[{i}] must be a mapping, got {item!r}")
         unknown = sorted(set(item) - allowed)
         if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+            guess = f"; did you mean {close[0]!r}?" if close else ";"
             raise BudgetConfigError(
-                f"{where}: budgets[{i}]: unknown key {unknown[0]!r}; known: {', '.join(sorted(allowed))}"
+                f"{where}: budgets[{i}]: unknown key {unknown[0]!r}{guess} "
+                f"known: {', '.join(sorted(allowed))}"
             )
         name = item.get("name")
         if not isinstance(name, str) or not name:

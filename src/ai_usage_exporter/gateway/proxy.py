@@ -66,6 +66,10 @@ class BodyResponse(Response):
         self.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
 
 
+# Seconds a client is asked to wait while the ledger cannot be reached.
+LEDGER_RETRY_AFTER = 5
+
+
 def gateway_error(
     status: int,
     message: str,
@@ -200,6 +204,17 @@ class Gateway:
         if isinstance(call_or_error, Response):
             return call_or_error
         call = call_or_error
+        unavailable = self.recorder.writer_error
+        if unavailable is not None:
+            # Nothing is spent that cannot be recorded: until the ledger is back, refuse
+            # before any upstream is called. Clients (OpenAI's SDKs among them) retry a 503.
+            refusal = gateway_error(
+                503,
+                f"usage cannot be recorded now ({unavailable}); retry",
+                code="ledger_unavailable",
+            )
+            refusal.headers["Retry-After"] = str(LEDGER_RETRY_AFTER)
+            return refusal
         upstreams = [self.config.upstreams[n] for n in route.upstreams]
         for i, up in enumerate(upstreams, start=1):
             nxt = upstreams[i] if i < len(upstreams) else None
@@ -211,7 +226,7 @@ class Gateway:
             "error",
             "gateway call failed on every upstream",
             route=route.name,
-            operation=op.name,
+            operation=op.recorded or op.name,
             model=call.model,
             request_id=call.request_id,
             attempts=call.failures,
@@ -533,7 +548,8 @@ class Gateway:
                 upstream=event["metadata"]["upstream"],
                 provider=event["provider"],
                 model=event["model"],
-                operation=call.op.name,
+                # The ledger's word (`embedding`), not the route's plural.
+                operation=call.op.recorded or call.op.name,
                 stream=call.stream,
                 status=event.get("status", "ok"),
                 http_status=status,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import signal
 import sys
 import threading
 import time
@@ -341,6 +342,15 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     # sidecar's rows are taken over.
     recorder = build_recorder(settings, role="tool")
     stop = threading.Event()
+    signalled: list[int] = []
+    if args.follow:
+        # Following has no end of its own: SIGTERM (a container stopping, `kill`) is how
+        # it ends, so it ends as a run does, with the summary, not killed mid-line.
+        def on_term(signum: int, frame: object) -> None:
+            signalled.append(signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_term)
     t0 = time.perf_counter()
     try:
         with _progress(args.files) as progress:
@@ -360,6 +370,8 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         recorder.close()
     elapsed = time.perf_counter() - t0
+    if signalled:
+        print("stopped (SIGTERM); the checkpoint resumes after the last line read")
     print(stats.summary())
     print(f"{stats.read / elapsed if elapsed else 0:,.0f} lines/s")
     return 1 if stats.rejected else 0

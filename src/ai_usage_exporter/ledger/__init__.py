@@ -7,24 +7,37 @@ from ai_usage_exporter.ledger.sqlite import SQLiteLedger
 
 
 def open_ledger(
-    url: str, *, synchronous: str = "full", store_text: bool = False, instance: str | None = None
+    url: str,
+    *,
+    synchronous: str = "full",
+    store_text: bool = False,
+    instance: str | None = None,
+    must_exist: bool = False,
 ) -> Ledger:
     """A path (or sqlite:///path) opens SQLite; postgresql://... opens PostgreSQL.
 
     `instance` names the sidecar whose rollup rows this ledger writes and rebuilds
-    counters from; None opens it for tools, adopting nothing.
+    counters from; None opens it for tools, adopting nothing. With `must_exist` (the
+    commands that only read, or prune), a path or schema holding no ledger is an
+    error naming it, and nothing is created there.
     """
     if url.startswith(("postgresql://", "postgres://")):
         from ai_usage_exporter.ledger.postgres import PostgresLedger
 
-        return PostgresLedger(url, store_text=store_text, instance=instance)
+        return PostgresLedger(url, store_text=store_text, instance=instance, must_exist=must_exist)
     if url.startswith("sqlite:///"):
         url = url[len("sqlite:///") :]
     elif "://" in url:
         raise LedgerError(
             f"unsupported ledger URL {url!r}: give a file path or a postgresql:// URL"
         )
-    return SQLiteLedger(url, synchronous=synchronous, store_text=store_text, instance=instance)
+    return SQLiteLedger(
+        url,
+        synchronous=synchronous,
+        store_text=store_text,
+        instance=instance,
+        must_exist=must_exist,
+    )
 
 
 __all__ = ["EVENT_COLUMNS", "Ledger", "LedgerError", "SQLiteLedger", "WriteResult", "open_ledger"]

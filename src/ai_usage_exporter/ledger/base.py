@@ -121,6 +121,38 @@ class LedgerError(Exception):
     """The ledger could not commit; nothing of the write was stored."""
 
 
+# The end of every "no ledger at ..." message: where the path came from.
+WHERE_DB = "Check --db (or AI_USAGE_EXPORTER_DB, or db: in the config)"
+
+# The readiness probe's row is larger than a page, so it needs new pages as an event
+# batch does: a full database fails the probe too, not only the next commit.
+_PROBE_VALUE = "probe " * 1500
+
+
+class _ReadGuard:
+    """The read connection's lock; a database error under it becomes a LedgerError.
+
+    Every read runs under it, so a database that is gone (or a connection that broke)
+    reaches the HTTP routes as "ledger unavailable" (503), never as a driver exception.
+    """
+
+    __slots__ = ("_lock", "_ledger")
+
+    def __init__(self, ledger: SQLLedger) -> None:
+        self._lock = threading.Lock()
+        self._ledger = ledger
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        self._lock.release()
+        if isinstance(exc, self._ledger.db_errors) and not isinstance(exc, LedgerError):
+            raise LedgerError(f"ledger {self._ledger.url} cannot be read: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     inserted: list[bool]  # per event of the write, False for a duplicate
@@ -144,7 +176,7 @@ class Ledger(ReportSource, Protocol):
     def fleet_totals(self) -> dict[str, Any]: ...
     def instances(self) -> dict[str, int]: ...
     def retire_instance(self, name: str) -> int: ...
-    def check_writable(self) -> None: ...
+    def check_writable(self, commit: bool = False) -> None: ...
     def count_events(self) -> int: ...
     def latest_event_ts(self) -> float | None: ...
     def events(self) -> list[dict[str, Any]]: ...
@@ -236,6 +268,8 @@ class SQLLedger(EventQueries, ProviderUsageStore):
     # Whether the bucket table is clustered on (step, bucket, instance, key): reports
     # and charts read a time range of it, which then lies in one stretch of the file.
     clustered_buckets = False
+    # The driver's errors: under the read lock they become LedgerError (see _ReadGuard).
+    db_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, instance: str | None) -> None:
         try:
@@ -243,7 +277,7 @@ class SQLLedger(EventQueries, ProviderUsageStore):
         except ValueError as exc:
             raise LedgerError(str(exc)) from None
         self._adopts = instance is not None
-        self._read_lock = threading.Lock()
+        self._read_lock = _ReadGuard(self)
         self._insert_cache: dict[
             tuple[bool, ...], tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]
         ] = {}
@@ -490,8 +524,9 @@ class SQLLedger(EventQueries, ProviderUsageStore):
         `meta` in the same transaction lets a reader save its position exactly with
         what it read (an import's checkpoint).
         """
-        conn = self._write_conn()
+        conn: Any = None
         try:
+            conn = self._write_conn()
             cur = conn.cursor()
             self._begin(cur)
             inserted = self._insert_new(cur, priced, received_at)
@@ -514,9 +549,12 @@ class SQLLedger(EventQueries, ProviderUsageStore):
             conn.commit()
         except Exception as exc:
             try:
-                conn.rollback()
+                if conn is not None:
+                    conn.rollback()
             except Exception:  # noqa: BLE001 - the connection may be gone; the write failed either way
                 pass
+            if isinstance(exc, LedgerError):
+                raise
             raise LedgerError(
                 f"ledger {self.url}: could not commit {len(priced)} events: {exc}"
             ) from exc
@@ -576,21 +614,36 @@ class SQLLedger(EventQueries, ProviderUsageStore):
             cached = self._insert_cache[present] = (sql, pick)
         return cached
 
-    def check_writable(self) -> None:
-        """Write and roll back a row, so a read-only or full database shows up."""
-        conn = self._write_conn()
+    def check_writable(self, commit: bool = False) -> None:
+        """Write and roll back a row, so a read-only, full or unreachable database shows up.
+
+        With `commit`, the row is committed (one row, overwritten each time): a full disk
+        refuses only what reaches it, and a rolled-back write never leaves the page cache.
+        The recorder asks for that while its commits fail, to tell when they would pass.
+        """
+        conn: Any = None
         try:
+            conn = self._write_conn()
             cur = conn.cursor()
             self._begin(cur)
             ph = self.placeholder
+            if commit:
+                cur.execute(
+                    f"INSERT INTO meta (key, value) VALUES ({ph}, {ph}) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    ("readyz_probe", f"{time.time_ns()} {_PROBE_VALUE}"),
+                )
+                conn.commit()
+                return
             cur.execute(
                 f"INSERT INTO meta (key, value) VALUES ({ph}, {ph})",
-                (f"readyz-{time.time_ns()}", "probe"),
+                (f"readyz-{time.time_ns()}", _PROBE_VALUE),
             )
             conn.rollback()
         except Exception as exc:
             try:
-                conn.rollback()
+                if conn is not None:
+                    conn.rollback()
             except Exception:  # noqa: BLE001
                 pass
             raise LedgerError(f"ledger {self.url} is not writable: {exc}") from exc

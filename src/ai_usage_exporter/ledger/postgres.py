@@ -20,6 +20,7 @@ from ai_usage_exporter.ledger.base import (
     _REAL_COLUMNS,
     EVENT_COLUMNS,
     PER_INSTANCE_TABLES,
+    WHERE_DB,
     LedgerError,
     Priced,
     SQLLedger,
@@ -30,6 +31,8 @@ from ai_usage_exporter.ledger.base import (
 # Serialises schema creation and migration when several sidecars start at once (an
 # arbitrary constant, the same in every process). Writes never take it.
 _SCHEMA_LOCK_ID = 0x41495553
+# Seconds a (re)connection may take, unless the URL sets connect_timeout itself.
+CONNECT_TIMEOUT_S = 5
 
 
 def _array_type(column: str) -> str:
@@ -68,7 +71,14 @@ class PostgresLedger(SQLLedger):
     real_type = "DOUBLE PRECISION"
     id_column = "id BIGSERIAL PRIMARY KEY"
 
-    def __init__(self, url: str, *, store_text: bool = False, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        store_text: bool = False,
+        instance: str | None = None,
+        must_exist: bool = False,
+    ) -> None:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -76,6 +86,12 @@ class PostgresLedger(SQLLedger):
                 "a postgresql:// ledger needs psycopg: pip install 'ai-usage-exporter[postgres]'"
             ) from exc
         self._psycopg = psycopg
+        self.db_errors = (psycopg.Error,)
+        # Without a connect timeout, a reconnect to a host that went silent (rather than
+        # refusing) would hold the writer, and every request waiting on it, for minutes.
+        self._connect_args: dict[str, Any] = (
+            {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+        )
         self.url = _redact_url(url)
         self._dsn = url
         self.store_text = store_text
@@ -83,8 +99,10 @@ class PostgresLedger(SQLLedger):
         self._conn_lock = threading.Lock()
         self._staged_on: Any = None  # the connection that has the staging table
         try:
-            self._w = psycopg.connect(url)
-            self._r = psycopg.connect(url, autocommit=True)
+            self._w = psycopg.connect(url, **self._connect_args)
+            self._r = psycopg.connect(url, autocommit=True, **self._connect_args)
+            if must_exist:
+                self._check_is_ledger()
             with self._w.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_ID,))
                 self.create_schema(cur)
@@ -98,6 +116,28 @@ class PostgresLedger(SQLLedger):
         except psycopg.Error as exc:
             raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
 
+    def _check_is_ledger(self) -> None:
+        """Refuse a database or schema that holds no ledger, before creating anything."""
+        with self._r.cursor() as cur:
+            cur.execute("SELECT current_schema(), current_setting('search_path')")
+            row = cur.fetchone()
+            assert row is not None
+            schema, search_path = row
+            if schema is not None:
+                cur.execute(
+                    "SELECT 1 FROM information_schema.tables "
+                    "WHERE table_schema = current_schema() AND table_name = 'events'"
+                )
+                if cur.fetchone() is not None:
+                    return
+        hint = f"{WHERE_DB} and the search_path it sets"
+        self.close()
+        if schema is None:
+            raise LedgerError(
+                f"no ledger at {self.url}: schema {search_path!r} does not exist. {hint}"
+            )
+        raise LedgerError(f"no ledger at {self.url}: schema {schema!r} has no events table. {hint}")
+
     def _existing_columns(self, cur: Any, table: str) -> set[str]:
         cur.execute(
             "SELECT column_name FROM information_schema.columns "
@@ -108,13 +148,21 @@ class PostgresLedger(SQLLedger):
 
     def _write_conn(self) -> Any:
         if self._w.closed or self._w.broken:
-            self._w = self._psycopg.connect(self._dsn)
+            self._w = self._reconnect()
         return self._w
 
     def _read_conn(self) -> Any:
         if self._r.closed or self._r.broken:
-            self._r = self._psycopg.connect(self._dsn, autocommit=True)
+            self._r = self._reconnect(autocommit=True)
         return self._r
+
+    def _reconnect(self, autocommit: bool = False) -> Any:
+        # A database that is still away is "ledger unavailable" (503, retried), not an
+        # error of the request that happened to need the connection.
+        try:
+            return self._psycopg.connect(self._dsn, autocommit=autocommit, **self._connect_args)
+        except self._psycopg.Error as exc:
+            raise LedgerError(f"ledger {self.url} is unreachable: {exc}".rstrip()) from exc
 
     def _begin(self, cur: Any) -> None:
         """Nothing: psycopg opens the transaction at the first statement."""

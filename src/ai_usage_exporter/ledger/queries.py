@@ -7,8 +7,8 @@ event rows, and indexes keep them fast: `query --user X --limit 10` walks the
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 # Filters `select_events` takes: name -> events column.
@@ -71,7 +71,7 @@ class EventQueries:
     """Mixed into SQLLedger; uses its read connection, lock and placeholder."""
 
     placeholder: str
-    _read_lock: threading.Lock
+    _read_lock: AbstractContextManager[None]
 
     def _read_conn(self) -> Any:
         raise NotImplementedError

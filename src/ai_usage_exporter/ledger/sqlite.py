@@ -9,7 +9,7 @@ from typing import Any
 
 from ai_usage_exporter.core.rollup import INSTANCE
 from ai_usage_exporter.ledger import buckets
-from ai_usage_exporter.ledger.base import LedgerError, SQLLedger, q
+from ai_usage_exporter.ledger.base import WHERE_DB, LedgerError, SQLLedger, q
 
 SYNCHRONOUS = ("full", "normal")
 
@@ -79,6 +79,7 @@ class SQLiteLedger(SQLLedger):
         synchronous: str = "full",
         store_text: bool = False,
         instance: str | None = None,
+        must_exist: bool = False,
     ) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(
@@ -88,6 +89,8 @@ class SQLiteLedger(SQLLedger):
         self.url = str(self.path)
         self.store_text = store_text
         super().__init__(instance)
+        if must_exist:
+            self._check_is_ledger()
         if self.path.parent and not self.path.parent.exists():
             raise LedgerError(
                 f"cannot open ledger {self.url}: directory {self.path.parent} does not exist"
@@ -120,6 +123,30 @@ class SQLiteLedger(SQLLedger):
             cause = unwritable(self.path)
             raise LedgerError(f"cannot open ledger {self.url}: {cause or exc}") from exc
 
+    def _check_is_ledger(self) -> None:
+        """Refuse a path that holds no ledger, before anything is created there."""
+        if not self.path.is_file():
+            raise LedgerError(
+                f"no ledger at {self.url}: the file does not exist. {WHERE_DB}; `serve` and "
+                "`import` create a ledger, the other commands only read one"
+            )
+        try:
+            # Read-only, so checking never adds a journal or schema to someone else's file.
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                found = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"no ledger at {self.url}: {exc}. {WHERE_DB}") from exc
+        if found is None:
+            raise LedgerError(
+                f"no ledger at {self.url}: the file has no events table (it is not an "
+                f"ai-usage-exporter ledger). {WHERE_DB}"
+            )
+
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE, which
         # takes the write lock up front so the duplicate check and the insert cannot race.
@@ -130,6 +157,7 @@ class SQLiteLedger(SQLLedger):
         return conn
 
     clustered_buckets = True
+    db_errors = (sqlite3.Error,)
 
     def _layout_outdated(self, cur: Any, table: str) -> bool:
         # Bucket tables made before they were clustered are ordinary rowid tables.

@@ -146,6 +146,7 @@ class Recorder:
         self._closing = False
         self._closed = False
         self._writer_failing: str | None = None
+        self._down_since = 0.0
         # The readiness probe writes on the writer's connection; sharing a transaction
         # with a commit in flight would let the probe's rollback undo that commit.
         self._ledger_lock = threading.Lock()
@@ -323,9 +324,7 @@ class Recorder:
                 else:
                     result = self.ledger.write(priced, time.time())
         except LedgerError as exc:
-            if self._writer_failing is None:
-                log.error("%s", exc)
-            self._writer_failing = str(exc)
+            self._ledger_down(exc)
             for s in group:
                 if not s.retry:
                     s.error = exc
@@ -338,9 +337,7 @@ class Recorder:
                 s.error = exc
             self._finish(group, len(priced))
             return True
-        if self._writer_failing is not None:
-            log.warning("ledger %s is writable again", self.ledger.url)
-            self._writer_failing = None
+        self._ledger_up()
         self.state.apply(result.deltas.items())
         if self.usage_log is not None:
             self._log_usage(group, result.inserted)
@@ -357,6 +354,27 @@ class Recorder:
             s.result = RecordResult(ok, k - ok)
         self._finish(group, len(priced))
         return True
+
+    def _ledger_down(self, exc: LedgerError) -> None:
+        """Note the ledger failing; the log says so once, not once per request."""
+        if self._writer_failing is None:
+            self._down_since = time.monotonic()
+            log.error(
+                "ledger unavailable: %s; writes are answered 503 (retry) and queued records "
+                "wait until it is back",
+                " ".join(str(exc).split()),  # one line: drivers' messages span several
+            )
+        self._writer_failing = str(exc)
+
+    def _ledger_up(self) -> None:
+        """Note the ledger taking writes; the log says so once, with how long it was away."""
+        if self._writer_failing is not None:
+            self._writer_failing = None
+            log.warning(
+                "ledger %s is available again after %.1f s",
+                self.ledger.url,
+                time.monotonic() - self._down_since,
+            )
 
     def _log_usage(self, group: list[_Submission], inserted: list[bool]) -> None:
         assert self.usage_log is not None
@@ -459,9 +477,19 @@ class Recorder:
         return bytes(_generate_openmetrics(self.registry))
 
     def check_ready(self) -> None:
-        """Raise LedgerError unless the ledger takes writes now."""
-        with self._ledger_lock:
-            self.ledger.check_writable()
+        """Raise LedgerError unless the ledger takes writes now.
+
+        The probe tells the writer's state too: with nothing to commit, a ledger that
+        came back would otherwise stay "failing" (and /readyz 503) until the next write,
+        which a probe keeping traffic away would never let come.
+        """
+        try:
+            with self._ledger_lock:
+                self.ledger.check_writable(commit=self._writer_failing is not None)
+        except LedgerError as exc:
+            self._ledger_down(exc)
+            raise
+        self._ledger_up()
 
     def last_event_at(self) -> float | None:
         """When the newest event was committed (epoch s), else the newest stored event's time.

@@ -98,9 +98,26 @@ def is_enabled() -> bool:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until every event recorded so far is acknowledged; False on timeout."""
+    """Wait until every event recorded so far is acknowledged, and say whether it was.
+
+    True: every event recorded since the previous flush was acknowledged (committed by
+    the recorder or the sidecar, or a duplicate of one committed). False, with
+    `stats()` telling which:
+
+    - the timeout passed first: `stats()["queued"]` events are still waiting or being
+      sent (the sidecar is down or slow); they may still be delivered later;
+    - some were dropped: `stats()["dropped"]` counts them by reason: `unauthorized`
+      (the sidecar refused the write token: 401/403), `rejected` (a 4xx naming them as
+      invalid), `invalid` (refused before sending, or by the in-process recorder),
+      `queue_full`, `recorder_closed`, `error`;
+    - no destination is configured: `unconfigured` (they went nowhere).
+    """
     t = _hub.transport
-    return True if t is None else t.flush(timeout)
+    with _hub.lock:
+        unsent = sum(_hub.unsent.values())
+        went_nowhere, _hub.unsent_seen = unsent - _hub.unsent_seen, unsent
+    ok = True if t is None else t.flush(timeout)
+    return ok and went_nowhere == 0
 
 
 def shutdown(timeout: float | None = 2.0) -> None:
@@ -116,7 +133,7 @@ def stats() -> dict[str, Any]:
     """What the sender has queued, delivered and dropped (by reason)."""
     t = _hub.transport
     out: dict[str, Any] = (
-        t.stats() if t is not None else {"queued": 0, "delivered": 0, "dropped": {}}
+        t.stats() if t is not None else {"queued": 0, "sending": 0, "delivered": 0, "dropped": {}}
     )
     if _hub.unsent:
         out["dropped"] = {**dict(out["dropped"]), **_hub.unsent}

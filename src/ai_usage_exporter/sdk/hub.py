@@ -49,6 +49,7 @@ class _Hub:
         self.budgets: BudgetHook | None = None
         self.sessions_active = 0
         self.unsent: Counter[str] = Counter()
+        self.unsent_seen = 0  # sum(unsent) at the last flush
         self.lock = threading.Lock()
         self._prices: PriceBook | None = None
 

@@ -5,7 +5,7 @@ events (turns provider usage objects into plain mappings), then hands them to a
 `Recorder` in this process or POSTs them to a sidecar. The app never blocks on, or
 fails because of, the destination: a full queue drops the new event, and every drop
 is counted and logged. `flush(timeout)` waits until everything sent before it is
-acknowledged; an exit handler flushes what is left.
+acknowledged and says whether it was; an exit handler flushes what is left.
 """
 
 from __future__ import annotations
@@ -46,12 +46,18 @@ RETRY_STATUSES = frozenset((408, 425, 429, 500, 502, 503, 504))
 
 
 class _Marker:
-    """A flush request in the queue: set once everything before it is acknowledged."""
+    """A flush request in the queue: set once everything before it is acknowledged.
 
-    __slots__ = ("done",)
+    `lost` is how many events since the previous flush were dropped instead; a flush
+    that gave up waiting is `abandoned`, and leaves those drops to the next one.
+    """
+
+    __slots__ = ("done", "lost", "abandoned")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.lost = 0
+        self.abandoned = False
 
 
 class Transport:
@@ -77,6 +83,12 @@ class Transport:
         self._lock = threading.Lock()
         self.dropped: Counter[str] = Counter()
         self.delivered = 0
+        # Events taken off the queue and not yet delivered or dropped (being sent).
+        self.sending = 0
+        # Drops so far, and as the last flush marker saw them: a flush answers for the
+        # events recorded since the flush before it.
+        self._lost = 0
+        self._lost_seen = 0
         self._last_drop_log = 0.0
         self._unlogged_drops = 0
         self._start()
@@ -95,6 +107,7 @@ class Transport:
         self._queue = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
+        self.sending = 0
         if not self._stop.is_set():
             self._start()
 
@@ -111,13 +124,27 @@ class Transport:
             self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event sent before this call is acknowledged; False on timeout."""
+        """Wait until every event sent before this call is acknowledged.
+
+        True when every event sent since the previous flush was acknowledged (committed,
+        or a duplicate of one committed). False when `timeout` passed first (the rest is
+        still queued or being sent: `stats()["queued"]`), or when some were dropped
+        instead (by reason in `stats()["dropped"]`).
+        """
         if not self._thread.is_alive():
-            return not self._queue
+            return not self._queue and self._take_lost() == 0
         marker = _Marker()
         self._queue.append(marker)
         self._wake.set()
-        return marker.done.wait(timeout)
+        if not marker.done.wait(timeout):
+            marker.abandoned = True
+            return False
+        return marker.lost == 0
+
+    def _take_lost(self) -> int:
+        with self._lock:
+            lost, self._lost_seen = self._lost - self._lost_seen, self._lost
+        return lost
 
     def close(self, timeout: float | None = EXIT_FLUSH_SECONDS) -> None:
         """Flush for up to `timeout` seconds, then stop; what is left is counted as lost."""
@@ -135,8 +162,13 @@ class Transport:
         _live.discard(self)
 
     def stats(self) -> dict[str, Any]:
+        """Every event sent is in exactly one of: queued (`sending` of them now), delivered,
+        or dropped by reason."""
+        sending = self.sending
+        waiting = sum(1 for e in list(self._queue) if not isinstance(e, _Marker))
         return {
-            "queued": len(self._queue),
+            "queued": waiting + sending,
+            "sending": sending,
             "delivered": self.delivered,
             "dropped": dict(self.dropped),
         }
@@ -146,6 +178,7 @@ class Transport:
     def _drop(self, reason: str, n: int) -> None:
         with self._lock:
             self.dropped[reason] += n
+            self._lost += n
             self._unlogged_drops += n
         self._log_drops()
 
@@ -181,18 +214,24 @@ class Transport:
                     if isinstance(item, _Marker):
                         marker = item
                         break
+                    self.sending += 1
                     try:
                         batch.append(self._prepare(item))
                     except Exception as exc:  # noqa: BLE001 - a bad event must not stop the worker
                         log.warning("usage event could not be prepared: %s", exc)
                         self._drop("invalid", 1)
+                        self.sending -= 1
                 if batch:
                     try:
                         self._deliver(batch)
                     except Exception:  # noqa: BLE001
                         log.exception("usage events could not be delivered")
                         self._drop("error", len(batch))
+                # Delivered, dropped, or put back in the queue by now.
+                self.sending = 0
                 if marker is not None:
+                    if not marker.abandoned:
+                        marker.lost = self._take_lost()
                     marker.done.set()
             if self._unlogged_drops:
                 self._log_drops()
@@ -293,6 +332,19 @@ class HttpTransport(Transport):
                 self.delivered += len(batch)
                 if failing:
                     log.warning("sidecar %s accepts usage events again", self.url)
+                return
+            if status in (401, 403):
+                # Every event of the batch, and every later one, would be refused alike;
+                # waiting would only fill the queue, so they are counted as dropped.
+                log.warning(
+                    "sidecar %s refused the write token (HTTP %d): %d usage events dropped; "
+                    "give configure(write_token=...) or AI_USAGE_EXPORTER_WRITE_TOKEN the "
+                    "sidecar's write token",
+                    self.url,
+                    status,
+                    len(batch),
+                )
+                self._drop("unauthorized", len(batch))
                 return
             if r is not None and status not in RETRY_STATUSES:
                 batch = self._without_rejected(batch, r)

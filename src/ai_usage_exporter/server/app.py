@@ -39,6 +39,8 @@ log = logging.getLogger("ai_usage_exporter.http")
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TEXT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# Seconds a client is asked to wait when the ledger cannot be reached (503).
+LEDGER_RETRY_AFTER = 5
 # Query parameters GET /api/reports/<name> takes.
 _REPORT_PARAMS = ("format", "limit", "scope", "since", "until", "workflow")
 JSON_TYPES = ("application/json", "text/json")
@@ -172,7 +174,7 @@ def create_app(
             return error_response(
                 503,
                 f"events not stored: {exc}; nothing was recorded, retry",
-                retry_after=5,
+                retry_after=LEDGER_RETRY_AFTER,
             )
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
@@ -213,14 +215,14 @@ def create_app(
         try:
             view = await run_in_threadpool(recorder.view, int(raw_limit), scope)
         except LedgerError as exc:
-            return error_response(503, str(exc))
+            return error_response(503, str(exc), retry_after=LEDGER_RETRY_AFTER)
         return JSONResponse(view)
 
     async def fleet_exposition(request: Request) -> Response:
         try:
             body = await run_in_threadpool(recorder.fleet_exposition)
         except LedgerError as exc:
-            return error_response(503, str(exc))
+            return error_response(503, str(exc), retry_after=LEDGER_RETRY_AFTER)
         return Response(body, media_type=PROMETHEUS_TEXT)
 
     async def budget_usage(request: Request) -> Response:
@@ -242,7 +244,7 @@ def create_app(
         try:
             rows = await run_in_threadpool(recorder.ledger.usage_since, since, field, value)
         except LedgerError as exc:
-            return error_response(503, str(exc))
+            return error_response(503, str(exc), retry_after=LEDGER_RETRY_AFTER)
         return JSONResponse(
             {
                 "since": since,
@@ -263,7 +265,7 @@ def create_app(
         try:
             body = await run_in_threadpool(recorder.timeseries, query)
         except LedgerError as exc:
-            return error_response(503, str(exc))
+            return error_response(503, str(exc), retry_after=LEDGER_RETRY_AFTER)
         return JSONResponse(body)
 
     async def api_report(request: Request) -> Response:
@@ -298,7 +300,7 @@ def create_app(
                 instance=recorder.ledger.scope_instance(scope),
             )  # fmt: skip
         except LedgerError as exc:
-            return error_response(503, str(exc))
+            return error_response(503, str(exc), retry_after=LEDGER_RETRY_AFTER)
         body["scope"] = scope
         if fmt == "csv":
             return Response(
@@ -315,9 +317,9 @@ def create_app(
         try:
             await run_in_threadpool(recorder.check_ready)
         except LedgerError as exc:
-            return error_response(503, str(exc))
+            return error_response(503, str(exc), retry_after=LEDGER_RETRY_AFTER)
         if recorder.writer_error is not None:
-            return error_response(503, recorder.writer_error)
+            return error_response(503, recorder.writer_error, retry_after=LEDGER_RETRY_AFTER)
         return JSONResponse({"status": "ready"})
 
     async def openapi(request: Request) -> Response:

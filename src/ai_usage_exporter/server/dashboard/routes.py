@@ -145,7 +145,12 @@ def dashboard_routes(recorder: Recorder, *, read_token_required: bool) -> list[B
             body = await run_in_threadpool(status_now)
         except LedgerError as exc:
             body = {"error": {"message": str(exc)}}
-            return Response(orjson.dumps(body), status_code=503, media_type="application/json")
+            return Response(
+                orjson.dumps(body),
+                status_code=503,
+                media_type="application/json",
+                headers={"Retry-After": "5"},
+            )
         return Response(orjson.dumps(body), media_type="application/json")
 
     return [
