@@ -70,13 +70,17 @@ def window(since: str | None, until: str | None, now: float) -> Window:
     return Window(int(start // 60) * 60, int(math.ceil(end / 60)) * 60)
 
 
-# The bucket columns a report sums (of the 48): the rest are histograms it never shows.
+# The bucket columns a report sums: the rest are histograms it never shows.
 REPORT_VALUES: tuple[str, ...] = (
     "requests",
     *TOKEN_FIELDS,
     "cost_total_nusd",
     "duration_count",
     "duration_sum_us",
+    "timed_requests",
+    "timed_tokens",
+    "timed_cost_nusd",
+    "timed_duration_us",
 )
 _V = {name: i for i, name in enumerate(REPORT_VALUES)}
 _REQUESTS, _COST, _DUR_COUNT, _DUR_SUM = (
@@ -85,11 +89,17 @@ _REQUESTS, _COST, _DUR_COUNT, _DUR_SUM = (
 
 
 def measures(vec: Sequence[int], errors: int) -> dict[str, Any]:
-    """The measures of every key report, from one summed vector of REPORT_VALUES."""
+    """The measures of every key report, from one summed vector of REPORT_VALUES.
+
+    The rates (tokens/s, $/min) divide the tokens and cost of the events that have a
+    duration by their duration, nothing else; `timed_requests` says how many those are.
+    """
     tokens = {f: vec[_V[f]] for f in TOKEN_FIELDS}
     total = tokens["input_tokens"] + tokens["output_tokens"]
     cost = vec[_COST] / NANO
     seconds = vec[_DUR_SUM] / 1e6
+    timed_s = vec[_V["timed_duration_us"]] / 1e6
+    timed_cost = vec[_V["timed_cost_nusd"]] / NANO
     return {
         "requests": vec[_REQUESTS],
         "errors": errors,
@@ -98,8 +108,9 @@ def measures(vec: Sequence[int], errors: int) -> dict[str, Any]:
         "cost_usd": cost,
         "duration_ms": round(seconds * 1000, 3),
         "avg_duration_ms": round(seconds * 1000 / vec[_DUR_COUNT], 3) if vec[_DUR_COUNT] else None,
-        "tokens_per_s": round(total / seconds, 3) if seconds else None,
-        "cost_per_min": cost / (seconds / 60) if seconds else None,
+        "tokens_per_s": round(vec[_V["timed_tokens"]] / timed_s, 3) if timed_s else None,
+        "cost_per_min": round(timed_cost / (timed_s / 60), 9) if timed_s else None,
+        "timed_requests": vec[_V["timed_requests"]],
     }
 
 
@@ -247,6 +258,11 @@ def _query_row(r: dict[str, Any]) -> dict[str, Any]:
     start = r["query_start"] if r["query_start"] is not None else r["first_ts"]
     end = r["query_end"] if r["query_end"] is not None else r["last_ts"]
     tokens = int(r["input_tokens"]) + int(r["output_tokens"])
+    # The query's own duration spans all its calls; the calls' durations only theirs.
+    if own_ms is not None:
+        rate_tokens, timed = tokens, int(r["inferences"])
+    else:
+        rate_tokens, timed = int(r["timed_tokens"] or 0), int(r["timed_inferences"])
     cost = float(r["cost_usd"] or 0)
     return {
         "query_id": r["query_id"],
@@ -260,7 +276,8 @@ def _query_row(r: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": cost,
         "duration_ms": round(duration, 3),
         "errors": int(r["errors"]),
-        "tokens_per_s": round(tokens / (duration / 1000), 3) if duration else None,
+        "tokens_per_s": round(rate_tokens / (duration / 1000), 3) if duration else None,
+        "timed_inferences": timed,
         "inference_ms": round(calls_ms, 3),
         "text": r["query_text"],
     }
@@ -334,6 +351,7 @@ def _performance(grouped: list[tuple[tuple[Any, ...], list[int], int]]) -> dict[
         else None,
         "tokens_per_s": m["tokens_per_s"],
         "cost_per_min": m["cost_per_min"],
+        "timed_requests": m["timed_requests"],
     }
 
 
@@ -450,13 +468,15 @@ def render_text(body: dict[str, Any]) -> str:
             lines.append(
                 f"{p['requests']:,} calls, {p['total_tokens']:,} tokens, ${p['cost_usd']:.6f}; "
                 f"token efficiency (output/input) {cell(p['token_efficiency'])}, "
-                f"{cell(p['tokens_per_s'])} tokens/s, ${cell(p['cost_per_min'])}/min"
+                f"{cell(p['tokens_per_s'])} tokens/s, ${cell(p['cost_per_min'])}/min" + _timed(p)
             )
         return "\n".join(lines) + "\n"
     rows = flat_rows(body)
     cols = _columns(rows, name)
     if name != "queries":
         cols = [c for c in cols if c in _SHORT or c not in _MEASURE_NAMES]
+        if all(r["timed_requests"] == r["requests"] for r in rows):
+            cols = [c for c in cols if c != "timed_requests"]  # the rates cover every call
     table = _table(rows, cols)
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     for r in table:
@@ -473,8 +493,14 @@ def _line(m: dict[str, Any]) -> str:
     return (
         f"{m['requests']:,} calls, {m['input_tokens']:,} in / {m['output_tokens']:,} out tokens, "
         f"${m['cost_usd']:.6f}, {cell(m['duration_ms'])} ms, "
-        f"{cell(m['tokens_per_s'])} tokens/s, ${cell(m['cost_per_min'])}/min"
+        f"{cell(m['tokens_per_s'])} tokens/s, ${cell(m['cost_per_min'])}/min" + _timed(m)
     )
+
+
+def _timed(m: dict[str, Any]) -> str:
+    """What the rates cover, when it is not every call."""
+    n, timed = m["requests"], m["timed_requests"]
+    return "" if timed == n else f" ({timed:,} of {n:,} calls timed)"
 
 
 _MEASURE_NAMES = frozenset((*TOKEN_FIELDS, "avg_duration_ms", "requests", "errors"))

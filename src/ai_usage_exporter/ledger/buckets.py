@@ -105,6 +105,11 @@ def backfill_sql(step: int, floor: str, int_cast: str, instance: str) -> str:
         f"COALESCE(sum(CAST(round(ttft_ms * 1000) AS {int_cast})), 0)",
         *dur_edges,
         *ttft_edges,
+        "count(duration_ms)",
+        "sum(CASE WHEN duration_ms IS NOT NULL THEN input_tokens + output_tokens ELSE 0 END)",
+        f"sum(CASE WHEN duration_ms IS NOT NULL THEN {cost.format('cost_input')} + "
+        f"{cost.format('cost_output')} ELSE 0 END)",
+        f"COALESCE(sum(CAST(round(duration_ms * 1000) AS {int_cast})), 0)",
     ]
     assert len(values) == len(VALUE_COLUMNS)
     cols = ", ".join(q(c) for c in (INSTANCE, *BUCKET_KEY, *VALUE_COLUMNS))

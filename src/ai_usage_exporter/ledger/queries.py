@@ -60,6 +60,8 @@ QUERY_COLUMNS: tuple[str, ...] = (
     "query_end",
     "query_duration_ms",
     "query_text",
+    "timed_inferences",
+    "timed_tokens",
 )
 
 
@@ -136,7 +138,12 @@ class EventQueries:
         """
         ph = self.placeholder
         cond, params = self._instance_where(instance)
-        order_by = "cost_usd" if order == "cost" else "input_tokens + output_tokens"
+        # The sums, spelt out: in an expression a name is the events column, not the
+        # output alias, so `input_tokens + output_tokens` would be one row's values
+        # (SQLite) or an error (PostgreSQL).
+        order_by = (
+            "sum(cost_total)" if order == "cost" else "sum(input_tokens) + sum(output_tokens)"
+        )
         sql = (
             'SELECT query_id, max("user") AS "user", min(ts) AS first_ts, max(ts) AS last_ts, '
             "count(*) AS inferences, sum(input_tokens) AS input_tokens, "
@@ -144,7 +151,10 @@ class EventQueries:
             "COALESCE(sum(duration_ms), 0) AS duration_ms, "
             "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
             "min(query_start) AS query_start, max(query_end) AS query_end, "
-            "max(query_duration_ms) AS query_duration_ms, max(query_text) AS query_text "
+            "max(query_duration_ms) AS query_duration_ms, max(query_text) AS query_text, "
+            "count(duration_ms) AS timed_inferences, "
+            "sum(CASE WHEN duration_ms IS NOT NULL THEN input_tokens + output_tokens ELSE 0 END) "
+            "AS timed_tokens "
             f"FROM events WHERE query_id IS NOT NULL AND ts >= {ph} AND ts < {ph} AND {cond} "
             f"GROUP BY query_id ORDER BY {order_by} DESC, query_id LIMIT {int(limit)}"
         )

@@ -1,0 +1,217 @@
+"""Issue 23, the reports side: answers that were silently wrong, each pinned by a test.
+
+Every report here runs on SQLite and PostgreSQL (the `ledger_url` fixture).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from _server import exposition_samples, serve_app
+from ai_usage_exporter import Recorder
+from ai_usage_exporter.cli import main
+from ai_usage_exporter.ledger import open_ledger
+from ai_usage_exporter.reports import Window, build_report, render
+from test_ledger import ledger_url  # noqa: F401 - the sqlite/postgresql fixture
+
+DAY = 86400
+D0 = int(time.time() // DAY) * DAY - 2 * DAY
+W = Window(D0, D0 + 3 * DAY)
+
+
+def _ev(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"provider": "openai", "model": "gpt-4o-mini", "timestamp": D0 + 3600}
+    return {**base, **kw}
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- 1. ORDER BY the sums
+
+
+def test_queries_by_tokens_orders_by_the_sums(ledger_url: str) -> None:  # noqa: F811
+    # qa: ten calls of 100 tokens (1,000 in all); qb: one call of 500 tokens.
+    events = [_ev(query_id="qa", input_tokens=100, output_tokens=0) for _ in range(10)]
+    events.append(_ev(query_id="qb", input_tokens=500, output_tokens=0, cost_usd=1.0))
+    with Recorder(ledger_url) as rec:
+        rec.record_many(events)
+        by_tokens = build_report(rec.ledger, "queries", W, order="tokens")
+        by_cost = build_report(rec.ledger, "queries", W, order="cost")
+    assert [(r["query_id"], r["total_tokens"]) for r in by_tokens["rows"]] == [
+        ("qa", 1000),
+        ("qb", 500),
+    ]
+    assert [r["query_id"] for r in by_cost["rows"]] == ["qb", "qa"]
+
+
+def test_key_reports_order_by_summed_cost_across_days(ledger_url: str) -> None:  # noqa: F811
+    # m1 is the dearest on no single day, but the dearest over the three.
+    events = [
+        _ev(model="m1", cost_usd=0.4, timestamp=D0 + d * DAY + 60, input_tokens=1) for d in range(3)
+    ]
+    events.append(_ev(model="m2", cost_usd=1.0, timestamp=D0 + 60, input_tokens=1))
+    with Recorder(ledger_url) as rec:
+        rec.record_many(events)
+        body = build_report(rec.ledger, "models", W)
+    assert [(r["model"], round(r["cost_usd"], 9)) for r in body["rows"]] == [
+        ("m1", 1.2),
+        ("m2", 1.0),
+    ]
+
+
+# ---------------------------------------------------------------- 2. rates over covered events
+
+
+def test_rates_use_only_the_events_with_a_duration(ledger_url: str) -> None:  # noqa: F811
+    events = [
+        _ev(agent="a", input_tokens=80, output_tokens=20, cost_usd=0.5, duration_ms=2000.0),
+        _ev(agent="a", input_tokens=9000, output_tokens=1000, cost_usd=3.0),  # no duration
+    ]
+    with Recorder(ledger_url) as rec:
+        rec.record_many(events)
+        body = build_report(rec.ledger, "agents", W)
+        models = build_report(rec.ledger, "models", W)
+    (agent,) = body["rows"]
+    assert agent["tokens_per_s"] == 50.0  # 100 tokens in 2 s, not 10,100 in 2 s
+    assert agent["cost_per_min"] == pytest.approx(15.0)  # $0.5 in 2 s
+    assert agent["timed_requests"] == 1
+    assert body["summary"]["tokens_per_s"] == 50.0
+    assert body["summary"]["timed_requests"] == 1
+    assert models["rows"][0]["tokens_per_s"] == 50.0
+    assert "1 of 2 calls timed" in render(body, "text")
+
+
+def test_query_rate_without_its_own_duration_covers_the_timed_calls(
+    ledger_url: str,  # noqa: F811
+) -> None:
+    events = [
+        _ev(query_id="q", input_tokens=90, output_tokens=10, duration_ms=1000.0),
+        _ev(query_id="q", input_tokens=5000, output_tokens=0),
+    ]
+    with Recorder(ledger_url) as rec:
+        rec.record_many(events)
+        (row,) = build_report(rec.ledger, "queries", W)["rows"]
+    assert row["tokens_per_s"] == 100.0
+    assert row["timed_inferences"] == 1
+
+
+# ---------------------------------------------------------------- 3. import into a running serve
+
+
+def _requests_total(text: str) -> float:
+    return sum(
+        v for (name, _), v in exposition_samples(text).items() if name == "ai_requests_total"
+    )
+
+
+def test_import_into_a_running_sidecar_shows_in_metrics_and_view_alike(
+    ledger_url: str,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = tmp_path / "usage.log"
+    log.write_text("\n".join(orjson.dumps(_ev(input_tokens=i + 1)).decode() for i in range(21)))
+    rec = Recorder(ledger_url, instance="pod-a")
+    with serve_app(rec.app(close_recorder=True)) as url:
+        httpx.post(f"{url}/api/usage", json=[_ev(input_tokens=1)] * 5).raise_for_status()
+        code, _ = _cli(capsys, "import", str(log), "--db", ledger_url)
+        assert code == 0
+        view = httpx.get(f"{url}/api/metrics").json()
+        metrics = httpx.get(f"{url}/metrics").text
+        assert view["totals"]["requests"] == 26
+        assert _requests_total(metrics) == 26
+        # Every later scrape agrees too, and nothing counts twice.
+        assert _requests_total(httpx.get(f"{url}/metrics").text) == 26
+        assert httpx.get(f"{url}/api/metrics?scope=fleet").json()["totals"]["requests"] == 26
+
+
+# ---------------------------------------------------------------- 4. agents: step log, limit
+
+
+def test_agents_step_log_in_csv_markdown_and_http(
+    ledger_url: str,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = [
+        _ev(agent="planner", task="plan", workflow_id="w1", step="1", input_tokens=10,
+            duration_ms=100.0, timestamp=D0 + 3600),
+        _ev(agent="writer", task="write", workflow_id="w1", step="2", input_tokens=20,
+            duration_ms=200.0, timestamp=D0 + 3601),
+        _ev(agent="other", task="t", input_tokens=30, timestamp=D0 + 3602),
+    ]  # fmt: skip
+    rec = Recorder(ledger_url)
+    rec.record_many(events)
+    args = ("--db", ledger_url, "--since", str(D0), "--until", str(D0 + 3 * DAY))
+    code, out = _cli(capsys, "report", "agents", "--workflow", "w1", "--format", "csv", *args)
+    assert code == 0
+    # A CSV file holds one table: with --workflow it is the step log.
+    steps = out.splitlines()
+    assert steps[0].startswith("n,step,time,agent,task,tool,node,")
+    assert [line.split(",")[:5:4] for line in steps[1:]] == [["1", "plan"], ["2", "write"]]
+    code, out = _cli(capsys, "report", "agents", "--workflow", "w1", "--format", "markdown", *args)
+    assert "execution log, workflow w1" in out
+    assert "| 2 | 2 |" in out
+    code, out = _cli(capsys, "report", "agents", "--limit", "1", "--format", "json", *args)
+    assert [a["agent"] for a in orjson.loads(out)["rows"]] == ["other"]
+    with serve_app(rec.app(close_recorder=True)) as url:
+        r = httpx.get(
+            f"{url}/api/reports/agents",
+            params={"workflow": "w1", "format": "csv", "since": str(D0), "until": str(D0 + 3 * DAY),
+                    "scope": "fleet"},
+        )  # fmt: skip
+        assert r.status_code == 200
+        assert r.text.splitlines()[0].startswith("n,step,time,agent")
+        assert len(r.text.splitlines()) == 3
+        r = httpx.get(f"{url}/api/reports/agents", params={"limit": "1", "scope": "fleet",
+                      "since": str(D0), "until": str(D0 + 3 * DAY)})  # fmt: skip
+        assert [a["agent"] for a in r.json()["rows"]] == ["other"]
+
+
+# ---------------------------------------------------------------- 6. one line, one count
+
+
+SUMMARY: dict[str, Any] = {
+    "event": "token_usage_summary",
+    "query_id": "q-dup",
+    "provider": "openai",
+    "model": "gpt-4o-mini",
+    "inferences": [
+        {"node_name": "manager", "prompt_tokens": 10, "completion_tokens": 1,
+         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(D0 + 3600))},
+        {"node_name": "synthesizer", "prompt_tokens": 20, "completion_tokens": 2,
+         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(D0 + 3601))},
+    ],
+}  # fmt: skip
+
+
+def test_a_summary_line_counts_once_however_it_arrives(
+    ledger_url: str,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rec = Recorder(ledger_url)
+    with serve_app(rec.app(close_recorder=True)) as url:
+        first = httpx.post(f"{url}/api/usage", json=SUMMARY).json()
+        again = httpx.post(f"{url}/api/usage", json=SUMMARY).json()
+        assert (first, again) == (
+            {"accepted": 2, "duplicates": 0},
+            {"accepted": 0, "duplicates": 2},
+        )
+    log = tmp_path / "token_usage.log"
+    log.write_text("TOKEN_USAGE: " + orjson.dumps(SUMMARY).decode() + "\n")
+    code, out = _cli(capsys, "import", str(log), "--db", ledger_url)
+    assert out.splitlines()[0].startswith("lines read 1, events accepted 0, duplicate 2")
+    ledger = open_ledger(ledger_url)
+    try:
+        assert ledger.summary(scope="fleet")["totals"]["requests"] == 2
+    finally:
+        ledger.close()
