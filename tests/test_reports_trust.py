@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from test_ledger import ledger_url  # noqa: F401 - the sqlite/postgresql fixture
 
 from _server import exposition_samples, serve_app
 from ai_usage_exporter import Recorder
 from ai_usage_exporter.cli import main
 from ai_usage_exporter.ledger import open_ledger
 from ai_usage_exporter.reports import Window, build_report, render
-from test_ledger import ledger_url  # noqa: F401 - the sqlite/postgresql fixture
 
 DAY = 86400
 D0 = int(time.time() // DAY) * DAY - 2 * DAY

@@ -59,7 +59,12 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--until", help="end, exclusive (default: the end of today, UTC)")
     r.add_argument("--format", choices=FORMATS, default="text")
     r.add_argument("--workflow", help="agents: also the step-by-step log of this workflow id")
-    r.add_argument("--limit", type=int, default=100, help="rows of queries/models/... (100)")
+    r.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        help="at most this many rows (agents: agents; default 100)",
+    )
     r.add_argument("--by", choices=("cost", "tokens"), default="cost", help="queries: order")
     _instance(r)
     _common(r)

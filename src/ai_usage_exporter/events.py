@@ -8,6 +8,7 @@ Everything here is pure: a JSON value goes in, `UsageEvent` objects or an
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import time
 from collections.abc import Mapping
@@ -984,6 +985,23 @@ def _summary_totals(
     return errors
 
 
+def summary_key(obj: Mapping[str, Any]) -> str:
+    """The idempotency key of a query-summary line that gives none; `#<n>` per inference.
+
+    Derived from the line alone, the same on every path (POST, import, the SDK), so
+    the line counts once however often and however it arrives: its query id when it
+    has one, else a hash of its content.
+    """
+    qid = obj.get("query_id")
+    if isinstance(qid, str) and qid:
+        return f"query:{qid}"
+    try:
+        text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # a dict's repr read from a log may have non-string keys
+        text = repr(sorted(obj.items(), key=repr)).encode()
+    return f"summary:{hashlib.sha256(text).hexdigest()[:32]}"
+
+
 def _summary_events(
     obj: Mapping[str, Any], limits: Limits, now: float, errors: list[_Invalid]
 ) -> list[UsageEvent]:
@@ -1021,6 +1039,8 @@ def _summary_events(
             else str(obj["whatsapp"])
         )
     base_key = shared.pop("idempotency_key", None)
+    if base_key is None:
+        base_key = summary_key(obj)
     events: list[UsageEvent] = []
     complete = True
     for i, inf in enumerate(inferences):

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from .events import EVENT_FIELDS, TOKEN_ALIASES, USAGE_FIELDS
+from .events import EVENT_FIELDS, TOKEN_ALIASES, USAGE_FIELDS, summary_key
 
 SUMMARY = "token_usage_summary"
 BOM = b"\xef\xbb\xbf"
@@ -83,10 +83,11 @@ def content_key(obj: Mapping[str, Any]) -> str:
     It hashes the record, not the line, so the same summary logged bare, after a
     prefix or inside a Docker envelope counts once.
     """
+    if obj.get("event") == SUMMARY:
+        # The key a posted line gets too, so a line posted and imported counts once;
+        # per inference, the parser appends #0, #1, ... to it.
+        return summary_key(obj)
     digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-    if obj.get("event") == SUMMARY and isinstance(obj.get("query_id"), str):
-        # Per inference, the parser appends #0, #1, ... to this.
-        return f"import:{obj['query_id']}:{digest}"
     return f"import:{digest}"
 
 

@@ -52,6 +52,13 @@ STEP_COLUMNS: tuple[str, ...] = (
 )
 
 
+# The columns of one step of `agents --workflow` (see `_step_row`).
+STEP_ROW_COLUMNS: tuple[str, ...] = (
+    "n", "step", "time", "agent", "task", "tool", "node", "model", "total_tokens",
+    "cost_usd", "duration_ms", "tokens_per_s", "status",
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     since: int
@@ -225,7 +232,7 @@ def build_report(
     if name == "daily":
         body["rows"] = [{"day": _iso(k[0])[:10], **measures(v, e)} for k, v, e in grouped]
     elif name == "agents":
-        body["rows"] = _agent_tree(grouped)
+        body["rows"] = _agent_tree(grouped)[:limit]
         body["summary"] = _performance(grouped)
         if workflow is not None:
             body["workflow"] = workflow
@@ -293,6 +300,7 @@ def _step_row(n: int, s: dict[str, Any]) -> dict[str, Any]:
         "agent": s["agent"],
         "task": s["task"],
         "tool": s["tool"],
+        "node": s["node"],
         "model": s["model"],
         "total_tokens": tokens,
         "cost_usd": float(s["cost_total"]),
@@ -385,9 +393,13 @@ def render(body: dict[str, Any], fmt: str) -> str:
 
 
 def render_csv(body: dict[str, Any]) -> str:
-    rows = flat_rows(body)
+    """One CSV table: the report's rows, or for `agents --workflow` the step log."""
+    if body.get("workflow") is not None:
+        rows, columns = body["steps"], list(STEP_ROW_COLUMNS)
+    else:
+        rows = flat_rows(body)
+        columns = _columns(rows, body["report"])
     buf = io.StringIO()
-    columns = _columns(rows, body["report"])
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for r in rows:
@@ -430,6 +442,14 @@ def render_markdown(body: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(table[0]) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    if body.get("workflow") is not None:
+        lines += ["", f"### execution log, workflow {body['workflow']}", ""]
+        steps = _table(body["steps"], list(STEP_ROW_COLUMNS))
+        lines.append("| " + " | ".join(steps[0]) + " |")
+        lines.append("|" + "|".join("---" for _ in STEP_ROW_COLUMNS) + "|")
+        lines += ["| " + " | ".join(r) + " |" for r in steps[1:]]
+        if not body["steps"]:
+            lines += ["", "no events of this workflow in the range"]
     return "\n".join(lines) + "\n"
 
 
