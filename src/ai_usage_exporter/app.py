@@ -282,6 +282,7 @@ def create_app(
         except ParamError as exc:
             return error_response(400, str(exc), [exc.as_dict()])
         try:
+            await run_in_threadpool(recorder.adopt_unadopted)
             body = await run_in_threadpool(
                 build_report, recorder.ledger, name, w,
                 workflow=params.get("workflow"), limit=int(raw_limit),

@@ -396,12 +396,40 @@ class Recorder:
     def count_rejected(self, reason: str, n: int = 1) -> None:
         self.state.count_rejected(reason, n)
 
+    def adopt_unadopted(self) -> int:
+        """Adopt rows a tool (`import`) wrote since the start; returns requests adopted.
+
+        Run before every read of this instance's numbers, so `/metrics` and the JSON
+        view agree at each read: the rows move into this instance and their sums into
+        the counters (see `Ledger.adopt_unadopted`).
+        """
+        if not self.ledger.has_unadopted():
+            return 0
+        with self._ledger_lock:
+            deltas = self.ledger.adopt_unadopted()
+            # Inside the lock: the next adopter finds the rows gone and the counters grown.
+            self.state.apply(deltas)
+        if not deltas:
+            return 0
+        self.bucket_cache.note_commit(0.0)  # the moved buckets may lie anywhere in time
+        n = sum(vec[0] for _, vec in deltas)
+        log.info("adopted %d requests a tool wrote to the ledger (an import)", n)
+        return n
+
+    def _adopt_quietly(self) -> None:
+        # A scrape serves the counters it has when the ledger cannot be read.
+        try:
+            self.adopt_unadopted()
+        except LedgerError as exc:
+            log.warning("%s", exc)
+
     def view(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
         """The JSON view: totals and breakdowns from the ledger's rollup.
 
-        `scope` "instance" (the default) covers the events this sidecar committed, the
-        same as its counters; "fleet" covers every sidecar sharing the ledger.
+        `scope` "instance" (the default) covers the events this sidecar committed or
+        adopted, the same as its counters; "fleet" covers every sidecar sharing the ledger.
         """
+        self.adopt_unadopted()
         view = json_view(
             summary=self.ledger.summary(limit, scope),
             exporter=self.state.exporter,
@@ -431,6 +459,7 @@ class Recorder:
     def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
         """A chart's series from the ledger's time buckets, in the query's scope."""
         step = query.step_seconds
+        self.adopt_unadopted()
         instance = self.ledger.scope_instance(query.scope)
 
         def fetch(start: int, end: int) -> list[tuple[Any, ...]]:
@@ -449,11 +478,13 @@ class Recorder:
 
     def exposition(self) -> bytes:
         """Prometheus text format 0.0.4: our families, then anything else in the registry."""
+        self._adopt_quietly()
         with self.collector.skipping():
             others = _generate_latest(self.registry)
         return self.state.render_text().encode() + others
 
     def openmetrics(self) -> bytes:
+        self._adopt_quietly()
         return bytes(_generate_openmetrics(self.registry))
 
     def check_ready(self) -> None:

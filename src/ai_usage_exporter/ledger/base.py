@@ -139,6 +139,8 @@ class Ledger(Protocol):
     def instances(self) -> dict[str, int]: ...
     def retire_instance(self, name: str) -> int: ...
     def check_writable(self) -> None: ...
+    def has_unadopted(self) -> bool: ...
+    def adopt_unadopted(self) -> list[tuple[RollupKey, Delta]]: ...
     def count_events(self) -> int: ...
     def latest_event_ts(self) -> float | None: ...
     def events(self) -> list[dict[str, Any]]: ...
@@ -832,6 +834,56 @@ class SQLLedger(EventQueries):
     def _begin_admin(self, cur: Any) -> None:
         """Begin a transaction that moves rows between instances."""
         self._begin(cur)
+
+    # Adopting while the sidecar runs. `import` writes as a tool: unassigned rows, which
+    # a sidecar adopted only when it opened the ledger, so an import into the ledger of
+    # a running sidecar was in its JSON view (SQLite reads the whole file) and not in its
+    # /metrics until a restart. Now, before it answers a read, the sidecar moves any
+    # waiting rows into its instance in one transaction and adds exactly what it moved
+    # to its counters: they only grow, nothing counts twice, and view and /metrics agree.
+
+    def _unadopted_where(self) -> tuple[str, tuple[Any, ...]]:
+        """The rows this sidecar adopts: the unassigned ones (SQLite: any not its own)."""
+        return f"{q(INSTANCE)} = {self.placeholder}", (UNASSIGNED_INSTANCE,)
+
+    def has_unadopted(self) -> bool:
+        """Whether rows wait to be adopted: one indexed probe, cheap enough for each read."""
+        if not self._adopts:
+            return False
+        where, params = self._unadopted_where()
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(f"SELECT 1 FROM rollup WHERE {where} LIMIT 1", params)
+            return cur.fetchone() is not None
+
+    def adopt_unadopted(self) -> list[tuple[RollupKey, Delta]]:
+        """Move the waiting rows into this instance; returns what moved, summed per key.
+
+        The caller holds the writer's lock and adds the sums to its counters.
+        """
+        if not self._adopts:
+            return []
+        where, params = self._unadopted_where()
+        keys = ", ".join(q(c) for c in KEY_FIELDS)
+        sums = ", ".join(f"sum({q(c)})" for c in VALUE_COLUMNS)
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            # Serialises adopters: two sidecars sharing PostgreSQL must not both take them.
+            self._begin_admin(cur)
+            cur.execute(f"SELECT {keys}, {sums} FROM rollup WHERE {where} GROUP BY {keys}", params)
+            rows = cur.fetchall()
+            if rows:
+                self._move_instance_rows(cur, where, params, self.instance)
+            conn.commit()
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection is gone; exc says why
+                pass
+            raise LedgerError(f"ledger {self.url}: could not adopt unassigned rows: {exc}") from exc
+        n = len(KEY_FIELDS)
+        return [(tuple(r[:n]), [int(v or 0) for v in r[n:]]) for r in rows]
 
     def close(self) -> None:
         raise NotImplementedError
