@@ -215,3 +215,137 @@ def test_a_summary_line_counts_once_however_it_arrives(
         assert ledger.summary(scope="fleet")["totals"]["requests"] == 2
     finally:
         ledger.close()
+
+
+# ---------------------------------------------------------------- the per-node view
+
+
+def _graph_line(qid: str, user: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(D0 + 7200))
+    return {
+        "event": "token_usage_summary",
+        "query_id": qid,
+        "whatsapp": user,
+        "provider": "openai",
+        "model": model,
+        "inferences": [
+            {"node_name": "manager", "inference_type": "planning", "prompt_tokens": 100,
+             "completion_tokens": 10, "timestamp": ts},
+            {"node_name": "financiero_planificar", "inference_type": "tool_call",
+             "prompt_tokens": 300, "completion_tokens": 30, "timestamp": ts},
+            {"node_name": "synthesizer", "inference_type": "response", "prompt_tokens": 200,
+             "completion_tokens": 20, "timestamp": ts},
+        ],
+    }  # fmt: skip
+
+
+def test_nodes_are_the_agents_of_an_app_naming_no_agents(ledger_url: str) -> None:  # noqa: F811
+    with Recorder(ledger_url) as rec:
+        rec.record_many([_graph_line("q1", "+1"), _graph_line("q2", "+2")])
+        body = build_report(rec.ledger, "agents", W)
+        text = render(body, "text")
+        view = rec.view(scope="fleet")
+        from ai_usage_exporter.timeseries import parse_query
+
+        q = parse_query({"by": ["node"], "metric": ["tokens"], "step": ["1h"],
+                         "from": [str(D0)], "to": [str(D0 + DAY)], "scope": ["fleet"]}, D0 + DAY)  # fmt: skip
+        series = rec.timeseries(q)["series"]
+    assert [(a["agent"], a["requests"], a["total_tokens"]) for a in body["rows"]] == [
+        ("financiero_planificar", 2, 660),
+        ("synthesizer", 2, 440),
+        ("manager", 2, 220),
+    ]
+    assert [(n["node"], n["inference_type"], n["requests"]) for n in body["nodes"]] == [
+        ("financiero_planificar", "tool_call", 2),
+        ("synthesizer", "response", 2),
+        ("manager", "planning", 2),
+    ]
+    assert "Agent manager: 2 calls" in text
+    assert "Node manager (planning): 2 calls" in text
+    assert [(r["node"], r["requests"]) for r in view["by_node"]] == [
+        ("financiero_planificar", 2), ("manager", 2), ("synthesizer", 2)
+    ]  # fmt: skip
+    assert {s["key"]: sum(s["values"]) for s in series} == {
+        "financiero_planificar": 660, "synthesizer": 440, "manager": 220
+    }  # fmt: skip
+
+
+def test_reports_filter_by_service_tenant_model_and_user(
+    ledger_url: str,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = [
+        _ev(service="api", tenant="acme", user="u1", query_id="qa", input_tokens=10),
+        _ev(service="api", tenant="beta", user="u2", query_id="qb", input_tokens=20),
+        _ev(service="bot", tenant="acme", user="u1", query_id="qc", input_tokens=40,
+            model="gpt-4o-mini-2024-07-18"),
+        _ev(service="bot", tenant="acme", user="u3", query_id="qd", input_tokens=80,
+            model="gpt-4o"),
+    ]  # fmt: skip
+    rec = Recorder(ledger_url)
+    rec.record_many(events)
+    rng = ("--db", ledger_url, "--since", str(D0), "--until", str(D0 + 3 * DAY))
+
+    def daily_tokens(*flags: str) -> int:
+        code, out = _cli(capsys, "report", "daily", "--format", "json", *flags, *rng)
+        assert code == 0
+        return sum(r["input_tokens"] for r in orjson.loads(out)["rows"])
+
+    assert daily_tokens() == 150
+    assert daily_tokens("--service", "bot") == 120
+    assert daily_tokens("--tenant", "acme") == 130
+    assert daily_tokens("--model", "gpt-4o-mini") == 70  # the dated snapshot too
+    assert daily_tokens("--user", "u1") == 50
+    assert daily_tokens("--user", "u1", "--service", "bot") == 40
+    code, out = _cli(capsys, "report", "queries", "--user", "u1", "--format", "json", *rng)
+    assert sorted(r["query_id"] for r in orjson.loads(out)["rows"]) == ["qa", "qc"]
+    code, out = _cli(capsys, "report", "models", "--format", "json", "--user", "u1", *rng)
+    assert [(r["model"], r["requests"]) for r in orjson.loads(out)["rows"]] == [("gpt-4o-mini", 2)]
+    with serve_app(rec.app(close_recorder=True)) as url:
+        params = {"since": str(D0), "until": str(D0 + 3 * DAY), "scope": "fleet"}
+
+        def http_tokens(**more: str) -> int:
+            r = httpx.get(f"{url}/api/reports/daily", params={**params, **more})
+            assert r.status_code == 200, r.text
+            return sum(row["input_tokens"] for row in r.json()["rows"])
+
+        assert http_tokens(service="bot") == 120
+        assert http_tokens(tenant="acme", user="u3") == 80
+        assert http_tokens(model="gpt-4o-mini") == 70
+        body = httpx.get(f"{url}/api/reports/queries", params={**params, "user": "u2"}).json()
+        assert [r["query_id"] for r in body["rows"]] == ["qb"]
+        assert body["filters"] == {"user": "u2"}
+
+
+def test_one_model_one_row_while_the_ledger_keeps_the_served_name(
+    ledger_url: str,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = [
+        _ev(model="gpt-4o-mini-2024-07-18", input_tokens=10),
+        _ev(model="gpt-4o-mini", input_tokens=20),
+        _ev(model="gpt-4o", input_tokens=40),
+    ]
+    with Recorder(ledger_url) as rec:
+        rec.record_many(events)
+        body = build_report(rec.ledger, "models", W, model_name=rec.prices.canonical_model)
+        from ai_usage_exporter.timeseries import parse_query
+
+        q = parse_query({"by": ["model"], "metric": ["tokens"], "step": ["1h"],
+                         "from": [str(D0)], "to": [str(D0 + DAY)], "scope": ["fleet"]}, D0 + DAY)  # fmt: skip
+        series = rec.timeseries(q)["series"]
+        served = sorted({e["model"] for e in rec.ledger.events()})
+    assert [(r["model"], r["input_tokens"]) for r in body["rows"]] == [
+        ("gpt-4o-mini", 30), ("gpt-4o", 40)
+    ] or [(r["model"], r["input_tokens"]) for r in body["rows"]] == [
+        ("gpt-4o", 40), ("gpt-4o-mini", 30)
+    ]  # fmt: skip
+    assert {s["key"]: sum(s["values"]) for s in series} == {
+        "openai/gpt-4o-mini": 30, "openai/gpt-4o": 40
+    }  # fmt: skip
+    assert served == ["gpt-4o", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"]
+    code, out = _cli(capsys, "query", "--model", "gpt-4o-mini", "--db", ledger_url,
+                     "--format", "json")  # fmt: skip
+    assert sorted(c["model"] for c in orjson.loads(out)) == [
+        "gpt-4o-mini", "gpt-4o-mini-2024-07-18"
+    ]  # fmt: skip

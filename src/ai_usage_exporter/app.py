@@ -25,6 +25,7 @@ from .events import EventError
 from .ledger import LedgerError
 from .openapi import openapi_document
 from .recorder import Recorder, RecorderBusyError, RecorderClosedError
+from .reports import FILTERS as REPORT_FILTERS
 from .reports import REPORTS, build_report, render_csv, window
 from .timeseries import ParamError, parse_scope
 from .timeseries import parse_query as parse_timeseries_query
@@ -37,7 +38,7 @@ log = logging.getLogger("ai_usage_exporter.http")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TEXT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 # Query parameters GET /api/reports/<name> takes.
-_REPORT_PARAMS = ("format", "limit", "scope", "since", "until", "workflow")
+_REPORT_PARAMS = ("format", "limit", "scope", "since", "until", "workflow", *REPORT_FILTERS)
 JSON_TYPES = ("application/json", "text/json")
 NDJSON_TYPES = (
     "application/x-ndjson",
@@ -287,6 +288,8 @@ def create_app(
                 build_report, recorder.ledger, name, w,
                 workflow=params.get("workflow"), limit=int(raw_limit),
                 instance=recorder.ledger.scope_instance(scope),
+                filters={k: params[k] for k in REPORT_FILTERS if k in params},
+                model_name=recorder.prices.canonical_model,
             )  # fmt: skip
         except LedgerError as exc:
             return error_response(503, str(exc))

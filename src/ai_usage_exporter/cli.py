@@ -166,11 +166,7 @@ def healthcheck(settings: Settings, timeout: float) -> tuple[bool, str]:
 
 
 def _price_book(settings: Settings) -> PriceBook:
-    if settings.prices_file:
-        return PriceBook.from_file(settings.prices_file)
-    if settings.prices is not None:
-        return PriceBook(settings.prices, source=settings.config or "<config>")
-    return PriceBook()
+    return commands.price_book(settings)
 
 
 def serve(settings: Settings) -> int:

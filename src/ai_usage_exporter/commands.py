@@ -10,6 +10,7 @@ import argparse
 import csv
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,7 +21,8 @@ import orjson
 from .config import DEFAULT_DB, Settings
 from .ledger import Ledger, open_ledger
 from .ledger.queries import EVENT_FILTERS
-from .reports import FORMATS, REPORTS, build_report, cell, render, window
+from .pricing import PriceBook
+from .reports import FILTERS, FORMATS, REPORTS, build_report, cell, expand_filters, render, window
 from .rollup import STEPS
 from .timeseries import ParamError, parse_duration, parse_time
 
@@ -66,6 +68,9 @@ def add_parsers(sub: Any) -> None:
         help="at most this many rows (agents: agents; default 100)",
     )
     r.add_argument("--by", choices=("cost", "tokens"), default="cost", help="queries: order")
+    for name in ("service", "tenant", "model", "user"):
+        r.add_argument(f"--{name}", help=f"only the calls of this {name}")
+    r.add_argument("--whatsapp", dest="user", help="alias of --user")
     _instance(r)
     _common(r)
 
@@ -102,18 +107,35 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(settings.db, synchronous=settings.synchronous)
     try:
         if args.command == "report":
-            return _report(args, ledger)
+            return _report(args, ledger, settings)
         if args.command == "query":
-            return _query(args, ledger)
+            return _query(args, ledger, settings)
         return _prune(args, ledger, settings)
     except ParamError as exc:
         print(f"ai-usage-exporter: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `query | head`: the reader has all it wanted. Point stdout at /dev/null so
+        # the interpreter's last flush does not fail again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     finally:
         ledger.close()
 
 
-def _report(args: argparse.Namespace, ledger: Ledger) -> int:
+def price_book(settings: Settings) -> PriceBook:
+    """The price book the settings name: a prices file, the config's prices:, or the default."""
+    if settings.prices_file:
+        return PriceBook.from_file(settings.prices_file)
+    if settings.prices is not None:
+        return PriceBook(settings.prices, source=settings.config or "<config>")
+    return PriceBook()
+
+
+def _report(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int:
+    if args.limit < 1:
+        raise ParamError("limit", args.limit, "must be a positive number of rows")
     w = window(args.since, args.until, time.time())
     body = build_report(
         ledger,
@@ -123,12 +145,14 @@ def _report(args: argparse.Namespace, ledger: Ledger) -> int:
         limit=args.limit,
         order=args.by,
         instance=args.instance,
+        filters={name: getattr(args, name) for name in FILTERS},
+        model_name=price_book(settings).canonical_model,
     )
     sys.stdout.write(render(body, args.format))
     return 0
 
 
-def _query(args: argparse.Namespace, ledger: Ledger) -> int:
+def _query(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int:
     filters = {
         "user": args.user,
         "query_id": args.query_id,
@@ -139,11 +163,22 @@ def _query(args: argparse.Namespace, ledger: Ledger) -> int:
         "service": args.service,
         "tenant": args.tenant,
     }
+    if args.limit < 1:
+        raise ParamError("limit", args.limit, "must be a positive number of calls")
     given = {k: v for k, v in filters.items() if v is not None and k in EVENT_FILTERS}
+    where = expand_filters(ledger, given, price_book(settings).canonical_model)
     since = parse_time("since", args.since, time.time()) if args.since else None
     rows = ledger.select_events(
-        QUERY_COLUMNS, given, since, None, limit=args.limit, instance=args.instance
+        QUERY_COLUMNS, where, since, None, limit=args.limit, instance=args.instance
     )
+    if len(rows) == args.limit:
+        total = ledger.count_events_matching(where, since, None, instance=args.instance)
+        if total > len(rows):
+            # On stderr, so JSON and CSV on stdout stay whole.
+            print(
+                f"{len(rows)} of {total:,} calls, newest first; --limit {total} lists them all",
+                file=sys.stderr,
+            )
     for r in rows:
         for name in ("ts", "query_start", "query_end"):
             if r[name] is not None:

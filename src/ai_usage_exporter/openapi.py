@@ -15,6 +15,7 @@ from .events import (
     USAGE_FIELDS,
     Limits,
 )
+from .reports import FILTERS as REPORT_FILTERS
 from .reports import REPORTS
 from .rollup import SCOPES, STEPS
 from .shapes import STREAM_FORMATS
@@ -320,6 +321,7 @@ def _core_document(limits: Limits) -> dict[str, Any]:
                         _query("format", {"type": "string", "enum": ["json", "csv"]}),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
                         _query("workflow", {"type": "string"}),
+                        *(_query(f, {"type": "string"}) for f in REPORT_FILTERS),
                         _SCOPE,
                     ],
                     "responses": {

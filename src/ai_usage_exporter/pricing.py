@@ -823,6 +823,7 @@ class PriceBook:
         self.self_hosted: frozenset[str] = frozenset(hosted)
         self._cache: dict[tuple[str, str], tuple[_Period, ...]] = {}
         self._warned: set[tuple[str, str]] = set()
+        self._canonical: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._check_aliases()
 
@@ -976,6 +977,30 @@ class PriceBook:
         return _cost(cost_in, cost_out, cost_in + cost_out, kind, reason)
 
     # -- slow path
+
+    def canonical_model(self, provider: str, model: str) -> str:
+        """The one name reports give a model: a dated snapshot is its model.
+
+        `gpt-4o-mini-2024-07-18` and `gpt-4o-mini` are one model to genai-prices, which
+        prices both by the same entry; an alias of the overrides is its target. A model
+        the book does not know, or one an override prices by its own name, keeps it.
+        """
+        key = (provider, model)
+        found = self._canonical.get(key)
+        if found is None:
+            found = self._canonical[key] = self._canonical_uncached(provider, model)
+        return found
+
+    def _canonical_uncached(self, provider: str, model: str) -> str:
+        if not model or self._override(provider, model) is not None:
+            return model
+        alias = self._alias(provider, model)
+        if alias is not None:
+            return self.canonical_model(alias.provider or provider, alias.model)
+        if provider.lower() in self.self_hosted:
+            return model
+        hit = _genai_lookup(provider, model)
+        return hit[1].id if hit is not None else model
 
     def rates(self, provider: str, model: str, timestamp: float | None = None) -> Rates | None:
         """The rates `price` uses for this model at this time (now if None); None if unpriced."""

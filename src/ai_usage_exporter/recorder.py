@@ -472,6 +472,11 @@ class Recorder:
         # max_age bounds how long a late one into a closed bucket stays unseen.
         key = (step, query.group_by, tuple(sorted(query.filters.items())), instance)
         rows = self.bucket_cache.sums(key, step, query.start, query.end, time.time(), fetch)
+        if query.by == "model":
+            # One model, one series: a dated snapshot adds into its model's (the ledger
+            # keeps the served names; build sums rows that share a key).
+            name = self.prices.canonical_model
+            rows = [(r[0], r[1], name(r[1], r[2]), *r[3:]) for r in rows]
         body = build_timeseries(query, rows)
         body["scope"] = query.scope
         return body

@@ -34,8 +34,12 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "models": ("provider", "model"),
     "tenants": ("tenant",),
     "services": ("service",),
-    "agents": ("agent", "task", "tool"),
+    "agents": ("agent", "task", "tool", "node", "operation"),
 }
+# What reports filter by (CLI flags and HTTP parameters of the same names) -> column.
+# The user is no bucket key: a report filtered by it sums the (retained) events.
+FILTERS: tuple[str, ...] = ("service", "tenant", "model", "user")
+ModelName = Callable[[str, str], str]
 STEP_COLUMNS: tuple[str, ...] = (
     "ts",
     "step",
@@ -162,15 +166,26 @@ def _tile(since: int, until: int, steps: Sequence[int]) -> list[Tile]:
 
 
 def _grouped(
-    ledger: Ledger, name: str, w: Window, instance: str | None
+    ledger: Ledger,
+    name: str,
+    w: Window,
+    instance: str | None,
+    filters: Mapping[str, str | Sequence[str]] | None = None,
+    model_name: ModelName | None = None,
 ) -> tuple[Window, list[tuple[tuple[Any, ...], list[int], int]]]:
     """Bucket sums per key of the report (status folded into an error count), by cost.
 
     The daily report's key is the UTC day, so the hour and minute buckets that cover
     partial days add into their day's row. Returns the range the sums cover, too.
+    With a user among `filters`, the events are summed instead (see `event_sums`).
+    `model_name` gives the models report one row per model (see `canonical_model`).
     """
     keys = _KEYS[name]
-    if w.since % DAY or w.until % DAY:
+    filters = filters or {}
+    by_events = "user" in filters
+    if by_events:
+        covered, tiles = w, [(0, w.since, w.until)]
+    elif w.since % DAY or w.until % DAY:
         covered, tiles = plan(w, ledger.buckets_pruned_before())
     else:
         covered, tiles = w, [(DAY, w.since, w.until)]
@@ -178,11 +193,22 @@ def _grouped(
     n = len(keys)
     width = len(REPORT_VALUES)
     for step, start, end in tiles:
-        rows = ledger.bucket_sums(
-            step, start, end, (*keys, "status"), instance=instance, values=REPORT_VALUES
-        )
+        if by_events:
+            rows = ledger.event_sums(
+                start, end, (*keys, "status"), filters, instance=instance, values=REPORT_VALUES
+            )
+        else:
+            rows = ledger.bucket_sums(
+                step, start, end, (*keys, "status"), filters, instance=instance,
+                values=REPORT_VALUES,
+            )  # fmt: skip
         for r in rows:
-            key = (r[0] - r[0] % DAY,) if name == "daily" else tuple(r[:n])
+            if name == "daily":
+                key: tuple[Any, ...] = (r[0] - r[0] % DAY,)
+            elif name == "models" and model_name is not None:
+                key = (r[0], model_name(r[0], r[1]))
+            else:
+                key = tuple(r[:n])
             acc = merged.get(key)
             if acc is None:
                 acc = merged[key] = ([0] * width, [0])
@@ -208,11 +234,15 @@ def build_report(
     limit: int = 100,
     order: str = "cost",
     instance: str | None = None,
+    filters: Mapping[str, str] | None = None,
+    model_name: ModelName | None = None,
 ) -> dict[str, Any]:
     """The report as JSON-ready data: {"report", "since", "until", "instance", "rows", ...}.
 
     `instance` restricts it to one instance's rows (see `Ledger.scope_instance`); None,
-    the default, reports the whole ledger.
+    the default, reports the whole ledger. `filters` (names of FILTERS) keep the calls
+    matching each; `model_name` (the price book's `canonical_model`) makes a dated
+    snapshot and its alias one model, in the rows and in the model filter.
     """
     body: dict[str, Any] = {
         "report": name,
@@ -220,11 +250,17 @@ def build_report(
         "until": _iso(w.until),
         "instance": instance,
     }
+    given = {k: v for k, v in (filters or {}).items() if v is not None}
+    if given:
+        body["filters"] = dict(given)
+    where = expand_filters(ledger, given, model_name)
     if name == "queries":
-        rows = ledger.query_sums(w.since, w.until, order=order, limit=limit, instance=instance)
+        rows = ledger.query_sums(
+            w.since, w.until, order=order, limit=limit, instance=instance, filters=where
+        )
         body["rows"] = [_query_row(r) for r in rows]
         return body
-    covered, grouped = _grouped(ledger, name, w, instance)
+    covered, grouped = _grouped(ledger, name, w, instance, where, model_name)
     if covered != w:
         # Retention deleted the finer buckets an end of the range needed.
         body["since"], body["until"] = _iso(covered.since), _iso(covered.until)
@@ -233,12 +269,15 @@ def build_report(
         body["rows"] = [{"day": _iso(k[0])[:10], **measures(v, e)} for k, v, e in grouped]
     elif name == "agents":
         body["rows"] = _agent_tree(grouped)[:limit]
+        nodes = _nodes(grouped)
+        if nodes:
+            body["nodes"] = nodes[:limit]
         body["summary"] = _performance(grouped)
         if workflow is not None:
             body["workflow"] = workflow
             steps = ledger.select_events(
                 STEP_COLUMNS,
-                {"workflow_id": workflow},
+                {**where, "workflow_id": workflow},
                 w.since,
                 w.until,
                 limit=10_000,
@@ -251,6 +290,21 @@ def build_report(
             {**dict(zip(keys, k, strict=True)), **measures(v, e)} for k, v, e in grouped[:limit]
         ]
     return body
+
+
+def expand_filters(
+    ledger: Ledger, filters: Mapping[str, str], model_name: ModelName | None
+) -> dict[str, str | Sequence[str]]:
+    """The filters as the ledger applies them: a model becomes every name it was served
+    under (`gpt-4o-mini` finds `gpt-4o-mini-2024-07-18` too), by the price book."""
+    out: dict[str, str | Sequence[str]] = dict(filters)
+    model = filters.get("model")
+    if model is not None and model_name is not None:
+        out["model"] = sorted(
+            {model}
+            | {m for p, m in ledger.served_models() if model_name(p, m) == model_name(p, model)}
+        )
+    return out
 
 
 def _query_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -311,14 +365,19 @@ def _step_row(n: int, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _agent_tree(grouped: list[tuple[tuple[Any, ...], list[int], int]]) -> list[dict[str, Any]]:
-    """agent -> tasks -> tools, each level with the measures of everything under it."""
+    """agent -> tasks -> tools, each level with the measures of everything under it.
+
+    A call that names a node and no agent (an agent graph's query-summary line) is
+    under its node: for such an app the nodes are the agents.
+    """
     agents: dict[str, tuple[list[int], list[int], dict[str, Any]]] = {}
-    for (agent, task, tool), vec, errors in grouped:
-        a = agents.setdefault(agent, ([0] * len(vec), [0], {}))
+    for (agent, task, tool, node, _operation), vec, errors in grouped:
+        a = agents.setdefault(agent or node, ([0] * len(vec), [0], {}))
         t = a[2].setdefault(task, ([0] * len(vec), [0], {}))
         _add(a, vec, errors)
         _add(t, vec, errors)
-        t[2][tool] = (vec, [errors], {})
+        leaf = t[2].setdefault(tool, ([0] * len(vec), [0], {}))
+        _add(leaf, vec, errors)
 
     def level(items: dict[str, Any], name: str, child: str | None) -> list[dict[str, Any]]:
         out = []
@@ -331,6 +390,20 @@ def _agent_tree(grouped: list[tuple[tuple[Any, ...], list[int], int]]) -> list[d
         return out
 
     return level(agents, "agent", "task")
+
+
+def _nodes(grouped: list[tuple[tuple[Any, ...], list[int], int]]) -> list[dict[str, Any]]:
+    """Per node and inference type (the `operation`), for calls that name a node."""
+    acc: dict[tuple[str, str], tuple[list[int], list[int], Any]] = {}
+    for (_a, _t, _tool, node, operation), vec, errors in grouped:
+        if node:
+            _add(acc.setdefault((node, operation), ([0] * len(vec), [0], None)), vec, errors)
+    rows = [
+        {"node": node, "inference_type": op, **measures(v, e[0])}
+        for (node, op), (v, e, _) in acc.items()
+    ]
+    rows.sort(key=lambda r: (-r["cost_usd"], -r["requests"], r["node"], r["inference_type"]))
+    return rows
 
 
 def _add(acc: tuple[list[int], list[int], Any], vec: list[int], errors: int) -> None:
@@ -442,6 +515,13 @@ def render_markdown(body: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(table[0]) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    if body.get("nodes"):
+        node_cols = _columns(body["nodes"], "nodes")
+        nodes = _table(body["nodes"], node_cols)
+        lines += ["", "### by node", ""]
+        lines.append("| " + " | ".join(nodes[0]) + " |")
+        lines.append("|" + "|".join("---" for _ in node_cols) + "|")
+        lines += ["| " + " | ".join(r) + " |" for r in nodes[1:]]
     if body.get("workflow") is not None:
         lines += ["", f"### execution log, workflow {body['workflow']}", ""]
         steps = _table(body["steps"], list(STEP_ROW_COLUMNS))
@@ -469,6 +549,10 @@ def render_text(body: dict[str, Any]) -> str:
                 lines.append(f"  Task {t['task'] or '-'}: {_line(t)}")
                 for tool in t["tools"]:
                     lines.append(f"    Tool {tool['tool'] or '-'}: {_line(tool)}")
+        if body.get("nodes"):
+            lines.append("----- by node -----")
+            for nd in body["nodes"]:
+                lines.append(f"Node {nd['node']} ({nd['inference_type'] or '-'}): {_line(nd)}")
         if body.get("workflow") is not None and not body.get("steps"):
             # Asked for a workflow's log and got nothing: say so, or a typo reads as success.
             lines.append(

@@ -110,6 +110,7 @@ BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "by_agent": ("agent",),
     "by_tool": ("tool",),
     "by_tenant": ("tenant",),
+    "by_node": ("node",),
 }
 
 
@@ -154,20 +155,37 @@ class Ledger(Protocol):
         start: int,
         end: int,
         group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
         instance: str | None = None,
         values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]: ...
+    def event_sums(
+        self,
+        since: float,
+        until: float,
+        group_by: Sequence[str],
+        filters: Mapping[str, str | Sequence[str]],
+        instance: str | None = None,
+        values: Sequence[str] = VALUE_COLUMNS,
+    ) -> list[tuple[Any, ...]]: ...
+    def served_models(self) -> list[tuple[str, str]]: ...
     def buckets_pruned_before(self) -> dict[int, int]: ...
     def select_events(
         self,
         columns: tuple[str, ...],
-        filters: Mapping[str, str],
+        filters: Mapping[str, str | Sequence[str]],
         since: float | None = None,
         until: float | None = None,
         limit: int = 10,
         instance: str | None = None,
     ) -> list[dict[str, Any]]: ...
+    def count_events_matching(
+        self,
+        filters: Mapping[str, str | Sequence[str]],
+        since: float | None = None,
+        until: float | None = None,
+        instance: str | None = None,
+    ) -> int: ...
     def query_sums(
         self,
         since: float,
@@ -175,6 +193,7 @@ class Ledger(Protocol):
         order: str = "cost",
         limit: int = 10,
         instance: str | None = None,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
     ) -> list[dict[str, Any]]: ...
     def count_events_before(self, ts: float) -> int: ...
     def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
@@ -704,7 +723,7 @@ class SQLLedger(EventQueries):
         start: int,
         end: int,
         group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
+        filters: Mapping[str, buckets.FilterValue] | None = None,
         instance: str | None = None,
         values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]:
@@ -719,7 +738,7 @@ class SQLLedger(EventQueries):
         sql, ng = buckets.sums_sql(self.placeholder, group_by, filters, where, values)
         with self._read_lock:
             cur = self._read_conn().cursor()
-            cur.execute(sql, (step, start, end, *params, *filters.values()))
+            cur.execute(sql, (step, start, end, *params, *buckets.filter_params(filters)))
             rows = cur.fetchall()
         return [(*r[:ng], *(int(v) for v in r[ng:])) for r in rows if r[ng] is not None]
 
