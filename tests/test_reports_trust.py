@@ -16,9 +16,10 @@ from test_ledger import ledger_url  # noqa: F401 - the sqlite/postgresql fixture
 
 from _server import exposition_samples, serve_app
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.cli import main
+from ai_usage_exporter.cli.main import main
+from ai_usage_exporter.core.reports import Window, build_report, render
 from ai_usage_exporter.ledger import open_ledger
-from ai_usage_exporter.reports import Window, build_report, render
+from ai_usage_exporter.server import create_app
 
 DAY = 86400
 D0 = int(time.time() // DAY) * DAY - 2 * DAY
@@ -121,7 +122,7 @@ def test_import_into_a_running_sidecar_shows_in_metrics_and_view_alike(
     log = tmp_path / "usage.log"
     log.write_text("\n".join(orjson.dumps(_ev(input_tokens=i + 1)).decode() for i in range(21)))
     rec = Recorder(ledger_url, instance="pod-a")
-    with serve_app(rec.app(close_recorder=True)) as url:
+    with serve_app(create_app(rec, close_recorder=True)) as url:
         httpx.post(f"{url}/api/usage", json=[_ev(input_tokens=1)] * 5).raise_for_status()
         code, _ = _cli(capsys, "import", str(log), "--db", ledger_url)
         assert code == 0
@@ -162,7 +163,7 @@ def test_agents_step_log_in_csv_markdown_and_http(
     assert "| 2 | 2 |" in out
     code, out = _cli(capsys, "report", "agents", "--limit", "1", "--format", "json", *args)
     assert [a["agent"] for a in orjson.loads(out)["rows"]] == ["other"]
-    with serve_app(rec.app(close_recorder=True)) as url:
+    with serve_app(create_app(rec, close_recorder=True)) as url:
         r = httpx.get(
             f"{url}/api/reports/agents",
             params={"workflow": "w1", "format": "csv", "since": str(D0), "until": str(D0 + 3 * DAY),
@@ -199,7 +200,7 @@ def test_a_summary_line_counts_once_however_it_arrives(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     rec = Recorder(ledger_url)
-    with serve_app(rec.app(close_recorder=True)) as url:
+    with serve_app(create_app(rec, close_recorder=True)) as url:
         first = httpx.post(f"{url}/api/usage", json=SUMMARY).json()
         again = httpx.post(f"{url}/api/usage", json=SUMMARY).json()
         assert (first, again) == (
@@ -245,7 +246,7 @@ def test_nodes_are_the_agents_of_an_app_naming_no_agents(ledger_url: str) -> Non
         body = build_report(rec.ledger, "agents", W)
         text = render(body, "text")
         view = rec.view(scope="fleet")
-        from ai_usage_exporter.timeseries import parse_query
+        from ai_usage_exporter.core.timeseries import parse_query
 
         q = parse_query({"by": ["node"], "metric": ["tokens"], "step": ["1h"],
                          "from": [str(D0)], "to": [str(D0 + DAY)], "scope": ["fleet"]}, D0 + DAY)  # fmt: skip
@@ -301,7 +302,7 @@ def test_reports_filter_by_service_tenant_model_and_user(
     assert sorted(r["query_id"] for r in orjson.loads(out)["rows"]) == ["qa", "qc"]
     code, out = _cli(capsys, "report", "models", "--format", "json", "--user", "u1", *rng)
     assert [(r["model"], r["requests"]) for r in orjson.loads(out)["rows"]] == [("gpt-4o-mini", 2)]
-    with serve_app(rec.app(close_recorder=True)) as url:
+    with serve_app(create_app(rec, close_recorder=True)) as url:
         params = {"since": str(D0), "until": str(D0 + 3 * DAY), "scope": "fleet"}
 
         def http_tokens(**more: str) -> int:
@@ -329,7 +330,7 @@ def test_one_model_one_row_while_the_ledger_keeps_the_served_name(
     with Recorder(ledger_url) as rec:
         rec.record_many(events)
         body = build_report(rec.ledger, "models", W, model_name=rec.prices.canonical_model)
-        from ai_usage_exporter.timeseries import parse_query
+        from ai_usage_exporter.core.timeseries import parse_query
 
         q = parse_query({"by": ["model"], "metric": ["tokens"], "step": ["1h"],
                          "from": [str(D0)], "to": [str(D0 + DAY)], "scope": ["fleet"]}, D0 + DAY)  # fmt: skip

@@ -11,8 +11,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..rollup import NANO
-from .buckets import FilterValue, filter_sql
+from ai_usage_exporter.core.rollup import NANO
+from ai_usage_exporter.ledger.buckets import FilterValue, filter_sql
 
 # Filters `select_events` takes: name -> events column.
 EVENT_FILTERS: dict[str, str] = {
@@ -289,7 +289,7 @@ class EventQueries:
 
         The note (see `buckets_pruned_before`) tells reports to read a wider step there.
         """
-        from .buckets import PRUNED_META, TABLE
+        from ai_usage_exporter.ledger.buckets import PRUNED_META, TABLE
 
         ph = self.placeholder
         cutoff = int(ts)
@@ -316,7 +316,7 @@ class EventQueries:
 
     def buckets_pruned_before(self) -> dict[int, int]:
         """Step -> the time before which retention deleted that step's buckets (if it did)."""
-        from .buckets import PRUNED_META
+        from ai_usage_exporter.ledger.buckets import PRUNED_META
 
         prefix = PRUNED_META.format("")
         _, rows = self._fetch(
