@@ -350,3 +350,82 @@ def test_one_model_one_row_while_the_ledger_keeps_the_served_name(
     assert sorted(c["model"] for c in orjson.loads(out)) == [
         "gpt-4o-mini", "gpt-4o-mini-2024-07-18"
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- naive timestamps
+
+
+def _naive_line(qid: str) -> dict[str, Any]:
+    return {
+        "event": "token_usage_summary",
+        "query_id": qid,
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "start_time": "2026-11-20T09:00:00",
+        "inferences": [
+            {"node_name": "manager", "prompt_tokens": 1, "completion_tokens": 1,
+             "timestamp": "2026-11-20T09:00:01"},
+        ],
+    }  # fmt: skip
+
+
+def test_naive_timestamps_are_read_in_the_configured_zone_on_import_and_post(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ai_usage_exporter.compose import build_recorder
+    from ai_usage_exporter.config.settings import resolve
+
+    config = tmp_path / "c.yml"
+    config.write_text("naive_timezone: America/Argentina/Buenos_Aires\n")
+    db = str(tmp_path / "l.db")
+    settings = resolve({"db": db, "config": str(config)}, environ={})
+    assert settings.limits.naive_timezone == "America/Argentina/Buenos_Aires"
+    log = tmp_path / "app.log"
+    log.write_text(
+        "TOKEN_USAGE "
+        + orjson.dumps(_naive_line("imported")).decode()
+        + "\n"
+        # A logger's own fields, with its naive timestamp.
+        + orjson.dumps(
+            {
+                "level": "info",
+                "logger": "app",
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "input_tokens": 3,
+                "output_tokens": 1,
+                "timestamp": "2026-11-20 09:00:02",
+            }
+        ).decode()
+        + "\n"  # fmt: skip
+    )
+    code, _ = _cli(capsys, "import", str(log), "--db", db, "--config", str(config))
+    assert code == 0
+    rec = build_recorder(settings)
+    with serve_app(create_app(rec, close_recorder=True)) as url:
+        r = httpx.post(f"{url}/api/usage", json=_naive_line("posted"))
+        assert r.status_code == 200, r.text
+    ledger = open_ledger(db)
+    try:
+        rows = {(e["query_id"], e["ts"], e["query_start"]) for e in ledger.events()}
+    finally:
+        ledger.close()
+    # 09:00 in Buenos Aires (UTC-3) is 12:00 UTC.
+    noon = 1_795_176_000.0  # 2026-11-20T12:00:00Z
+    assert rows == {
+        ("imported", noon + 1, noon),
+        ("posted", noon + 1, noon),
+        (None, noon + 2, None),
+    }
+
+
+def test_a_misspelt_time_zone_is_refused_at_start(tmp_path: Path) -> None:
+    from ai_usage_exporter.config.fields import ConfigError
+    from ai_usage_exporter.config.settings import resolve
+
+    config = tmp_path / "c.yml"
+    config.write_text("naive_timezone: America/Buenos_Aries\n")
+    with pytest.raises(ConfigError, match="naive_timezone.*America/Buenos_Aries"):
+        resolve({"config": str(config)}, environ={})
+    with pytest.raises(ConfigError, match="AI_USAGE_EXPORTER_NAIVE_TIMEZONE"):
+        resolve({}, environ={"AI_USAGE_EXPORTER_NAIVE_TIMEZONE": "Mars/Olympus"})

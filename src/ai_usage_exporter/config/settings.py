@@ -13,7 +13,7 @@ import yaml
 from ai_usage_exporter.config.fields import ConfigError, as_bool, as_int, located, token_list
 from ai_usage_exporter.config.gateway import GatewayConfig, parse_gateway
 from ai_usage_exporter.core.budgets import BudgetConfigError, BudgetSpec, parse_budgets
-from ai_usage_exporter.core.events.model import Limits
+from ai_usage_exporter.core.events.model import Limits, naive_zone
 from ai_usage_exporter.core.metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from ai_usage_exporter.core.pricing.overrides import LineLoader
 from ai_usage_exporter.core.rollup import check_instance
@@ -68,9 +68,9 @@ class Settings:
 _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance", "budgets",
-    "retention", "timeseries", "usage_log", "gateway",
+    "retention", "timeseries", "usage_log", "gateway", "naive_timezone",
 }  # fmt: skip
-_LIMIT_KEYS = {f.name for f in fields(Limits)}
+_LIMIT_KEYS = {f.name for f in fields(Limits)} - {"naive_timezone"}  # a top-level key
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -133,6 +133,8 @@ def load_file(path: str) -> dict[str, Any]:
             out["limits"] = {k: v for k, v in sec.items()}
         elif key == "retention":
             out["retention"] = _duration(value, where)
+        elif key == "naive_timezone":
+            out["naive_timezone"] = _zone(value, where)
         elif key == "timeseries":
             sec = _section(value, where, {"minute_retention", "hour_retention"})
             for k, v in sec.items():
@@ -157,6 +159,18 @@ def load_file(path: str) -> dict[str, Any]:
             if out["gateway"].client_tokens:
                 out["gateway_tokens"] = out["gateway"].client_tokens
     return out
+
+
+def _zone(value: Any, where: str) -> str:
+    """An IANA time zone name (`naive_timezone:`), checked now rather than at the first event."""
+    try:
+        naive_zone(value if isinstance(value, str) else "")
+    except ValueError:
+        raise ConfigError(
+            f"{where}: naive_timezone must be an IANA time zone name such as UTC or "
+            f"America/Argentina/Buenos_Aires, got {value!r}"
+        ) from None
+    return str(value)
 
 
 def _duration(value: Any, where: str) -> float | None:
@@ -243,6 +257,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         out["synchronous"] = _synchronous(str(get("SYNCHRONOUS")), f"{ENV_PREFIX}SYNCHRONOUS")
     if get("PRICES"):
         out["prices_file"] = get("PRICES")
+    if get("NAIVE_TIMEZONE"):
+        out["naive_timezone"] = _zone(get("NAIVE_TIMEZONE"), f"{ENV_PREFIX}NAIVE_TIMEZONE")
     if get("PORT"):
         out["port"] = as_int(get("PORT"), f"{ENV_PREFIX}PORT")
     for name, key in SECRET_ENV.items():
@@ -282,6 +298,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
     merged.update(env)
     merged.update({k: v for k, v in flags.items() if v is not None})
     limits = merged.pop("limits", None)
+    zone = merged.pop("naive_timezone", None)
     settings = Settings(**merged)
     if isinstance(limits, dict):
         try:
@@ -290,6 +307,8 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
             raise ConfigError(f"{config_path}: limits: {exc}") from None
     elif isinstance(limits, Limits):
         settings = replace(settings, limits=limits)
+    if zone is not None:
+        settings = replace(settings, limits=replace(settings.limits, naive_timezone=zone))
     _synchronous(settings.synchronous, "settings")
     settings = replace(settings, log_level=_log_level(settings.log_level, "--log-level"))
     if not 0 <= settings.port <= 65535:

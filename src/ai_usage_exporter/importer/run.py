@@ -20,6 +20,7 @@ import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -27,7 +28,7 @@ import orjson
 
 from ai_usage_exporter.compose import build_recorder
 from ai_usage_exporter.config.settings import Settings
-from ai_usage_exporter.core.events.model import EventError, Limits, UsageEvent
+from ai_usage_exporter.core.events.model import EventError, Limits, UsageEvent, naive_zone
 from ai_usage_exporter.core.events.parse import parse_events
 from ai_usage_exporter.importer.formats import LineError, LineReader, content_key
 
@@ -92,6 +93,7 @@ class _Source:
     lineno: int = 0
     reader: LineReader = field(default_factory=LineReader)
     partial: bytes = b""
+    zone: tzinfo = UTC  # reads timestamps without an offset (naive_timezone)
 
     @property
     def meta_key(self) -> str:
@@ -118,7 +120,7 @@ def _open(src: _Source, resume: dict[str, Any] | None) -> None:
     fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
     src.fh, src.raw, src.inode = fh, raw, st.st_ino
     src.offset = src.lineno = 0
-    src.reader, src.partial = LineReader(), b""
+    src.reader, src.partial = LineReader(zone=src.zone), b""
     if (
         resume
         and resume.get("inode") == st.st_ino
@@ -127,7 +129,10 @@ def _open(src: _Source, resume: dict[str, Any] | None) -> None:
         src.offset = int(resume["offset"])
         src.lineno = int(resume.get("line", 0))
         src.reader = LineReader(
-            resume.get("header"), resume.get("pending") or "", resume.get("block") or ""
+            resume.get("header"),
+            resume.get("pending") or "",
+            resume.get("block") or "",
+            zone=src.zone,
         )
         fh.seek(src.offset)
 
@@ -274,7 +279,8 @@ def import_files(
 ) -> ImportStats:
     """Read every file into the recorder; with `follow`, keep reading until `stop` is set."""
     stats = ImportStats()
-    sources = [_Source(p) for p in paths]
+    zone = naive_zone(recorder.limits.naive_timezone)
+    sources = [_Source(p, zone=zone) for p in paths]
     for src in sources:
         saved = None if from_start else recorder.ledger.get_meta(src.meta_key)
         _open(src, orjson.loads(saved) if saved else None)

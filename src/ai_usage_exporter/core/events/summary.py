@@ -58,8 +58,11 @@ def _summary_query(obj: Mapping[str, Any], limits: Limits) -> tuple[dict[str, An
                 else:
                     out[ours] = _number(name, value, limits.max_duration_ms)
             else:
-                # Like the inferences' timestamps, a time without an offset is UTC.
-                out[ours] = parse_timestamp(name, value, assume_utc=True)
+                # Like the inferences' timestamps, a time without an offset is read in
+                # the naive_timezone (UTC unless configured).
+                out[ours] = parse_timestamp(
+                    name, value, assume_utc=True, zone=limits.naive_timezone
+                )
         except _Invalid as exc:
             errors.append(exc)
     start, end = out.get("query_start"), out.get("query_end")
