@@ -429,3 +429,128 @@ def test_a_misspelt_time_zone_is_refused_at_start(tmp_path: Path) -> None:
         resolve({"config": str(config)}, environ={})
     with pytest.raises(ConfigError, match="AI_USAGE_EXPORTER_NAIVE_TIMEZONE"):
         resolve({}, environ={"AI_USAGE_EXPORTER_NAIVE_TIMEZONE": "Mars/Olympus"})
+
+
+# ---------------------------------------------------------------- smaller things
+
+
+def test_query_says_how_many_it_left_out_and_refuses_a_negative_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "l.db")
+    with Recorder(db) as rec:
+        rec.record_many([_ev(input_tokens=i + 1, user="u") for i in range(45)])
+    code = main(["query", "--db", db, "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert len(orjson.loads(captured.out)) == 10
+    assert captured.err == "10 of 45 calls, newest first; --limit 45 lists them all\n"
+    code = main(["query", "--db", db, "--limit", "-5"])
+    captured = capsys.readouterr()
+    assert (code, captured.out) == (2, "")
+    assert "limit: must be a positive number of calls, got -5" in captured.err
+    code = main(["query", "--db", db, "--limit", "50", "--format", "csv"])
+    captured = capsys.readouterr()
+    assert (len(captured.out.splitlines()), captured.err) == (46, "")
+
+
+def test_query_into_head_exits_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "l.db")
+    with Recorder(db) as rec:
+        rec.record_many([_ev(input_tokens=i + 1) for i in range(3000)])
+    cmd = f"{sys.executable} -m ai_usage_exporter query --db {db} --limit 3000 | head -n 2"
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60)
+    assert r.stderr == ""
+    assert len(r.stdout.splitlines()) == 2
+
+
+def test_unpriced_calls_are_marked_with_a_did_you_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "l.db")
+    with Recorder(db) as rec:
+        rec.record_many(
+            [_ev(model="gpt-4o-mnii", input_tokens=10), _ev(model="gpt-4o-mini", input_tokens=10)]
+        )
+    rng = ("--db", db, "--since", str(D0), "--until", str(D0 + 3 * DAY))
+    code, out = _cli(capsys, "report", "models", *rng)
+    lines = out.splitlines()
+    assert [line.split()[1] for line in lines[2:4]] == ["gpt-4o-mini", "gpt-4o-mnii"]
+    assert "unpriced" in lines[3] and "unpriced" not in lines[2]
+    assert lines[-1] == (
+        "1 calls of openai/gpt-4o-mnii have no price and count as $0; did you mean "
+        "'gpt-4o-mini'? (see `ai-usage-exporter prices`, docs/pricing.md)"
+    )
+    code, out = _cli(capsys, "report", "daily", "--format", "json", *rng)
+    body = orjson.loads(out)
+    assert body["rows"][0]["unpriced_requests"] == 1
+    assert body["unpriced"] == [
+        {"provider": "openai", "model": "gpt-4o-mnii", "requests": 1,
+         "did_you_mean": "gpt-4o-mini"}
+    ]  # fmt: skip
+    code = main(["prices", "gpt-4o-mnii", "--provider", "openai"])
+    assert code == 1
+    assert "no price for 'gpt-4o-mnii' (did you mean 'gpt-4o-mini'?)" in capsys.readouterr().err
+
+
+def test_costs_print_without_float_noise_and_empty_reports_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "l.db")
+    with Recorder(db) as rec:
+        rec.record_many(
+            [
+                _ev(query_id="q", workflow_id="w", cost_usd=0.1, input_tokens=1),
+                _ev(query_id="q", workflow_id="w", cost_usd=0.2, input_tokens=1),
+            ]
+        )
+    rng = ("--db", db, "--since", str(D0), "--until", str(D0 + 3 * DAY))
+    code, out = _cli(capsys, "report", "queries", "--format", "csv", *rng)
+    header, row = out.splitlines()
+    assert dict(zip(header.split(","), row.split(","), strict=False))["cost_usd"] == "0.3"
+    code, out = _cli(capsys, "report", "queries", "--format", "json", *rng)
+    assert b"0.30000000000000004" not in out.encode()
+    code, out = _cli(capsys, "report", "daily", "--service", "nope", *rng)
+    assert out.splitlines()[1] == (
+        f"no calls in {_iso_z(D0)} .. {_iso_z(D0 + 3 * DAY)} matching service=nope"
+    )
+    code, out = _cli(capsys, "report", "agents", "--format", "markdown", "--user", "x", *rng)
+    assert "no calls in" in out
+
+
+def _iso_z(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def test_the_text_daily_report_shows_cached_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "l.db")
+    with Recorder(db) as rec:
+        rec.record_many([_ev(input_tokens=100, cached_input_tokens=60, output_tokens=5)])
+    code, out = _cli(capsys, "report", "daily", "--db", db, "--since", str(D0),
+                     "--until", str(D0 + 3 * DAY))  # fmt: skip
+    header, row = out.splitlines()[1:3]
+    assert dict(zip(header.split(), row.split(), strict=True))["cached_input_tokens"] == "60"
+
+
+def test_a_pretty_printed_record_is_not_counted_as_skipped_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    log = tmp_path / "app.log"
+    pretty = json.dumps(SUMMARY, indent=2)
+    log.write_text(
+        f"2026-11-20 10:00:00,001 INFO app: TOKEN_USAGE {pretty}\n"
+        "2026-11-20 10:00:00,002 INFO app: unrelated\n"
+        '{\n  "not": "usage"\n}\n'
+    )
+    lines = 1 + pretty.count("\n") + 1 + 3
+    code, out = _cli(capsys, "import", str(log), "--db", str(tmp_path / "l.db"))
+    assert out.splitlines()[0] == (
+        f"lines read {lines}, events accepted 2, duplicate 0, lines rejected 0, skipped 4"
+    )

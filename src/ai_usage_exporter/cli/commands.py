@@ -137,6 +137,7 @@ def _report(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int
     if args.limit < 1:
         raise ParamError("limit", args.limit, "must be a positive number of rows")
     w = window(args.since, args.until, time.time())
+    book = build_price_book(settings)
     body = build_report(
         ledger,
         args.name,
@@ -146,7 +147,8 @@ def _report(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int
         order=args.by,
         instance=args.instance,
         filters={name: getattr(args, name) for name in FILTERS},
-        model_name=build_price_book(settings).canonical_model,
+        model_name=book.canonical_model,
+        suggest=book.suggest_model,
     )
     sys.stdout.write(render(body, args.format))
     return 0

@@ -143,6 +143,7 @@ REPORT_VALUES: tuple[str, ...] = (
     "timed_tokens",
     "timed_cost_nusd",
     "timed_duration_us",
+    "unpriced",
 )
 _V = {name: i for i, name in enumerate(REPORT_VALUES)}
 _REQUESTS, _COST, _DUR_COUNT, _DUR_SUM = (
@@ -173,6 +174,8 @@ def measures(vec: Sequence[int], errors: int) -> dict[str, Any]:
         "tokens_per_s": round(vec[_V["timed_tokens"]] / timed_s, 3) if timed_s else None,
         "cost_per_min": round(timed_cost / (timed_s / 60), 9) if timed_s else None,
         "timed_requests": vec[_V["timed_requests"]],
+        # Calls of a model with no price: their cost counts as 0, and tables say so.
+        "unpriced_requests": vec[_V["unpriced"]],
     }
 
 
@@ -287,13 +290,16 @@ def build_report(
     instance: str | None = None,
     filters: Mapping[str, str] | None = None,
     model_name: ModelName | None = None,
+    suggest: Callable[[str, str], str | None] | None = None,
 ) -> dict[str, Any]:
     """The report as JSON-ready data: {"report", "since", "until", "instance", "rows", ...}.
 
     `instance` restricts it to one instance's rows (see `Ledger.scope_instance`); None,
     the default, reports the whole ledger. `filters` (names of FILTERS) keep the calls
     matching each; `model_name` (the price book's `canonical_model`) makes a dated
-    snapshot and its alias one model, in the rows and in the model filter.
+    snapshot and its alias one model, in the rows and in the model filter. When calls
+    in the range have no price, `unpriced` lists their models, each with a priced
+    model of a close name (`suggest`, the price book's `suggest_model`) if there is one.
     """
     body: dict[str, Any] = {
         "report": name,
@@ -340,6 +346,20 @@ def build_report(
         body["rows"] = [
             {**dict(zip(keys, k, strict=True)), **measures(v, e)} for k, v, e in grouped[:limit]
         ]
+    if any(v[_V["unpriced"]] for _, v, _ in grouped):
+        by_model = (
+            grouped if name == "models" else _grouped(ledger, "models", w, instance, where)[1]
+        )
+        body["unpriced"] = [
+            {
+                "provider": p,
+                "model": m,
+                "requests": v[_V["unpriced"]],
+                "did_you_mean": suggest(p, m) if suggest is not None else None,
+            }
+            for (p, m), v, _ in by_model
+            if v[_V["unpriced"]]
+        ]
     return body
 
 
@@ -375,7 +395,9 @@ def _query_row(r: dict[str, Any]) -> dict[str, Any]:
         rate_tokens, timed = tokens, int(r["inferences"])
     else:
         rate_tokens, timed = int(r["timed_tokens"] or 0), int(r["timed_inferences"])
-    cost = float(r["cost_usd"] or 0)
+    # Summed as floats by the database: rounded to the nanodollar, the ledger's unit,
+    # so 0.059812 does not print as 0.059812000000000004.
+    cost = round(float(r["cost_usd"] or 0), 9)
     return {
         "query_id": r["query_id"],
         "user": r["user"],
@@ -408,7 +430,7 @@ def _step_row(n: int, s: dict[str, Any]) -> dict[str, Any]:
         "node": s["node"],
         "model": s["model"],
         "total_tokens": tokens,
-        "cost_usd": float(s["cost_total"]),
+        "cost_usd": round(float(s["cost_total"]), 9),
         "duration_ms": d,
         "tokens_per_s": round(tokens / (d / 1000), 3) if d else None,
         "status": s["status"],
@@ -550,12 +572,43 @@ def cell(v: Any) -> str:
     return str(v) if v != "" else "-"
 
 
-_SHORT = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "cost_usd",
-          "duration_ms", "tokens_per_s", "cost_per_min")  # fmt: skip
+_SHORT = ("requests", "errors", "input_tokens", "cached_input_tokens", "output_tokens",
+          "total_tokens", "cost_usd", "duration_ms", "tokens_per_s", "cost_per_min")  # fmt: skip
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[list[str]]:
-    return [columns] + [[cell(r.get(c)) for c in columns] for r in rows]
+    return [columns] + [
+        [_cost_cell(r) if c == "cost_usd" else cell(r.get(c)) for c in columns] for r in rows
+    ]
+
+
+def _cost_cell(m: Mapping[str, Any]) -> str:
+    """The cost, marked when calls of it have no price (they count as $0)."""
+    unpriced = m.get("unpriced_requests") or 0
+    if unpriced and unpriced == m.get("requests"):
+        return "unpriced"
+    text = cell(m.get("cost_usd"))
+    return f"{text} (+{unpriced:,} unpriced)" if unpriced else text
+
+
+def _unpriced_note(body: dict[str, Any]) -> list[str]:
+    """Lines naming the models without a price, and what each may have meant."""
+    out = []
+    for u in body.get("unpriced") or ():
+        hint = f"; did you mean {u['did_you_mean']!r}?" if u["did_you_mean"] else ""
+        out.append(
+            f"{u['requests']:,} calls of {u['provider']}/{u['model']} have no price and "
+            f"count as $0{hint} (see `ai-usage-exporter prices`, docs/pricing.md)"
+        )
+    return out
+
+
+def _empty_note(body: dict[str, Any]) -> str:
+    return f"no calls in {body['since']} .. {body['until']}" + (
+        f" matching {', '.join(f'{k}={v}' for k, v in body['filters'].items())}"
+        if body.get("filters")
+        else ""
+    )
 
 
 def render_markdown(body: dict[str, Any]) -> str:
@@ -563,9 +616,14 @@ def render_markdown(body: dict[str, Any]) -> str:
     cols = _columns(rows, body["report"])
     table = _table(rows, cols)
     lines = [f"## {body['report']} {body['since']} .. {body['until']}", ""]
-    lines.append("| " + " | ".join(table[0]) + " |")
-    lines.append("|" + "|".join("---" for _ in cols) + "|")
-    lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    if rows:
+        lines.append("| " + " | ".join(table[0]) + " |")
+        lines.append("|" + "|".join("---" for _ in cols) + "|")
+        lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    else:
+        lines.append(_empty_note(body))
+    if body.get("unpriced"):
+        lines += ["", *(f"- {n}" for n in _unpriced_note(body))]
     if body.get("nodes"):
         node_cols = _columns(body["nodes"], "nodes")
         nodes = _table(body["nodes"], node_cols)
@@ -593,6 +651,9 @@ def render_text(body: dict[str, Any]) -> str:
             f"(asked {body['asked']['since']} .. {body['asked']['until']}; retention kept "
             "only coarser buckets at an end, so the range is widened to them)"
         )
+    if not body["rows"]:
+        # A bare header would read as "the report ran and found nothing wrong".
+        lines.append(_empty_note(body))
     if name == "agents":
         for a in body["rows"]:
             lines.append(f"Agent {a['agent'] or '-'}: {_line(a)}")
@@ -625,8 +686,10 @@ def render_text(body: dict[str, Any]) -> str:
                 f"token efficiency (output/input) {cell(p['token_efficiency'])}, "
                 f"{cell(p['tokens_per_s'])} tokens/s, ${cell(p['cost_per_min'])}/min" + _timed(p)
             )
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *_unpriced_note(body)]) + "\n"
     rows = flat_rows(body)
+    if not rows:
+        return "\n".join(lines) + "\n"
     cols = _columns(rows, name)
     if name != "queries":
         cols = [c for c in cols if c in _SHORT or c not in _MEASURE_NAMES]
@@ -641,13 +704,14 @@ def render_text(body: dict[str, Any]) -> str:
                 for i, (v, w) in enumerate(zip(r, widths, strict=True))
             )
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_unpriced_note(body)]) + "\n"
 
 
 def _line(m: dict[str, Any]) -> str:
+    cost = _cost_cell(m)
     return (
         f"{m['requests']:,} calls, {m['input_tokens']:,} in / {m['output_tokens']:,} out tokens, "
-        f"${m['cost_usd']:.6f}, {cell(m['duration_ms'])} ms, "
+        f"{cost if cost == 'unpriced' else '$' + cost}, {cell(m['duration_ms'])} ms, "
         f"{cell(m['tokens_per_s'])} tokens/s, ${cell(m['cost_per_min'])}/min" + _timed(m)
     )
 
@@ -658,4 +722,6 @@ def _timed(m: dict[str, Any]) -> str:
     return "" if timed == n else f" ({timed:,} of {n:,} calls timed)"
 
 
-_MEASURE_NAMES = frozenset((*TOKEN_FIELDS, "avg_duration_ms", "requests", "errors"))
+_MEASURE_NAMES = frozenset(
+    (*TOKEN_FIELDS, "avg_duration_ms", "requests", "errors", "unpriced_requests")
+)

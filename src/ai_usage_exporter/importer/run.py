@@ -94,6 +94,9 @@ class _Source:
     reader: LineReader = field(default_factory=LineReader)
     partial: bytes = b""
     zone: tzinfo = UTC  # reads timestamps without an offset (naive_timezone)
+    # Lines read into a record that spans lines (a pretty-printed object, a split
+    # line) and not finished yet: skipped only if the record turns out not to be usage.
+    held: int = 0
 
     @property
     def meta_key(self) -> str:
@@ -120,7 +123,7 @@ def _open(src: _Source, resume: dict[str, Any] | None) -> None:
     fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
     src.fh, src.raw, src.inode = fh, raw, st.st_ino
     src.offset = src.lineno = 0
-    src.reader, src.partial = LineReader(zone=src.zone), b""
+    src.reader, src.partial, src.held = LineReader(zone=src.zone), b"", 0
     if (
         resume
         and resume.get("inode") == st.st_ino
@@ -184,11 +187,17 @@ def _items(src: _Source, batch: _Batch, stats: ImportStats) -> list[tuple[int, d
         try:
             obj = read(line)
         except LineError as exc:
+            src.held = 0
             stats.reject(src.path, n, str(exc))
             continue
         if obj is None:
-            stats.skipped += 1
+            if src.reader.waiting:
+                src.held += 1
+            else:
+                stats.skipped += 1 + src.held
+                src.held = 0
             continue
+        src.held = 0
         if "idempotency_key" not in obj:
             obj["idempotency_key"] = content_key(obj)
         items.append((n, obj))
@@ -211,8 +220,9 @@ def _items(src: _Source, batch: _Batch, stats: ImportStats) -> list[tuple[int, d
         stats.read += 1
         src.lineno += 1
         src.offset += len(batch.tail)
+        held, src.held = src.held, 0
         if obj is None:
-            stats.skipped += 1
+            stats.skipped += 1 + held
         else:
             if "idempotency_key" not in obj:
                 obj["idempotency_key"] = content_key(obj)

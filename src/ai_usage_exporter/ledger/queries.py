@@ -180,6 +180,7 @@ class EventQueries:
             "timed_tokens": f"sum(CASE WHEN {timed} THEN input_tokens + output_tokens ELSE 0 END)",
             "timed_cost_nusd": f"sum(CASE WHEN {timed} THEN {cost} ELSE 0 END)",
             "timed_duration_us": dur,
+            "unpriced": "sum(CASE WHEN cost_source = 'unpriced' THEN 1 ELSE 0 END)",
         }
         day = self.floor_sql.format("ts / 86400") + " * 86400"
         group = [day if c == "bucket" else f"COALESCE({_q(c)}, '')" for c in group_by]

@@ -290,6 +290,7 @@ def create_app(
                 instance=recorder.ledger.scope_instance(scope),
                 filters={k: params[k] for k in REPORT_FILTERS if k in params},
                 model_name=recorder.prices.canonical_model,
+                suggest=recorder.prices.suggest_model,
             )  # fmt: skip
         except LedgerError as exc:
             return error_response(503, str(exc))

@@ -68,6 +68,7 @@ the event's timestamp, each time period getting its own cache entry.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
 import os
@@ -575,6 +576,26 @@ class PriceBook:
             return model
         hit = _genai_lookup(provider, model)
         return hit[1].id if hit is not None else model
+
+    def suggest_model(self, provider: str, model: str) -> str | None:
+        """A priced model whose name is close to `model` (a typo's fix), or None.
+
+        Among the provider's models in genai-prices and the overrides' exact names;
+        every provider's when the provider is unknown there.
+        """
+        pid = _provider_id(provider)
+        snapshot = data_snapshot.get_snapshot()
+        names = {
+            m.id
+            for p in snapshot.providers
+            if p.id == pid or pid not in {q.id for q in snapshot.providers}
+            for m in p.models
+        }
+        for section in self._sections_for(provider):
+            names.update(e.pattern for e in section.overrides if not _is_glob(e.pattern))
+        names.discard(model.lower())
+        found = difflib.get_close_matches(model.lower(), sorted(names), n=1, cutoff=0.75)
+        return found[0] if found else None
 
     def rates(self, provider: str, model: str, timestamp: float | None = None) -> Rates | None:
         """The rates `price` uses for this model at this time (now if None); None if unpriced."""
