@@ -554,3 +554,35 @@ def test_a_pretty_printed_record_is_not_counted_as_skipped_lines(
     assert out.splitlines()[0] == (
         f"lines read {lines}, events accepted 2, duplicate 0, lines rejected 0, skipped 4"
     )
+
+
+def test_two_sidecars_adopting_at_once_take_each_row_once() -> None:
+    import threading
+
+    from _pg import fresh_schema
+
+    with fresh_schema() as url:
+        a, b = Recorder(url, instance="pod-a"), Recorder(url, instance="pod-b")
+        try:
+            tool = Recorder(open_ledger(url))  # as `import` does: unassigned rows
+            tool.record_many([_ev(input_tokens=1, model=f"m{i % 7}") for i in range(300)])
+            tool.close()
+            got: list[int] = []
+            threads = [
+                threading.Thread(target=lambda r=r: got.append(r.adopt_unadopted()))
+                for r in (a, b) * 3
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sum(got) == 300
+            counted = _requests_total(a.exposition().decode()) + _requests_total(
+                b.exposition().decode()
+            )
+            assert counted == 300
+            assert a.view(scope="fleet")["totals"]["requests"] == 300
+            assert a.view()["totals"]["requests"] + b.view()["totals"]["requests"] == 300
+        finally:
+            a.close()
+            b.close()

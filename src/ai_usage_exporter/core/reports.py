@@ -711,7 +711,8 @@ def _line(m: dict[str, Any]) -> str:
     cost = _cost_cell(m)
     return (
         f"{m['requests']:,} calls, {m['input_tokens']:,} in / {m['output_tokens']:,} out tokens, "
-        f"{cost if cost == 'unpriced' else '$' + cost}, {cell(m['duration_ms'])} ms, "
+        f"{cost if cost == 'unpriced' else '$' + cost}, "
+        f"{cell(m['duration_ms']) if m['duration_ms'] else '-'} ms, "
         f"{cell(m['tokens_per_s'])} tokens/s, ${cell(m['cost_per_min'])}/min" + _timed(m)
     )
 
