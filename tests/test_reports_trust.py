@@ -119,20 +119,30 @@ def test_import_into_a_running_sidecar_shows_in_metrics_and_view_alike(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    log = tmp_path / "usage.log"
-    log.write_text("\n".join(orjson.dumps(_ev(input_tokens=i + 1)).decode() for i in range(21)))
+    def write_log(name: str, n: int) -> Path:
+        log = tmp_path / name
+        lines = [orjson.dumps(_ev(input_tokens=i + 1, service=name)).decode() for i in range(n)]
+        log.write_text("\n".join(lines))
+        return log
+
     rec = Recorder(ledger_url, instance="pod-a")
     with serve_app(create_app(rec, close_recorder=True)) as url:
         httpx.post(f"{url}/api/usage", json=[_ev(input_tokens=1)] * 5).raise_for_status()
-        code, _ = _cli(capsys, "import", str(log), "--db", ledger_url)
-        assert code == 0
-        view = httpx.get(f"{url}/api/metrics").json()
-        metrics = httpx.get(f"{url}/metrics").text
-        assert view["totals"]["requests"] == 26
-        assert _requests_total(metrics) == 26
-        # Every later scrape agrees too, and nothing counts twice.
-        assert _requests_total(httpx.get(f"{url}/metrics").text) == 26
-        assert httpx.get(f"{url}/api/metrics?scope=fleet").json()["totals"]["requests"] == 26
+        assert _cli(capsys, "import", str(write_log("a.log", 21)), "--db", ledger_url)[0] == 0
+        # /metrics never waits on the database: the idle writer adopts within a second.
+        deadline = time.monotonic() + 5
+        while _requests_total(httpx.get(f"{url}/metrics").text) != 26:
+            assert time.monotonic() < deadline, "the import never reached /metrics"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/api/metrics").json()["totals"]["requests"] == 26
+        # The JSON view adopts before it reads, so /metrics right after it agrees.
+        assert _cli(capsys, "import", str(write_log("b.log", 7)), "--db", ledger_url)[0] == 0
+        assert httpx.get(f"{url}/api/metrics").json()["totals"]["requests"] == 33
+        assert _requests_total(httpx.get(f"{url}/metrics").text) == 33
+        # Later scrapes agree too, and nothing counts twice.
+        time.sleep(1.5)
+        assert _requests_total(httpx.get(f"{url}/metrics").text) == 33
+        assert httpx.get(f"{url}/api/metrics?scope=fleet").json()["totals"]["requests"] == 33
 
 
 # ---------------------------------------------------------------- 4. agents: step log, limit

@@ -836,10 +836,13 @@ class SQLLedger(EventQueries):
         if not self._adopts:
             return False
         where, params = self._unadopted_where()
-        with self._read_lock:
-            cur = self._read_conn().cursor()
-            cur.execute(f"SELECT 1 FROM rollup WHERE {where} LIMIT 1", params)
-            return cur.fetchone() is not None
+        try:
+            with self._read_lock:
+                cur = self._read_conn().cursor()
+                cur.execute(f"SELECT 1 FROM rollup WHERE {where} LIMIT 1", params)
+                return cur.fetchone() is not None
+        except Exception as exc:
+            raise LedgerError(f"ledger {self.url}: cannot look for unassigned rows: {exc}") from exc
 
     def adopt_unadopted(self) -> list[tuple[RollupKey, Delta]]:
         """Move the waiting rows into this instance; returns what moved, summed per key.

@@ -39,6 +39,8 @@ from ai_usage_exporter.recorder.budget_metrics import BudgetCollector
 from ai_usage_exporter.recorder.usagelog import UsageLog
 
 log = logging.getLogger("ai_usage_exporter")
+# How often an idle writer looks for rows a tool wrote into its ledger (an import).
+ADOPT_INTERVAL = 1.0
 
 Priced = tuple[UsageEvent, Cost]
 
@@ -286,10 +288,17 @@ class Recorder:
         backoff = 0.05
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
+                if not self._queue and not self._closing:
+                    self._cond.wait(ADOPT_INTERVAL)
+                idle = not self._queue
+                if idle and self._closing:
                     return
+            if idle:
+                # Rows an `import` wrote reach /metrics within a second, without the
+                # scrape itself touching the database.
+                self._adopt_quietly()
+                continue
+            with self._cond:
                 group: list[_Submission] = []
                 n = 0
                 while self._queue and (
@@ -401,9 +410,10 @@ class Recorder:
     def adopt_unadopted(self) -> int:
         """Adopt rows a tool (`import`) wrote since the start; returns requests adopted.
 
-        Run before every read of this instance's numbers, so `/metrics` and the JSON
-        view agree at each read: the rows move into this instance and their sums into
-        the counters (see `Ledger.adopt_unadopted`).
+        The rows move into this instance and their sums into the counters (see
+        `Ledger.adopt_unadopted`). The JSON view, charts and reports run it before they
+        read, so they and the counters agree; the idle writer runs it every second, so
+        `/metrics`, which never waits on the database, has them within a second.
         """
         if not self.ledger.has_unadopted():
             return 0
@@ -419,11 +429,12 @@ class Recorder:
         return n
 
     def _adopt_quietly(self) -> None:
-        # A scrape serves the counters it has when the ledger cannot be read.
+        # The writer's idle round: a ledger that cannot be read now is tried again in
+        # a second, and the writer's own errors say when it is down.
         try:
             self.adopt_unadopted()
         except LedgerError as exc:
-            log.warning("%s", exc)
+            log.debug("%s", exc)
 
     def view(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
         """The JSON view: totals and breakdowns from the ledger's rollup.
@@ -485,13 +496,11 @@ class Recorder:
 
     def exposition(self) -> bytes:
         """Prometheus text format 0.0.4: our families, then anything else in the registry."""
-        self._adopt_quietly()
         with self.collector.skipping():
             others = _generate_latest(self.registry)
         return self.state.render_text().encode() + others
 
     def openmetrics(self) -> bytes:
-        self._adopt_quietly()
         return bytes(_generate_openmetrics(self.registry))
 
     def check_ready(self) -> None:
