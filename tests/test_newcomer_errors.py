@@ -161,7 +161,9 @@ def test_prices_for_an_unknown_model_exits_non_zero() -> None:
     rows = {line.split()[1]: line.split()[-1] for line in result.stdout.splitlines()[2:]}
     assert rows["gpt-4o-mnii"] == "unpriced"
     assert rows["gpt-4o-mini"] == "(openai/gpt-4o-mini)"
-    assert result.stderr.startswith("ai-usage-exporter prices: no price for 'gpt-4o-mnii': ")
+    assert result.stderr.startswith(
+        "ai-usage-exporter prices: no price for 'gpt-4o-mnii' (did you mean 'gpt-4o-mini'?): "
+    )
     result = _cli("prices", "--provider", "opneai")
     assert result.returncode == 1
     assert "no prices for provider 'opneai'" in result.stderr

@@ -10,6 +10,7 @@ import argparse
 import csv
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -17,10 +18,19 @@ from typing import Any
 
 import orjson
 
-from ai_usage_exporter.compose import build_ledger
+from ai_usage_exporter.compose import build_ledger, build_price_book
 from ai_usage_exporter.config.settings import DEFAULT_DB, Settings
 from ai_usage_exporter.core.focus import ledger_charges, render_focus
-from ai_usage_exporter.core.reports import FORMATS, REPORTS, build_report, cell, render, window
+from ai_usage_exporter.core.reports import (
+    FILTERS,
+    FORMATS,
+    REPORTS,
+    build_report,
+    cell,
+    expand_filters,
+    render,
+    window,
+)
 from ai_usage_exporter.core.rollup import STEPS
 from ai_usage_exporter.core.timeseries import ParamError, parse_duration, parse_time
 from ai_usage_exporter.ledger import Ledger
@@ -66,8 +76,16 @@ def add_parsers(sub: Any) -> None:
         help="focus: `report daily` as FinOps FOCUS CSV",
     )
     r.add_argument("--workflow", help="agents: also the step-by-step log of this workflow id")
-    r.add_argument("--limit", type=int, default=100, help="rows of queries/models/... (100)")
+    r.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        help="at most this many rows (agents: agents; default 100)",
+    )
     r.add_argument("--by", choices=("cost", "tokens"), default="cost", help="queries: order")
+    for name in ("service", "tenant", "model", "user"):
+        r.add_argument(f"--{name}", help=f"only the calls of this {name}")
+    r.add_argument("--whatsapp", dest="user", help="alias of --user")
     _instance(r)
     _common(r)
 
@@ -106,21 +124,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ledger = build_ledger(settings, "reader")
     try:
         if args.command == "report":
-            return _report(args, ledger)
+            return _report(args, ledger, settings)
         if args.command == "query":
-            return _query(args, ledger)
+            return _query(args, ledger, settings)
         return _prune(args, ledger, settings)
     except ParamError as exc:
         print(f"ai-usage-exporter: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `query | head`: the reader has all it wanted. Point stdout at /dev/null so
+        # the interpreter's last flush does not fail again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     finally:
         ledger.close()
 
 
-def _report(args: argparse.Namespace, ledger: Ledger) -> int:
+def _report(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int:
+    if args.limit < 1:
+        raise ParamError("limit", args.limit, "must be a positive number of rows")
     w = window(args.since, args.until, time.time())
     if args.format == "focus":
         return _report_focus(args, ledger, w.since, w.until)
+    book = build_price_book(settings)
     body = build_report(
         ledger,
         args.name,
@@ -129,6 +156,9 @@ def _report(args: argparse.Namespace, ledger: Ledger) -> int:
         limit=args.limit,
         order=args.by,
         instance=args.instance,
+        filters={name: getattr(args, name) for name in FILTERS},
+        model_name=book.canonical_model,
+        suggest=book.suggest_model,
     )
     sys.stdout.write(render(body, args.format))
     return 0
@@ -152,7 +182,7 @@ def _report_focus(args: argparse.Namespace, ledger: Ledger, since: int, until: i
     return 0
 
 
-def _query(args: argparse.Namespace, ledger: Ledger) -> int:
+def _query(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int:
     filters = {
         "user": args.user,
         "query_id": args.query_id,
@@ -163,11 +193,22 @@ def _query(args: argparse.Namespace, ledger: Ledger) -> int:
         "service": args.service,
         "tenant": args.tenant,
     }
+    if args.limit < 1:
+        raise ParamError("limit", args.limit, "must be a positive number of calls")
     given = {k: v for k, v in filters.items() if v is not None and k in EVENT_FILTERS}
+    where = expand_filters(ledger, given, build_price_book(settings).canonical_model)
     since = parse_time("since", args.since, time.time()) if args.since else None
     rows = ledger.select_events(
-        QUERY_COLUMNS, given, since, None, limit=args.limit, instance=args.instance
+        QUERY_COLUMNS, where, since, None, limit=args.limit, instance=args.instance
     )
+    if len(rows) == args.limit:
+        total = ledger.count_events_matching(where, since, None, instance=args.instance)
+        if total > len(rows):
+            # On stderr, so JSON and CSV on stdout stay whole.
+            print(
+                f"{len(rows)} of {total:,} calls, newest first; --limit {total} lists them all",
+                file=sys.stderr,
+            )
     for r in rows:
         for name in ("ts", "query_start", "query_end"):
             if r[name] is not None:

@@ -378,10 +378,14 @@ def prices(settings: Settings, provider: str | None, models: Sequence[str]) -> i
         return 0
     print(describe_rates(book, provider, models, pairs))
     named = set(models)
-    unknown = [m for p, m in pairs if m in named and (p == "?" or book.rates(p, m) is None)]
+    unknown = [(p, m) for p, m in pairs if m in named and (p == "?" or book.rates(p, m) is None)]
     if unknown:
+        hints = [
+            f"{m!r} (did you mean {hint!r}?)" if (hint := book.suggest_model(p, m)) else repr(m)
+            for p, m in unknown
+        ]
         print(
-            f"ai-usage-exporter prices: no price for {', '.join(map(repr, unknown))}: check "
+            f"ai-usage-exporter prices: no price for {', '.join(hints)}: check "
             "the spelling, give --provider, or add it to a price override file "
             "(docs/pricing.md); events for it are counted as unpriced",
             file=sys.stderr,

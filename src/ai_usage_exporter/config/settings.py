@@ -21,7 +21,7 @@ from ai_usage_exporter.config.fields import (
 from ai_usage_exporter.config.gateway import GatewayConfig, parse_gateway
 from ai_usage_exporter.config.reconcile import ReconcileSettings, parse_reconcile
 from ai_usage_exporter.core.budgets import BudgetConfigError, BudgetSpec, parse_budgets
-from ai_usage_exporter.core.events.model import Limits
+from ai_usage_exporter.core.events.model import Limits, naive_zone
 from ai_usage_exporter.core.metrics import DEFAULT_LABEL_CAPS, OPTIONAL_LABELS
 from ai_usage_exporter.core.pricing.overrides import LineLoader
 from ai_usage_exporter.core.rollup import check_instance
@@ -88,9 +88,9 @@ _FILE_KEYS = {
     "host", "port", "db", "prices_file", "prices", "auth", "labels", "limits",
     "store_text", "synchronous", "log_level", "tls", "allow_unauthenticated", "instance", "budgets",
     "retention", "timeseries", "usage_log", "gateway", "reconcile", "otlp", "body_timeout",
-    "max_connections",
+    "max_connections", "naive_timezone",
 }  # fmt: skip
-_LIMIT_KEYS = {f.name for f in fields(Limits)}
+_LIMIT_KEYS = {f.name for f in fields(Limits)} - {"naive_timezone"}  # a top-level key
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -155,6 +155,8 @@ def load_file(path: str) -> dict[str, Any]:
             out["limits"] = {k: v for k, v in sec.items()}
         elif key == "retention":
             out["retention"] = _duration(value, where)
+        elif key == "naive_timezone":
+            out["naive_timezone"] = _zone(value, where)
         elif key == "timeseries":
             sec = _section(value, where, {"minute_retention", "hour_retention"})
             for k, v in sec.items():
@@ -203,6 +205,18 @@ def _seconds(value: Any, where: str) -> float:
     if not 0 < number < float("inf"):
         raise ConfigError(f"{where}: expected a number of seconds > 0, got {value!r}")
     return number
+
+
+def _zone(value: Any, where: str) -> str:
+    """An IANA time zone name (`naive_timezone:`), checked now rather than at the first event."""
+    try:
+        naive_zone(value if isinstance(value, str) else "")
+    except ValueError:
+        raise ConfigError(
+            f"{where}: naive_timezone must be an IANA time zone name such as UTC or "
+            f"America/Argentina/Buenos_Aires, got {value!r}"
+        ) from None
+    return str(value)
 
 
 def _duration(value: Any, where: str) -> float | None:
@@ -297,6 +311,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         out["synchronous"] = _synchronous(str(get("SYNCHRONOUS")), f"{ENV_PREFIX}SYNCHRONOUS")
     if get("PRICES"):
         out["prices_file"] = get("PRICES")
+    if get("NAIVE_TIMEZONE"):
+        out["naive_timezone"] = _zone(get("NAIVE_TIMEZONE"), f"{ENV_PREFIX}NAIVE_TIMEZONE")
     if get("PORT"):
         out["port"] = as_int(get("PORT"), f"{ENV_PREFIX}PORT")
     if get("OTLP_GRPC_PORT"):
@@ -342,6 +358,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
     merged.update(env)
     merged.update({k: v for k, v in flags.items() if v is not None})
     limits = merged.pop("limits", None)
+    zone = merged.pop("naive_timezone", None)
     settings = Settings(**merged)
     if isinstance(limits, dict):
         try:
@@ -350,6 +367,8 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
             raise ConfigError(f"{config_path}: limits: {exc}") from None
     elif isinstance(limits, Limits):
         settings = replace(settings, limits=limits)
+    if zone is not None:
+        settings = replace(settings, limits=replace(settings.limits, naive_timezone=zone))
     _synchronous(settings.synchronous, "settings")
     settings = replace(settings, log_level=_log_level(settings.log_level, "--log-level"))
     settings = replace(

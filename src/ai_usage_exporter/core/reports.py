@@ -33,8 +33,12 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "models": ("provider", "model"),
     "tenants": ("tenant",),
     "services": ("service",),
-    "agents": ("agent", "task", "tool"),
+    "agents": ("agent", "task", "tool", "node", "operation"),
 }
+# What reports filter by (CLI flags and HTTP parameters of the same names) -> column.
+# The user is no bucket key: a report filtered by it sums the (retained) events.
+FILTERS: tuple[str, ...] = ("service", "tenant", "model", "user")
+ModelName = Callable[[str, str], str]
 STEP_COLUMNS: tuple[str, ...] = (
     "ts",
     "step",
@@ -51,6 +55,13 @@ STEP_COLUMNS: tuple[str, ...] = (
 )
 
 
+# The columns of one step of `agents --workflow` (see `_step_row`).
+STEP_ROW_COLUMNS: tuple[str, ...] = (
+    "n", "step", "time", "agent", "task", "tool", "node", "model", "total_tokens",
+    "cost_usd", "duration_ms", "tokens_per_s", "status",
+)  # fmt: skip
+
+
 class ReportSource(Protocol):
     """The reads a report makes; `ledger.Ledger` extends it, so every ledger provides them.
 
@@ -63,17 +74,29 @@ class ReportSource(Protocol):
         start: int,
         end: int,
         group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
         instance: str | None = None,
         values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]: ...
+
+    def event_sums(
+        self,
+        since: float,
+        until: float,
+        group_by: Sequence[str],
+        filters: Mapping[str, str | Sequence[str]],
+        instance: str | None = None,
+        values: Sequence[str] = VALUE_COLUMNS,
+    ) -> list[tuple[Any, ...]]: ...
+
+    def served_models(self) -> list[tuple[str, str]]: ...
 
     def buckets_pruned_before(self) -> dict[int, int]: ...
 
     def select_events(
         self,
         columns: tuple[str, ...],
-        filters: Mapping[str, str],
+        filters: Mapping[str, str | Sequence[str]],
         since: float | None = None,
         until: float | None = None,
         limit: int = 10,
@@ -87,6 +110,7 @@ class ReportSource(Protocol):
         order: str = "cost",
         limit: int = 10,
         instance: str | None = None,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
     ) -> list[dict[str, Any]]: ...
 
 
@@ -108,13 +132,18 @@ def window(since: str | None, until: str | None, now: float) -> Window:
     return Window(int(start // 60) * 60, int(math.ceil(end / 60)) * 60)
 
 
-# The bucket columns a report sums (of the 48): the rest are histograms it never shows.
+# The bucket columns a report sums: the rest are histograms it never shows.
 REPORT_VALUES: tuple[str, ...] = (
     "requests",
     *TOKEN_FIELDS,
     "cost_total_nusd",
     "duration_count",
     "duration_sum_us",
+    "timed_requests",
+    "timed_tokens",
+    "timed_cost_nusd",
+    "timed_duration_us",
+    "unpriced",
 )
 _V = {name: i for i, name in enumerate(REPORT_VALUES)}
 _REQUESTS, _COST, _DUR_COUNT, _DUR_SUM = (
@@ -123,11 +152,17 @@ _REQUESTS, _COST, _DUR_COUNT, _DUR_SUM = (
 
 
 def measures(vec: Sequence[int], errors: int) -> dict[str, Any]:
-    """The measures of every key report, from one summed vector of REPORT_VALUES."""
+    """The measures of every key report, from one summed vector of REPORT_VALUES.
+
+    The rates (tokens/s, $/min) divide the tokens and cost of the events that have a
+    duration by their duration, nothing else; `timed_requests` says how many those are.
+    """
     tokens = {f: vec[_V[f]] for f in TOKEN_FIELDS}
     total = tokens["input_tokens"] + tokens["output_tokens"]
     cost = vec[_COST] / NANO
     seconds = vec[_DUR_SUM] / 1e6
+    timed_s = vec[_V["timed_duration_us"]] / 1e6
+    timed_cost = vec[_V["timed_cost_nusd"]] / NANO
     return {
         "requests": vec[_REQUESTS],
         "errors": errors,
@@ -136,8 +171,11 @@ def measures(vec: Sequence[int], errors: int) -> dict[str, Any]:
         "cost_usd": cost,
         "duration_ms": round(seconds * 1000, 3),
         "avg_duration_ms": round(seconds * 1000 / vec[_DUR_COUNT], 3) if vec[_DUR_COUNT] else None,
-        "tokens_per_s": round(total / seconds, 3) if seconds else None,
-        "cost_per_min": cost / (seconds / 60) if seconds else None,
+        "tokens_per_s": round(vec[_V["timed_tokens"]] / timed_s, 3) if timed_s else None,
+        "cost_per_min": round(timed_cost / (timed_s / 60), 9) if timed_s else None,
+        "timed_requests": vec[_V["timed_requests"]],
+        # Calls of a model with no price: their cost counts as 0, and tables say so.
+        "unpriced_requests": vec[_V["unpriced"]],
     }
 
 
@@ -182,15 +220,26 @@ def _tile(since: int, until: int, steps: Sequence[int]) -> list[Tile]:
 
 
 def _grouped(
-    ledger: ReportSource, name: str, w: Window, instance: str | None
+    ledger: ReportSource,
+    name: str,
+    w: Window,
+    instance: str | None,
+    filters: Mapping[str, str | Sequence[str]] | None = None,
+    model_name: ModelName | None = None,
 ) -> tuple[Window, list[tuple[tuple[Any, ...], list[int], int]]]:
     """Bucket sums per key of the report (status folded into an error count), by cost.
 
     The daily report's key is the UTC day, so the hour and minute buckets that cover
     partial days add into their day's row. Returns the range the sums cover, too.
+    With a user among `filters`, the events are summed instead (see `event_sums`).
+    `model_name` gives the models report one row per model (see `canonical_model`).
     """
     keys = _KEYS[name]
-    if w.since % DAY or w.until % DAY:
+    filters = filters or {}
+    by_events = "user" in filters
+    if by_events:
+        covered, tiles = w, [(0, w.since, w.until)]
+    elif w.since % DAY or w.until % DAY:
         covered, tiles = plan(w, ledger.buckets_pruned_before())
     else:
         covered, tiles = w, [(DAY, w.since, w.until)]
@@ -198,11 +247,22 @@ def _grouped(
     n = len(keys)
     width = len(REPORT_VALUES)
     for step, start, end in tiles:
-        rows = ledger.bucket_sums(
-            step, start, end, (*keys, "status"), instance=instance, values=REPORT_VALUES
-        )
+        if by_events:
+            rows = ledger.event_sums(
+                start, end, (*keys, "status"), filters, instance=instance, values=REPORT_VALUES
+            )
+        else:
+            rows = ledger.bucket_sums(
+                step, start, end, (*keys, "status"), filters, instance=instance,
+                values=REPORT_VALUES,
+            )  # fmt: skip
         for r in rows:
-            key = (r[0] - r[0] % DAY,) if name == "daily" else tuple(r[:n])
+            if name == "daily":
+                key: tuple[Any, ...] = (r[0] - r[0] % DAY,)
+            elif name == "models" and model_name is not None:
+                key = (r[0], model_name(r[0], r[1]))
+            else:
+                key = tuple(r[:n])
             acc = merged.get(key)
             if acc is None:
                 acc = merged[key] = ([0] * width, [0])
@@ -228,11 +288,18 @@ def build_report(
     limit: int = 100,
     order: str = "cost",
     instance: str | None = None,
+    filters: Mapping[str, str] | None = None,
+    model_name: ModelName | None = None,
+    suggest: Callable[[str, str], str | None] | None = None,
 ) -> dict[str, Any]:
     """The report as JSON-ready data: {"report", "since", "until", "instance", "rows", ...}.
 
     `instance` restricts it to one instance's rows (see `Ledger.scope_instance`); None,
-    the default, reports the whole ledger.
+    the default, reports the whole ledger. `filters` (names of FILTERS) keep the calls
+    matching each; `model_name` (the price book's `canonical_model`) makes a dated
+    snapshot and its alias one model, in the rows and in the model filter. When calls
+    in the range have no price, `unpriced` lists their models, each with a priced
+    model of a close name (`suggest`, the price book's `suggest_model`) if there is one.
     """
     body: dict[str, Any] = {
         "report": name,
@@ -240,11 +307,17 @@ def build_report(
         "until": _iso(w.until),
         "instance": instance,
     }
+    given = {k: v for k, v in (filters or {}).items() if v is not None}
+    if given:
+        body["filters"] = dict(given)
+    where = expand_filters(ledger, given, model_name)
     if name == "queries":
-        rows = ledger.query_sums(w.since, w.until, order=order, limit=limit, instance=instance)
+        rows = ledger.query_sums(
+            w.since, w.until, order=order, limit=limit, instance=instance, filters=where
+        )
         body["rows"] = [_query_row(r) for r in rows]
         return body
-    covered, grouped = _grouped(ledger, name, w, instance)
+    covered, grouped = _grouped(ledger, name, w, instance, where, model_name)
     if covered != w:
         # Retention deleted the finer buckets an end of the range needed.
         body["since"], body["until"] = _iso(covered.since), _iso(covered.until)
@@ -252,13 +325,16 @@ def build_report(
     if name == "daily":
         body["rows"] = [{"day": _iso(k[0])[:10], **measures(v, e)} for k, v, e in grouped]
     elif name == "agents":
-        body["rows"] = _agent_tree(grouped)
+        body["rows"] = _agent_tree(grouped)[:limit]
+        nodes = _nodes(grouped)
+        if nodes:
+            body["nodes"] = nodes[:limit]
         body["summary"] = _performance(grouped)
         if workflow is not None:
             body["workflow"] = workflow
             steps = ledger.select_events(
                 STEP_COLUMNS,
-                {"workflow_id": workflow},
+                {**where, "workflow_id": workflow},
                 w.since,
                 w.until,
                 limit=10_000,
@@ -270,7 +346,36 @@ def build_report(
         body["rows"] = [
             {**dict(zip(keys, k, strict=True)), **measures(v, e)} for k, v, e in grouped[:limit]
         ]
+    if any(v[_V["unpriced"]] for _, v, _ in grouped):
+        by_model = (
+            grouped if name == "models" else _grouped(ledger, "models", w, instance, where)[1]
+        )
+        body["unpriced"] = [
+            {
+                "provider": p,
+                "model": m,
+                "requests": v[_V["unpriced"]],
+                "did_you_mean": suggest(p, m) if suggest is not None else None,
+            }
+            for (p, m), v, _ in by_model
+            if v[_V["unpriced"]]
+        ]
     return body
+
+
+def expand_filters(
+    ledger: ReportSource, filters: Mapping[str, str], model_name: ModelName | None
+) -> dict[str, str | Sequence[str]]:
+    """The filters as the ledger applies them: a model becomes every name it was served
+    under (`gpt-4o-mini` finds `gpt-4o-mini-2024-07-18` too), by the price book."""
+    out: dict[str, str | Sequence[str]] = dict(filters)
+    model = filters.get("model")
+    if model is not None and model_name is not None:
+        out["model"] = sorted(
+            {model}
+            | {m for p, m in ledger.served_models() if model_name(p, m) == model_name(p, model)}
+        )
+    return out
 
 
 def _query_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -285,7 +390,14 @@ def _query_row(r: dict[str, Any]) -> dict[str, Any]:
     start = r["query_start"] if r["query_start"] is not None else r["first_ts"]
     end = r["query_end"] if r["query_end"] is not None else r["last_ts"]
     tokens = int(r["input_tokens"]) + int(r["output_tokens"])
-    cost = float(r["cost_usd"] or 0)
+    # The query's own duration spans all its calls; the calls' durations only theirs.
+    if own_ms is not None:
+        rate_tokens, timed = tokens, int(r["inferences"])
+    else:
+        rate_tokens, timed = int(r["timed_tokens"] or 0), int(r["timed_inferences"])
+    # Summed as floats by the database: rounded to the nanodollar, the ledger's unit,
+    # so 0.059812 does not print as 0.059812000000000004.
+    cost = round(float(r["cost_usd"] or 0), 9)
     return {
         "query_id": r["query_id"],
         "user": r["user"],
@@ -298,7 +410,8 @@ def _query_row(r: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": cost,
         "duration_ms": round(duration, 3),
         "errors": int(r["errors"]),
-        "tokens_per_s": round(tokens / (duration / 1000), 3) if duration else None,
+        "tokens_per_s": round(rate_tokens / (duration / 1000), 3) if duration else None,
+        "timed_inferences": timed,
         "inference_ms": round(calls_ms, 3),
         "text": r["query_text"],
     }
@@ -314,9 +427,10 @@ def _step_row(n: int, s: dict[str, Any]) -> dict[str, Any]:
         "agent": s["agent"],
         "task": s["task"],
         "tool": s["tool"],
+        "node": s["node"],
         "model": s["model"],
         "total_tokens": tokens,
-        "cost_usd": float(s["cost_total"]),
+        "cost_usd": round(float(s["cost_total"]), 9),
         "duration_ms": d,
         "tokens_per_s": round(tokens / (d / 1000), 3) if d else None,
         "status": s["status"],
@@ -324,14 +438,19 @@ def _step_row(n: int, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _agent_tree(grouped: list[tuple[tuple[Any, ...], list[int], int]]) -> list[dict[str, Any]]:
-    """agent -> tasks -> tools, each level with the measures of everything under it."""
+    """agent -> tasks -> tools, each level with the measures of everything under it.
+
+    A call that names a node and no agent (an agent graph's query-summary line) is
+    under its node: for such an app the nodes are the agents.
+    """
     agents: dict[str, tuple[list[int], list[int], dict[str, Any]]] = {}
-    for (agent, task, tool), vec, errors in grouped:
-        a = agents.setdefault(agent, ([0] * len(vec), [0], {}))
+    for (agent, task, tool, node, _operation), vec, errors in grouped:
+        a = agents.setdefault(agent or node, ([0] * len(vec), [0], {}))
         t = a[2].setdefault(task, ([0] * len(vec), [0], {}))
         _add(a, vec, errors)
         _add(t, vec, errors)
-        t[2][tool] = (vec, [errors], {})
+        leaf = t[2].setdefault(tool, ([0] * len(vec), [0], {}))
+        _add(leaf, vec, errors)
 
     def level(items: dict[str, Any], name: str, child: str | None) -> list[dict[str, Any]]:
         out = []
@@ -344,6 +463,20 @@ def _agent_tree(grouped: list[tuple[tuple[Any, ...], list[int], int]]) -> list[d
         return out
 
     return level(agents, "agent", "task")
+
+
+def _nodes(grouped: list[tuple[tuple[Any, ...], list[int], int]]) -> list[dict[str, Any]]:
+    """Per node and inference type (the `operation`), for calls that name a node."""
+    acc: dict[tuple[str, str], tuple[list[int], list[int], Any]] = {}
+    for (_a, _t, _tool, node, operation), vec, errors in grouped:
+        if node:
+            _add(acc.setdefault((node, operation), ([0] * len(vec), [0], None)), vec, errors)
+    rows = [
+        {"node": node, "inference_type": op, **measures(v, e[0])}
+        for (node, op), (v, e, _) in acc.items()
+    ]
+    rows.sort(key=lambda r: (-r["cost_usd"], -r["requests"], r["node"], r["inference_type"]))
+    return rows
 
 
 def _add(acc: tuple[list[int], list[int], Any], vec: list[int], errors: int) -> None:
@@ -372,6 +505,7 @@ def _performance(grouped: list[tuple[tuple[Any, ...], list[int], int]]) -> dict[
         else None,
         "tokens_per_s": m["tokens_per_s"],
         "cost_per_min": m["cost_per_min"],
+        "timed_requests": m["timed_requests"],
     }
 
 
@@ -405,9 +539,13 @@ def render(body: dict[str, Any], fmt: str) -> str:
 
 
 def render_csv(body: dict[str, Any]) -> str:
-    rows = flat_rows(body)
+    """One CSV table: the report's rows, or for `agents --workflow` the step log."""
+    if body.get("workflow") is not None:
+        rows, columns = body["steps"], list(STEP_ROW_COLUMNS)
+    else:
+        rows = flat_rows(body)
+        columns = _columns(rows, body["report"])
     buf = io.StringIO()
-    columns = _columns(rows, body["report"])
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for r in rows:
@@ -434,12 +572,43 @@ def cell(v: Any) -> str:
     return str(v) if v != "" else "-"
 
 
-_SHORT = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "cost_usd",
-          "duration_ms", "tokens_per_s", "cost_per_min")  # fmt: skip
+_SHORT = ("requests", "errors", "input_tokens", "cached_input_tokens", "output_tokens",
+          "total_tokens", "cost_usd", "duration_ms", "tokens_per_s", "cost_per_min")  # fmt: skip
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[list[str]]:
-    return [columns] + [[cell(r.get(c)) for c in columns] for r in rows]
+    return [columns] + [
+        [_cost_cell(r) if c == "cost_usd" else cell(r.get(c)) for c in columns] for r in rows
+    ]
+
+
+def _cost_cell(m: Mapping[str, Any]) -> str:
+    """The cost, marked when calls of it have no price (they count as $0)."""
+    unpriced = m.get("unpriced_requests") or 0
+    if unpriced and unpriced == m.get("requests"):
+        return "unpriced"
+    text = cell(m.get("cost_usd"))
+    return f"{text} (+{unpriced:,} unpriced)" if unpriced else text
+
+
+def _unpriced_note(body: dict[str, Any]) -> list[str]:
+    """Lines naming the models without a price, and what each may have meant."""
+    out = []
+    for u in body.get("unpriced") or ():
+        hint = f"; did you mean {u['did_you_mean']!r}?" if u["did_you_mean"] else ""
+        out.append(
+            f"{u['requests']:,} calls of {u['provider']}/{u['model']} have no price and "
+            f"count as $0{hint} (see `ai-usage-exporter prices`, docs/pricing.md)"
+        )
+    return out
+
+
+def _empty_note(body: dict[str, Any]) -> str:
+    return f"no calls in {body['since']} .. {body['until']}" + (
+        f" matching {', '.join(f'{k}={v}' for k, v in body['filters'].items())}"
+        if body.get("filters")
+        else ""
+    )
 
 
 def render_markdown(body: dict[str, Any]) -> str:
@@ -447,9 +616,29 @@ def render_markdown(body: dict[str, Any]) -> str:
     cols = _columns(rows, body["report"])
     table = _table(rows, cols)
     lines = [f"## {body['report']} {body['since']} .. {body['until']}", ""]
-    lines.append("| " + " | ".join(table[0]) + " |")
-    lines.append("|" + "|".join("---" for _ in cols) + "|")
-    lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    if rows:
+        lines.append("| " + " | ".join(table[0]) + " |")
+        lines.append("|" + "|".join("---" for _ in cols) + "|")
+        lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    else:
+        lines.append(_empty_note(body))
+    if body.get("unpriced"):
+        lines += ["", *(f"- {n}" for n in _unpriced_note(body))]
+    if body.get("nodes"):
+        node_cols = _columns(body["nodes"], "nodes")
+        nodes = _table(body["nodes"], node_cols)
+        lines += ["", "### by node", ""]
+        lines.append("| " + " | ".join(nodes[0]) + " |")
+        lines.append("|" + "|".join("---" for _ in node_cols) + "|")
+        lines += ["| " + " | ".join(r) + " |" for r in nodes[1:]]
+    if body.get("workflow") is not None:
+        lines += ["", f"### execution log, workflow {body['workflow']}", ""]
+        steps = _table(body["steps"], list(STEP_ROW_COLUMNS))
+        lines.append("| " + " | ".join(steps[0]) + " |")
+        lines.append("|" + "|".join("---" for _ in STEP_ROW_COLUMNS) + "|")
+        lines += ["| " + " | ".join(r) + " |" for r in steps[1:]]
+        if not body["steps"]:
+            lines += ["", "no events of this workflow in the range"]
     return "\n".join(lines) + "\n"
 
 
@@ -462,6 +651,9 @@ def render_text(body: dict[str, Any]) -> str:
             f"(asked {body['asked']['since']} .. {body['asked']['until']}; retention kept "
             "only coarser buckets at an end, so the range is widened to them)"
         )
+    if not body["rows"]:
+        # A bare header would read as "the report ran and found nothing wrong".
+        lines.append(_empty_note(body))
     if name == "agents":
         for a in body["rows"]:
             lines.append(f"Agent {a['agent'] or '-'}: {_line(a)}")
@@ -469,6 +661,10 @@ def render_text(body: dict[str, Any]) -> str:
                 lines.append(f"  Task {t['task'] or '-'}: {_line(t)}")
                 for tool in t["tools"]:
                     lines.append(f"    Tool {tool['tool'] or '-'}: {_line(tool)}")
+        if body.get("nodes"):
+            lines.append("----- by node -----")
+            for nd in body["nodes"]:
+                lines.append(f"Node {nd['node']} ({nd['inference_type'] or '-'}): {_line(nd)}")
         if body.get("workflow") is not None and not body.get("steps"):
             # Asked for a workflow's log and got nothing: say so, or a typo reads as success.
             lines.append(
@@ -488,13 +684,17 @@ def render_text(body: dict[str, Any]) -> str:
             lines.append(
                 f"{p['requests']:,} calls, {p['total_tokens']:,} tokens, ${p['cost_usd']:.6f}; "
                 f"token efficiency (output/input) {cell(p['token_efficiency'])}, "
-                f"{cell(p['tokens_per_s'])} tokens/s, ${cell(p['cost_per_min'])}/min"
+                f"{cell(p['tokens_per_s'])} tokens/s, ${cell(p['cost_per_min'])}/min" + _timed(p)
             )
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *_unpriced_note(body)]) + "\n"
     rows = flat_rows(body)
+    if not rows:
+        return "\n".join(lines) + "\n"
     cols = _columns(rows, name)
     if name != "queries":
         cols = [c for c in cols if c in _SHORT or c not in _MEASURE_NAMES]
+        if all(r["timed_requests"] == r["requests"] for r in rows):
+            cols = [c for c in cols if c != "timed_requests"]  # the rates cover every call
     table = _table(rows, cols)
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     for r in table:
@@ -504,15 +704,25 @@ def render_text(body: dict[str, Any]) -> str:
                 for i, (v, w) in enumerate(zip(r, widths, strict=True))
             )
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_unpriced_note(body)]) + "\n"
 
 
 def _line(m: dict[str, Any]) -> str:
+    cost = _cost_cell(m)
     return (
         f"{m['requests']:,} calls, {m['input_tokens']:,} in / {m['output_tokens']:,} out tokens, "
-        f"${m['cost_usd']:.6f}, {cell(m['duration_ms'])} ms, "
-        f"{cell(m['tokens_per_s'])} tokens/s, ${cell(m['cost_per_min'])}/min"
+        f"{cost if cost == 'unpriced' else '$' + cost}, "
+        f"{cell(m['duration_ms']) if m['duration_ms'] else '-'} ms, "
+        f"{cell(m['tokens_per_s'])} tokens/s, ${cell(m['cost_per_min'])}/min" + _timed(m)
     )
 
 
-_MEASURE_NAMES = frozenset((*TOKEN_FIELDS, "avg_duration_ms", "requests", "errors"))
+def _timed(m: dict[str, Any]) -> str:
+    """What the rates cover, when it is not every call."""
+    n, timed = m["requests"], m["timed_requests"]
+    return "" if timed == n else f" ({timed:,} of {n:,} calls timed)"
+
+
+_MEASURE_NAMES = frozenset(
+    (*TOKEN_FIELDS, "avg_duration_ms", "requests", "errors", "unpriced_requests")
+)

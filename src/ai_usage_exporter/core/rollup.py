@@ -101,6 +101,14 @@ VALUE_COLUMNS: tuple[str, ...] = (
     "ttft_sum_us",
     *(f"duration_b{i}" for i in range(_NB)),
     *(f"ttft_b{i}" for i in range(_NB)),
+    # The events with a duration, again: the numerators and the denominator of a rate
+    # (tokens/s, $/min), so a rate covers only the events it can. Kept apart from
+    # duration_count/duration_sum_us because rows made before these columns existed
+    # have 0 here: their events are not timed for rates, rather than timed wrongly.
+    "timed_requests",
+    "timed_tokens",
+    "timed_cost_nusd",
+    "timed_duration_us",
 )
 _IDX = {name: i for i, name in enumerate(VALUE_COLUMNS)}
 REQUESTS = _IDX["requests"]
@@ -119,6 +127,10 @@ TTFT_COUNT = _IDX["ttft_count"]
 TTFT_SUM_US = _IDX["ttft_sum_us"]
 DUR_BUCKETS: tuple[int, ...] = tuple(_IDX[f"duration_b{i}"] for i in range(_NB))
 TTFT_BUCKETS: tuple[int, ...] = tuple(_IDX[f"ttft_b{i}"] for i in range(_NB))
+TIMED_REQUESTS = _IDX["timed_requests"]
+TIMED_TOKENS = _IDX["timed_tokens"]
+TIMED_COST = _IDX["timed_cost_nusd"]
+TIMED_DURATION_US = _IDX["timed_duration_us"]
 # Which columns hold money or milliseconds (floats); the rest are integer counts.
 FLOAT_COLUMNS = frozenset(
     ("cost_input", "cost_output", "cost_total", "duration_sum_ms", "ttft_sum_ms")
@@ -208,9 +220,14 @@ def _aggregate(priced: Iterable[tuple[UsageEvent, Cost]], step: int | None) -> d
             v[REASON_COLUMNS[reason]] += 1
         d = e.duration_ms
         if d is not None:
+            us = round(d * 1000)
             v[DUR_COUNT] += 1
-            v[DUR_SUM_US] += round(d * 1000)
+            v[DUR_SUM_US] += us
             v[DUR_BUCKETS[bisect_left(_BUCKETS_MS, d)]] += 1
+            v[TIMED_REQUESTS] += 1
+            v[TIMED_TOKENS] += e.input_tokens + e.output_tokens
+            v[TIMED_COST] += ci + co
+            v[TIMED_DURATION_US] += us
         t = e.ttft_ms
         if t is not None:
             v[TTFT_COUNT] += 1

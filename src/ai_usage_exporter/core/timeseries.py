@@ -44,6 +44,7 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "agent": ("agent",),
     "tenant": ("tenant",),
     "tool": ("tool",),
+    "node": ("node",),
     "type": (),
 }
 STATS: tuple[str, ...] = ("p50", "p95", "p99", "avg")

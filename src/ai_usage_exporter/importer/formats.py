@@ -30,12 +30,13 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import orjson
 
 from ai_usage_exporter.core.events.model import TOKEN_ALIASES
+from ai_usage_exporter.core.events.summary import summary_key
 from ai_usage_exporter.core.events.validate import EVENT_FIELDS
 from ai_usage_exporter.core.shapes import USAGE_FIELDS
 
@@ -85,10 +86,11 @@ def content_key(obj: Mapping[str, Any]) -> str:
     It hashes the record, not the line, so the same summary logged bare, after a
     prefix or inside a Docker envelope counts once.
     """
+    if obj.get("event") == SUMMARY:
+        # The key a posted line gets too, so a line posted and imported counts once;
+        # per inference, the parser appends #0, #1, ... to it.
+        return summary_key(obj)
     digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-    if obj.get("event") == SUMMARY and isinstance(obj.get("query_id"), str):
-        # Per inference, the parser appends #0, #1, ... to this.
-        return f"import:{obj['query_id']}:{digest}"
     return f"import:{digest}"
 
 
@@ -96,8 +98,10 @@ def _usage_like(obj: Mapping[str, Any]) -> bool:
     return not _TOKEN_KEYS.isdisjoint(obj) or ("provider" in obj and "model" in obj)
 
 
-def classify(obj: dict[str, Any], depth: int = 0) -> dict[str, Any] | None:
-    """The usage record a decoded JSON object is or carries, else None."""
+def classify(obj: dict[str, Any], depth: int = 0, zone: tzinfo = UTC) -> dict[str, Any] | None:
+    """The usage record a decoded JSON object is or carries, else None.
+
+    `zone` reads a logger's timestamp without an offset (the `naive_timezone`)."""
     if obj.get("event") == SUMMARY:
         return obj
     if EVENT_FIELDS.issuperset(obj) or _ENVELOPE_KEYS.isdisjoint(obj):
@@ -107,23 +111,23 @@ def classify(obj: dict[str, Any], depth: int = 0) -> dict[str, Any] | None:
         for key in _MESSAGE_KEYS:
             text = obj.get(key)
             if isinstance(text, str) and "{" in text:
-                found = parse_text(text.encode("utf-8", "surrogatepass"), depth + 1)
+                found = parse_text(text.encode("utf-8", "surrogatepass"), depth + 1, zone)
                 if found is not None:
                     return found
         for value in obj.values():
             if isinstance(value, dict) and (
                 value.get("event") == SUMMARY or ("provider" in value and "model" in value)
             ):
-                found = classify(value, depth + 1)
+                found = classify(value, depth + 1, zone)
                 if found is not None:
                     return found
     # Its own fields count only with token counts: a logger's "calling the model"
     # line before the call names provider and model too.
-    own = _own_fields(obj)
+    own = _own_fields(obj, zone)
     return own if not _TOKEN_KEYS.isdisjoint(own) else None
 
 
-def _own_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+def _own_fields(obj: Mapping[str, Any], zone: tzinfo = UTC) -> dict[str, Any]:
     """A logger line's fields that the event table knows, as an event."""
     out = {k: v for k, v in obj.items() if k in EVENT_FIELDS and k not in _ENVELOPE_ONLY}
     stream = obj.get("stream")
@@ -134,13 +138,14 @@ def _own_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
             del out[key]
     ts = out.get("timestamp")
     if isinstance(ts, str):
-        # A logger's timestamp without an offset is read as UTC, like a summary's.
+        # A logger's timestamp without an offset is read in the naive_timezone, like a
+        # summary's.
         try:
             parsed = datetime.fromisoformat(ts.replace(",", "."))
         except ValueError:
             return out  # validation names it
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
+            parsed = parsed.replace(tzinfo=zone)
         out["timestamp"] = parsed.timestamp()
     return out
 
@@ -167,7 +172,7 @@ def _decode(text: bytes) -> Any:
     return value
 
 
-def parse_text(text: bytes, depth: int = 0) -> dict[str, Any] | None:
+def parse_text(text: bytes, depth: int = 0, zone: tzinfo = UTC) -> dict[str, Any] | None:
     """The usage record in a line of text: JSON (or a dict's repr) after any prefix."""
     start = text.find(b"{")
     if start < 0:
@@ -189,7 +194,7 @@ def parse_text(text: bytes, depth: int = 0) -> dict[str, Any] | None:
             error = error or exc
             continue
         if isinstance(obj, dict):
-            return classify(obj, depth)
+            return classify(obj, depth, zone)
     if error is not None and _USAGE_HINT.search(text):
         raise error
     return None
@@ -199,9 +204,16 @@ class LineReader:
     """Reads one file's lines into records, keeping what spans lines: the CSV header,
     a CRI or Docker line split into parts, and a pretty-printed JSON object."""
 
-    __slots__ = ("block", "block_depth", "block_lines", "header", "pending", "seen_data")
+    __slots__ = ("block", "block_depth", "block_lines", "header", "pending", "seen_data", "zone")
 
-    def __init__(self, header: list[str] | None = None, pending: str = "", block: str = "") -> None:
+    def __init__(
+        self,
+        header: list[str] | None = None,
+        pending: str = "",
+        block: str = "",
+        zone: tzinfo = UTC,
+    ) -> None:
+        self.zone = zone
         self.header = header
         self.pending = pending.encode("utf-8", "surrogatepass")  # a split line so far
         # A JSON object written over several lines (`json.dumps(summary, indent=2)`).
@@ -252,7 +264,7 @@ class LineReader:
                 return None
             if "log" in obj and "time" in obj and isinstance(obj["log"], str):
                 return self._docker(obj)
-            return classify(obj)
+            return classify(obj, 0, self.zone)
         if first == 0x23:  # a comment: our usage log's summary blocks
             return None
         if self.header is not None:
@@ -276,7 +288,7 @@ class LineReader:
             if text[start + 1 :].strip() == b"":
                 self.block, self.block_depth, self.block_lines = text[start:], 1, 1
                 return None
-        return parse_text(text)
+        return parse_text(text, 0, self.zone)
 
     def _continue_block(self, line: bytes) -> dict[str, Any] | None:
         text = line.rstrip(b"\r\n")
@@ -292,7 +304,7 @@ class LineReader:
                 )
             return None
         block, self.block = self.block, b""
-        return parse_text(block)
+        return parse_text(block, 0, self.zone)
 
     def _join(self, part: bytes, complete: bool) -> bytes | None:
         if not complete:
@@ -306,13 +318,13 @@ class LineReader:
 
     def _cri(self, flag: bytes, part: bytes) -> dict[str, Any] | None:
         whole = self._join(part, flag == b"F")
-        return None if whole is None else parse_text(whole.strip())
+        return None if whole is None else parse_text(whole.strip(), 0, self.zone)
 
     def _docker(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         # The json-file driver splits a line over 16 KiB; only the last part ends in \n.
         log: str = obj["log"]
         whole = self._join(log.encode("utf-8", "surrogatepass"), log.endswith("\n"))
-        return None if whole is None else parse_text(whole.strip())
+        return None if whole is None else parse_text(whole.strip(), 0, self.zone)
 
 
 def _depth(text: bytes, depth: int) -> tuple[int, bool]:

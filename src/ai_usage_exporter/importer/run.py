@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -28,7 +29,7 @@ import orjson
 
 from ai_usage_exporter.compose import build_recorder
 from ai_usage_exporter.config.settings import Settings
-from ai_usage_exporter.core.events.model import EventError, Limits, UsageEvent
+from ai_usage_exporter.core.events.model import EventError, Limits, UsageEvent, naive_zone
 from ai_usage_exporter.core.events.parse import parse_events
 from ai_usage_exporter.importer.formats import LineError, LineReader, content_key
 
@@ -93,6 +94,10 @@ class _Source:
     lineno: int = 0
     reader: LineReader = field(default_factory=LineReader)
     partial: bytes = b""
+    zone: tzinfo = UTC  # reads timestamps without an offset (naive_timezone)
+    # Lines read into a record that spans lines (a pretty-printed object, a split
+    # line) and not finished yet: skipped only if the record turns out not to be usage.
+    held: int = 0
 
     @property
     def meta_key(self) -> str:
@@ -119,7 +124,7 @@ def _open(src: _Source, resume: dict[str, Any] | None) -> None:
     fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
     src.fh, src.raw, src.inode = fh, raw, st.st_ino
     src.offset = src.lineno = 0
-    src.reader, src.partial = LineReader(), b""
+    src.reader, src.partial, src.held = LineReader(zone=src.zone), b"", 0
     if (
         resume
         and resume.get("inode") == st.st_ino
@@ -128,7 +133,10 @@ def _open(src: _Source, resume: dict[str, Any] | None) -> None:
         src.offset = int(resume["offset"])
         src.lineno = int(resume.get("line", 0))
         src.reader = LineReader(
-            resume.get("header"), resume.get("pending") or "", resume.get("block") or ""
+            resume.get("header"),
+            resume.get("pending") or "",
+            resume.get("block") or "",
+            zone=src.zone,
         )
         fh.seek(src.offset)
 
@@ -180,11 +188,17 @@ def _items(src: _Source, batch: _Batch, stats: ImportStats) -> list[tuple[int, d
         try:
             obj = read(line)
         except LineError as exc:
+            src.held = 0
             stats.reject(src.path, n, str(exc))
             continue
         if obj is None:
-            stats.skipped += 1
+            if src.reader.waiting:
+                src.held += 1
+            else:
+                stats.skipped += 1 + src.held
+                src.held = 0
             continue
+        src.held = 0
         if "idempotency_key" not in obj:
             obj["idempotency_key"] = content_key(obj)
         items.append((n, obj))
@@ -207,8 +221,9 @@ def _items(src: _Source, batch: _Batch, stats: ImportStats) -> list[tuple[int, d
         stats.read += 1
         src.lineno += 1
         src.offset += len(batch.tail)
+        held, src.held = src.held, 0
         if obj is None:
-            stats.skipped += 1
+            stats.skipped += 1 + held
         else:
             if "idempotency_key" not in obj:
                 obj["idempotency_key"] = content_key(obj)
@@ -275,7 +290,8 @@ def import_files(
 ) -> ImportStats:
     """Read every file into the recorder; with `follow`, keep reading until `stop` is set."""
     stats = ImportStats()
-    sources = [_Source(p) for p in paths]
+    zone = naive_zone(recorder.limits.naive_timezone)
+    sources = [_Source(p, zone=zone) for p in paths]
     for src in sources:
         saved = None if from_start else recorder.ledger.get_meta(src.meta_key)
         _open(src, orjson.loads(saved) if saved else None)

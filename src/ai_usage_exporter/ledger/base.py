@@ -114,6 +114,7 @@ BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "by_agent": ("agent",),
     "by_tool": ("tool",),
     "by_tenant": ("tenant",),
+    "by_node": ("node",),
 }
 
 
@@ -177,6 +178,8 @@ class Ledger(ReportSource, Protocol):
     def instances(self) -> dict[str, int]: ...
     def retire_instance(self, name: str) -> int: ...
     def check_writable(self, commit: bool = False) -> None: ...
+    def has_unadopted(self) -> bool: ...
+    def adopt_unadopted(self) -> list[tuple[RollupKey, Delta]]: ...
     def count_events(self) -> int: ...
     def latest_event_ts(self) -> float | None: ...
     def events(self) -> list[dict[str, Any]]: ...
@@ -184,6 +187,13 @@ class Ledger(ReportSource, Protocol):
     def usage_since(
         self, since: float, field: str | None = None, value: str | None = None
     ) -> dict[str, tuple[int, float, int]]: ...
+    def count_events_matching(
+        self,
+        filters: Mapping[str, str | Sequence[str]],
+        since: float | None = None,
+        until: float | None = None,
+        instance: str | None = None,
+    ) -> int: ...
     def count_events_before(self, ts: float) -> int: ...
     def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
     def delete_buckets_before(self, step: int, ts: float) -> int: ...
@@ -744,7 +754,7 @@ class SQLLedger(EventQueries, ProviderUsageStore):
         start: int,
         end: int,
         group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
+        filters: Mapping[str, buckets.FilterValue] | None = None,
         instance: str | None = None,
         values: Sequence[str] = VALUE_COLUMNS,
     ) -> list[tuple[Any, ...]]:
@@ -759,7 +769,7 @@ class SQLLedger(EventQueries, ProviderUsageStore):
         sql, ng = buckets.sums_sql(self.placeholder, group_by, filters, where, values)
         with self._read_lock:
             cur = self._read_conn().cursor()
-            cur.execute(sql, (step, start, end, *params, *filters.values()))
+            cur.execute(sql, (step, start, end, *params, *buckets.filter_params(filters)))
             rows = cur.fetchall()
         return [(*r[:ng], *(int(v) for v in r[ng:])) for r in rows if r[ng] is not None]
 
@@ -874,6 +884,59 @@ class SQLLedger(EventQueries, ProviderUsageStore):
     def _begin_admin(self, cur: Any) -> None:
         """Begin a transaction that moves rows between instances."""
         self._begin(cur)
+
+    # Adopting while the sidecar runs. `import` writes as a tool: unassigned rows, which
+    # a sidecar adopted only when it opened the ledger, so an import into the ledger of
+    # a running sidecar was in its JSON view (SQLite reads the whole file) and not in its
+    # /metrics until a restart. Now, before it answers a read, the sidecar moves any
+    # waiting rows into its instance in one transaction and adds exactly what it moved
+    # to its counters: they only grow, nothing counts twice, and view and /metrics agree.
+
+    def _unadopted_where(self) -> tuple[str, tuple[Any, ...]]:
+        """The rows this sidecar adopts: the unassigned ones (SQLite: any not its own)."""
+        return f"{q(INSTANCE)} = {self.placeholder}", (UNASSIGNED_INSTANCE,)
+
+    def has_unadopted(self) -> bool:
+        """Whether rows wait to be adopted: one indexed probe, cheap enough for each read."""
+        if not self._adopts:
+            return False
+        where, params = self._unadopted_where()
+        try:
+            with self._read_lock:
+                cur = self._read_conn().cursor()
+                cur.execute(f"SELECT 1 FROM rollup WHERE {where} LIMIT 1", params)
+                return cur.fetchone() is not None
+        except Exception as exc:
+            raise LedgerError(f"ledger {self.url}: cannot look for unassigned rows: {exc}") from exc
+
+    def adopt_unadopted(self) -> list[tuple[RollupKey, Delta]]:
+        """Move the waiting rows into this instance; returns what moved, summed per key.
+
+        The caller holds the writer's lock and adds the sums to its counters.
+        """
+        if not self._adopts:
+            return []
+        where, params = self._unadopted_where()
+        keys = ", ".join(q(c) for c in KEY_FIELDS)
+        sums = ", ".join(f"sum({q(c)})" for c in VALUE_COLUMNS)
+        conn = self._write_conn()
+        try:
+            cur = conn.cursor()
+            # Serialises adopters: two sidecars sharing PostgreSQL must not both take them.
+            self._begin_admin(cur)
+            cur.execute(f"SELECT {keys}, {sums} FROM rollup WHERE {where} GROUP BY {keys}", params)
+            rows = cur.fetchall()
+            if rows:
+                self._move_instance_rows(cur, where, params, self.instance)
+            conn.commit()
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection is gone; exc says why
+                pass
+            raise LedgerError(f"ledger {self.url}: could not adopt unassigned rows: {exc}") from exc
+        n = len(KEY_FIELDS)
+        return [(tuple(r[:n]), [int(v or 0) for v in r[n:]]) for r in rows]
 
     def close(self) -> None:
         raise NotImplementedError

@@ -105,6 +105,11 @@ def backfill_sql(step: int, floor: str, int_cast: str, instance: str) -> str:
         f"COALESCE(sum(CAST(round(ttft_ms * 1000) AS {int_cast})), 0)",
         *dur_edges,
         *ttft_edges,
+        "count(duration_ms)",
+        "sum(CASE WHEN duration_ms IS NOT NULL THEN input_tokens + output_tokens ELSE 0 END)",
+        f"sum(CASE WHEN duration_ms IS NOT NULL THEN {cost.format('cost_input')} + "
+        f"{cost.format('cost_output')} ELSE 0 END)",
+        f"COALESCE(sum(CAST(round(duration_ms * 1000) AS {int_cast})), 0)",
     ]
     assert len(values) == len(VALUE_COLUMNS)
     cols = ", ".join(q(c) for c in (INSTANCE, *BUCKET_KEY, *VALUE_COLUMNS))
@@ -126,30 +131,48 @@ def _hist_cases(column: str) -> list[str]:
     return out
 
 
+# A filter's value: one (`=`), or any of several (`IN`, e.g. a model's served names).
+FilterValue = str | Sequence[str]
+
+
+def filter_sql(placeholder: str, column: str, value: FilterValue) -> tuple[str, list[Any]]:
+    """`column = value`, or `column IN (...)` for several values; and the parameters."""
+    if isinstance(value, str):
+        return f"{column} = {placeholder}", [value]
+    if not value:
+        return "1 = 0", []
+    return f"{column} IN ({', '.join([placeholder] * len(value))})", list(value)
+
+
 def sums_sql(
     placeholder: str,
     group_by: Sequence[str],
-    filters: Mapping[str, str],
+    filters: Mapping[str, FilterValue],
     instance_where: str,
     values: Sequence[str] = VALUE_COLUMNS,
 ) -> tuple[str, int]:
     """SELECT the summed `values` columns per `group_by` over one step and a time range.
 
     Parameters in order: step, bucket start (inclusive), bucket end (exclusive), those
-    of `instance_where` (a condition on the instance), then one per filter. Returns
-    the SQL and the number of group columns leading each row. Summing only the columns
-    a reader needs matters: a report needs 11 of the 48, and each sum costs.
+    of `instance_where` (a condition on the instance), then `filter_params(filters)`.
+    Returns the SQL and the number of group columns leading each row. Summing only the
+    columns a reader needs matters: a report needs 15 of the 52, and each sum costs.
     """
     ph = placeholder
     group = [c if c == "bucket" else q(c) for c in group_by]
     sums = ", ".join(f"sum({q(c)})" for c in values)
     where = [f"step = {ph}", f"bucket >= {ph}", f"bucket < {ph}", instance_where]
-    where += [f"{q(k)} = {ph}" for k in filters]
+    where += [filter_sql(ph, q(k), v)[0] for k, v in filters.items()]
     select = ", ".join([*group, sums])
     sql = f"SELECT {select} FROM {TABLE} WHERE {' AND '.join(where)}"
     if group:
         sql += f" GROUP BY {', '.join(group)}"
     return sql, len(group)
+
+
+def filter_params(filters: Mapping[str, FilterValue]) -> list[Any]:
+    """The parameters of `filter_sql` for each filter, in order."""
+    return [p for k, v in filters.items() for p in filter_sql("?", k, v)[1]]
 
 
 def pick_step(since: float, until: float) -> int:

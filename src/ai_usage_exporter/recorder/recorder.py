@@ -39,6 +39,8 @@ from ai_usage_exporter.recorder.budget_metrics import BudgetCollector
 from ai_usage_exporter.recorder.usagelog import UsageLog
 
 log = logging.getLogger("ai_usage_exporter")
+# How often an idle writer looks for rows a tool wrote into its ledger (an import).
+ADOPT_INTERVAL = 1.0
 
 Priced = tuple[UsageEvent, Cost]
 
@@ -287,10 +289,17 @@ class Recorder:
         backoff = 0.05
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
+                if not self._queue and not self._closing:
+                    self._cond.wait(ADOPT_INTERVAL)
+                idle = not self._queue
+                if idle and self._closing:
                     return
+            if idle:
+                # Rows an `import` wrote reach /metrics within a second, without the
+                # scrape itself touching the database.
+                self._adopt_quietly()
+                continue
+            with self._cond:
                 group: list[_Submission] = []
                 n = 0
                 while self._queue and (
@@ -416,12 +425,42 @@ class Recorder:
     def count_rejected(self, reason: str, n: int = 1) -> None:
         self.state.count_rejected(reason, n)
 
+    def adopt_unadopted(self) -> int:
+        """Adopt rows a tool (`import`) wrote since the start; returns requests adopted.
+
+        The rows move into this instance and their sums into the counters (see
+        `Ledger.adopt_unadopted`). The JSON view, charts and reports run it before they
+        read, so they and the counters agree; the idle writer runs it every second, so
+        `/metrics`, which never waits on the database, has them within a second.
+        """
+        if not self.ledger.has_unadopted():
+            return 0
+        with self._ledger_lock:
+            deltas = self.ledger.adopt_unadopted()
+            # Inside the lock: the next adopter finds the rows gone and the counters grown.
+            self.state.apply(deltas)
+        if not deltas:
+            return 0
+        self.bucket_cache.note_commit(0.0)  # the moved buckets may lie anywhere in time
+        n = sum(vec[0] for _, vec in deltas)
+        log.info("adopted %d requests a tool wrote to the ledger (an import)", n)
+        return n
+
+    def _adopt_quietly(self) -> None:
+        # The writer's idle round: a ledger that cannot be read now is tried again in
+        # a second, and the writer's own errors say when it is down.
+        try:
+            self.adopt_unadopted()
+        except LedgerError as exc:
+            log.debug("%s", exc)
+
     def view(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
         """The JSON view: totals and breakdowns from the ledger's rollup.
 
-        `scope` "instance" (the default) covers the events this sidecar committed, the
-        same as its counters; "fleet" covers every sidecar sharing the ledger.
+        `scope` "instance" (the default) covers the events this sidecar committed or
+        adopted, the same as its counters; "fleet" covers every sidecar sharing the ledger.
         """
+        self.adopt_unadopted()
         view = json_view(
             summary=self.ledger.summary(limit, scope),
             exporter=self.state.exporter,
@@ -451,6 +490,7 @@ class Recorder:
     def timeseries(self, query: TimeseriesQuery) -> dict[str, Any]:
         """A chart's series from the ledger's time buckets, in the query's scope."""
         step = query.step_seconds
+        self.adopt_unadopted()
         instance = self.ledger.scope_instance(query.scope)
 
         def fetch(start: int, end: int) -> list[tuple[Any, ...]]:
@@ -463,6 +503,11 @@ class Recorder:
         # max_age bounds how long a late one into a closed bucket stays unseen.
         key = (step, query.group_by, tuple(sorted(query.filters.items())), instance)
         rows = self.bucket_cache.sums(key, step, query.start, query.end, time.time(), fetch)
+        if query.by == "model":
+            # One model, one series: a dated snapshot adds into its model's (the ledger
+            # keeps the served names; build sums rows that share a key).
+            name = self.prices.canonical_model
+            rows = [(r[0], r[1], name(r[1], r[2]), *r[3:]) for r in rows]
         body = build_timeseries(query, rows)
         body["scope"] = query.scope
         return body

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from ai_usage_exporter.config.reconcile import ReconcileSettings
 from ai_usage_exporter.core.budgets import BUDGET_FIELDS
 from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.core.reports import FILTERS as REPORT_FILTERS
 from ai_usage_exporter.core.reports import REPORTS, build_report, render_csv, window
 from ai_usage_exporter.core.timeseries import ParamError, parse_scope
 from ai_usage_exporter.core.timeseries import parse_query as parse_timeseries_query
@@ -42,7 +43,7 @@ OPENMETRICS_TEXT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 # Seconds a client is asked to wait when the ledger cannot be reached (503).
 LEDGER_RETRY_AFTER = 5
 # Query parameters GET /api/reports/<name> takes.
-_REPORT_PARAMS = ("format", "limit", "scope", "since", "until", "workflow")
+_REPORT_PARAMS = ("format", "limit", "scope", "since", "until", "workflow", *REPORT_FILTERS)
 JSON_TYPES = ("application/json", "text/json")
 NDJSON_TYPES = (
     "application/x-ndjson",
@@ -294,10 +295,14 @@ def create_app(
         except ParamError as exc:
             return error_response(400, str(exc), [exc.as_dict()])
         try:
+            await run_in_threadpool(recorder.adopt_unadopted)
             body = await run_in_threadpool(
                 build_report, recorder.ledger, name, w,
                 workflow=params.get("workflow"), limit=int(raw_limit),
                 instance=recorder.ledger.scope_instance(scope),
+                filters={k: params[k] for k in REPORT_FILTERS if k in params},
+                model_name=recorder.prices.canonical_model,
+                suggest=recorder.prices.suggest_model,
             )  # fmt: skip
         except LedgerError as exc:
             return error_response(503, str(exc), retry_after=LEDGER_RETRY_AFTER)

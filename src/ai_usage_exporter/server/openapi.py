@@ -13,6 +13,7 @@ from ai_usage_exporter.core.events.model import (
     TOKEN_ALIASES,
     Limits,
 )
+from ai_usage_exporter.core.reports import FILTERS as REPORT_FILTERS
 from ai_usage_exporter.core.reports import REPORTS
 from ai_usage_exporter.core.rollup import SCOPES, STEPS
 from ai_usage_exporter.core.shapes import STREAM_FORMATS, USAGE_FIELDS
@@ -339,6 +340,7 @@ def _core_document(limits: Limits) -> dict[str, Any]:
                         _query("format", {"type": "string", "enum": ["json", "csv"]}),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
                         _query("workflow", {"type": "string"}),
+                        *(_query(f, {"type": "string"}) for f in REPORT_FILTERS),
                         _SCOPE,
                     ],
                     "responses": {

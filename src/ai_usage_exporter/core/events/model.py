@@ -5,11 +5,13 @@ Everything here is pure: the validators in `validate`, `usage` and `summary` bui
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ai_usage_exporter.core.shapes import Invalid as _Invalid
 from ai_usage_exporter.core.shapes import (
@@ -57,6 +59,9 @@ class Limits:
     max_cost_usd: float = 1_000_000.0
     max_age_seconds: float = 400 * 24 * 3600.0
     max_future_seconds: float = 3600.0
+    # The zone a timestamp without an offset is read in, where one is accepted (the
+    # query-summary line, a logger's line in an import): an IANA name (`naive_timezone:`).
+    naive_timezone: str = "UTC"
 
 
 DEFAULT_LIMITS = Limits()
@@ -233,8 +238,32 @@ def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def parse_timestamp(name: str, value: object, *, assume_utc: bool = False) -> float:
-    """RFC 3339 text or seconds since the epoch, as epoch seconds."""
+def naive_zone(name: str) -> tzinfo:
+    """The zone an IANA name names (`UTC` included); ValueError naming it when unknown."""
+    if name == "UTC":
+        return UTC
+    try:
+        return _zoneinfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r}; give an IANA name such as UTC or "
+            "America/Argentina/Buenos_Aires"
+        ) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _zoneinfo(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def parse_timestamp(
+    name: str, value: object, *, assume_utc: bool = False, zone: str = "UTC"
+) -> float:
+    """RFC 3339 text or seconds since the epoch, as epoch seconds.
+
+    With `assume_utc`, text without an offset is accepted and read in `zone` (UTC by
+    default; the name is kept for its callers).
+    """
     if isinstance(value, bool):
         raise _Invalid(name, f"must be an RFC 3339 timestamp, got {_describe(value)}")
     if isinstance(value, int | float):
@@ -253,5 +282,5 @@ def parse_timestamp(name: str, value: object, *, assume_utc: bool = False) -> fl
     if parsed.tzinfo is None:
         if not assume_utc:
             raise _Invalid(name, f"needs a UTC offset (e.g. a trailing Z), got {_describe(value)}")
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=naive_zone(zone))
     return parsed.timestamp()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from ai_usage_exporter.core.events.model import (
     TOKEN_ALIASES,
@@ -55,8 +58,11 @@ def _summary_query(obj: Mapping[str, Any], limits: Limits) -> tuple[dict[str, An
                 else:
                     out[ours] = _number(name, value, limits.max_duration_ms)
             else:
-                # Like the inferences' timestamps, a time without an offset is UTC.
-                out[ours] = parse_timestamp(name, value, assume_utc=True)
+                # Like the inferences' timestamps, a time without an offset is read in
+                # the naive_timezone (UTC unless configured).
+                out[ours] = parse_timestamp(
+                    name, value, assume_utc=True, zone=limits.naive_timezone
+                )
         except _Invalid as exc:
             errors.append(exc)
     start, end = out.get("query_start"), out.get("query_end")
@@ -110,6 +116,23 @@ def _summary_totals(
     return errors
 
 
+def summary_key(obj: Mapping[str, Any]) -> str:
+    """The idempotency key of a query-summary line that gives none; `#<n>` per inference.
+
+    Derived from the line alone, the same on every path (POST, import, the SDK), so
+    the line counts once however often and however it arrives: its query id when it
+    has one, else a hash of its content.
+    """
+    qid = obj.get("query_id")
+    if isinstance(qid, str) and qid:
+        return f"query:{qid}"
+    try:
+        text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # a dict's repr read from a log may have non-string keys
+        text = repr(sorted(obj.items(), key=repr)).encode()
+    return f"summary:{hashlib.sha256(text).hexdigest()[:32]}"
+
+
 def _summary_events(
     obj: Mapping[str, Any], limits: Limits, now: float, errors: list[_Invalid]
 ) -> list[UsageEvent]:
@@ -147,6 +170,8 @@ def _summary_events(
             else str(obj["whatsapp"])
         )
     base_key = shared.pop("idempotency_key", None)
+    if base_key is None:
+        base_key = summary_key(obj)
     events: list[UsageEvent] = []
     complete = True
     for i, inf in enumerate(inferences):

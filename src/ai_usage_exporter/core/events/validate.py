@@ -219,7 +219,9 @@ def _build(
             elif kind == "timestamp":
                 kw[name] = _timestamp_in_window(value, now, limits, assume_utc)
             elif kind == "query_time":
-                kw[name] = parse_timestamp(name, value, assume_utc=assume_utc)
+                kw[name] = parse_timestamp(
+                    name, value, assume_utc=assume_utc, zone=limits.naive_timezone
+                )
             elif kind == "cost":
                 kw[name] = _number(name, value, limits.max_cost_usd)
             elif kind == "metadata":
@@ -344,7 +346,7 @@ def _fast_build(obj: Mapping[str, Any], limits: Limits, now: float) -> UsageEven
 
 
 def _timestamp_in_window(value: object, now: float, limits: Limits, assume_utc: bool) -> float:
-    ts = parse_timestamp("timestamp", value, assume_utc=assume_utc)
+    ts = parse_timestamp("timestamp", value, assume_utc=assume_utc, zone=limits.naive_timezone)
     if ts < now - limits.max_age_seconds:
         raise _Invalid(
             "timestamp",

@@ -68,6 +68,7 @@ the event's timestamp, each time period getting its own cache entry.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
 import os
@@ -401,6 +402,7 @@ class PriceBook:
         self.self_hosted: frozenset[str] = frozenset(hosted)
         self._cache: dict[tuple[str, str], tuple[_Period, ...]] = {}
         self._warned: set[tuple[str, str]] = set()
+        self._canonical: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._check_aliases()
 
@@ -554,6 +556,50 @@ class PriceBook:
         return _cost(cost_in, cost_out, cost_in + cost_out, kind, reason)
 
     # -- slow path
+
+    def canonical_model(self, provider: str, model: str) -> str:
+        """The one name reports give a model: a dated snapshot is its model.
+
+        `gpt-4o-mini-2024-07-18` and `gpt-4o-mini` are one model to genai-prices, which
+        prices both by the same entry; an alias of the overrides is its target. A model
+        the book does not know, or one an override prices by its own name, keeps it.
+        """
+        key = (provider, model)
+        found = self._canonical.get(key)
+        if found is None:
+            found = self._canonical[key] = self._canonical_uncached(provider, model)
+        return found
+
+    def _canonical_uncached(self, provider: str, model: str) -> str:
+        if not model or self._override(provider, model) is not None:
+            return model
+        alias = self._alias(provider, model)
+        if alias is not None:
+            return self.canonical_model(alias.provider or provider, alias.model)
+        if provider.lower() in self.self_hosted:
+            return model
+        hit = _genai_lookup(provider, model)
+        return hit[1].id if hit is not None else model
+
+    def suggest_model(self, provider: str, model: str) -> str | None:
+        """A priced model whose name is close to `model` (a typo's fix), or None.
+
+        Among the provider's models in genai-prices and the overrides' exact names;
+        every provider's when the provider is unknown there.
+        """
+        pid = _provider_id(provider)
+        snapshot = data_snapshot.get_snapshot()
+        names = {
+            m.id
+            for p in snapshot.providers
+            if p.id == pid or pid not in {q.id for q in snapshot.providers}
+            for m in p.models
+        }
+        for section in self._sections_for(provider):
+            names.update(e.pattern for e in section.overrides if not _is_glob(e.pattern))
+        names.discard(model.lower())
+        found = difflib.get_close_matches(model.lower(), sorted(names), n=1, cutoff=0.75)
+        return found[0] if found else None
 
     def rates(self, provider: str, model: str, timestamp: float | None = None) -> Rates | None:
         """The rates `price` uses for this model at this time (now if None); None if unpriced."""

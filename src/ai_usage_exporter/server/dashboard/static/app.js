@@ -222,6 +222,10 @@
     table("b-agent", view.by_agent, [["Agent", (r) => label(r.agent)], ...SUMS], none);
     table("b-tool", view.by_tool, [["Tool", (r) => label(r.tool)], ...SUMS], none);
     table("b-tenant", view.by_tenant, [["Tenant", (r) => label(r.tenant)], ...SUMS], none);
+    // Only apps whose calls name a node (an agent graph's query-summary line) get the panel.
+    const nodes = (view.by_node || []).filter((r) => r.node);
+    $("b-node").hidden = nodes.length === 0;
+    table("b-node", view.by_node, [["Node", (r) => label(r.node)], ...SUMS], none);
     table("b-unpriced", view.unpriced_models,
       // A model may be listed once per reason: unknown_model, or priced only approximately.
       [["Provider", (r) => r.provider], ["Model", (r) => r.model], ["Reason", (r) => (r.reason || "").replace(/_/g, " ")],
