@@ -10,8 +10,8 @@ too: nothing billed) and whether the provider may still restate them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,7 @@ class ProviderUsageStore:
 
     placeholder: str
     url: str
-    _read_lock: threading.Lock
+    _read_lock: AbstractContextManager[None]
 
     def _write_conn(self) -> Any:
         raise NotImplementedError
