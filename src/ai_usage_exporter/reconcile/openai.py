@@ -119,14 +119,18 @@ def add_costs(tally: Tally, p: Page, scope: str | None, wanted: set[str], window
             s = _scope_of(r, scope)
             if s not in wanted:
                 continue
+            at = f"openai costs bucket {start} result {j}"
             amount = r.get("amount")
+            # Both are optional in the SDK's types: no amount is nothing billed.
             if amount is None:
                 continue
             if not isinstance(amount, Mapping):
-                raise_shape(f"openai costs bucket {start} result {j}: amount", amount)
+                raise ShapeError(f"{at}: amount: expected an object, got {amount!r}")
             currency = str(amount.get("currency") or "usd").lower()
             if currency != "usd":
-                raise_shape(f"openai costs bucket {start} result {j}: amount.currency", currency)
+                raise ShapeError(f"{at}: amount.currency {currency!r} is not usd")
+            if amount.get("value") is None:
+                continue
             usd = money(
                 amount.get("value"), f"openai costs bucket {start} result {j}: amount.value"
             )
@@ -159,10 +163,6 @@ def add_usage(
 
 def _days(p: Page, window: range) -> list[tuple[int, int | None, list[Mapping[str, Any]]]]:
     return [b for b in p.buckets if whole_day(b[0], b[1]) is not None and b[0] in window]
-
-
-def raise_shape(where: str, value: object) -> None:
-    raise ShapeError(f"{where}: unexpected value {value!r}")
 
 
 def fetch(
