@@ -322,7 +322,8 @@ def map_batch(batch: Batch) -> Mapped:
     """Every GenAI span of an export mapped: events, and an outcome for every other span."""
     outcomes: Counter[str] = Counter()
     outcomes["not_genai"] = batch.not_genai
-    rejected: list[str] = []
+    rejected: list[str] = list(batch.undecodable)
+    outcomes["rejected"] += len(batch.undecodable)
     calls: dict[bytes, _Call] = {}
     aggregates: dict[bytes, SpanView] = {}
     for span in batch.spans:
@@ -476,10 +477,9 @@ def _event(
         event["error_type"] = _label(
             _first_str(a, ("error.type",)) or span.exception_type or "error"
         )
-    metadata: dict[str, Any] = {"otlp_family": call.family.name}
-    rid = _first_str(a, RESPONSE_ID_ATTRS)
-    if rid is not None:
-        metadata["response_id"] = rid[:_MAX_LABEL]
+    # Only what a person needs beside the counts, so a plain call stays a plain event
+    # (the validator's fast path) and its ledger row carries no JSON.
+    metadata: dict[str, Any] = {}
     for name in call.family.cost:
         cost = a.get(name)
         if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
@@ -494,7 +494,9 @@ def _event(
         )
     else:
         event.update(call.counts)
-    event["metadata"] = metadata
+    if metadata:
+        metadata["otlp_family"] = call.family.name
+        event["metadata"] = metadata
     for name, value in (
         ("agent", agent),
         ("workflow_id", workflow),
