@@ -150,6 +150,22 @@ USER_ATTRS = (
 TENANT_ATTRS = ("tenant.id", "traceloop.association.properties.tenant")
 RESPONSE_ID_ATTRS = ("gen_ai.response.id", "ai.response.id")
 
+TIER_ATTRS = ("openai.response.service_tier", "gen_ai.openai.response.service_tier")
+_NAMES: dict[tuple[str, ...], frozenset[str]] = {
+    names: frozenset(names)
+    for names in (
+        MODEL_ATTRS,
+        PROVIDER_ATTRS,
+        AGENT_ATTRS,
+        WORKFLOW_ATTRS,
+        SESSION_ATTRS,
+        USER_ATTRS,
+        TENANT_ATTRS,
+        RESPONSE_ID_ATTRS,
+        TIER_ATTRS,
+    )
+}
+
 _MAX_ANCESTORS = 64
 _MAX_LABEL = 256
 
@@ -165,6 +181,7 @@ class _Call:
     op: str
     counts: dict[str, int] | None
     definite: bool  # an inference span by its own marks, not only by carrying usage
+    provider: str = "unknown"
     children: list[_Call] = field(default_factory=list)
     parent: _Call | None = None
 
@@ -202,6 +219,8 @@ def _show(raw: object) -> str:
 
 
 def _first_str(attrs: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+    if len(names) > 1 and _NAMES[names].isdisjoint(attrs):
+        return None  # most spans carry none of a group: one C-level check
     for name in names:
         v = attrs.get(name)
         if isinstance(v, str) and v:
@@ -346,7 +365,7 @@ def map_batch(batch: Batch) -> Mapped:
         if kind == "maybe" and counts is None:
             outcomes["not_inference"] += 1
             continue
-        calls[span.sid] = _Call(span, family, op, counts, kind == "inference")
+        calls[span.sid] = _Call(span, family, op, counts, kind == "inference", provider)
 
     # Nearest inference ancestor of each call, in the same export.
     parents = batch.parents
@@ -451,7 +470,7 @@ def _event(
 ) -> dict[str, Any]:
     span = call.span
     a = span.attrs
-    provider = provider_of(span)
+    provider = call.provider
     model = _first_str(a, MODEL_ATTRS) or "unknown"
     service = span.resource.get("service.name")
     agent, workflow = _attribution(span, aggregates, parents)
@@ -506,7 +525,7 @@ def _event(
     ):
         if value is not None:
             event[name] = value[:1024]
-    tier = _first_str(a, ("openai.response.service_tier", "gen_ai.openai.response.service_tier"))
+    tier = _first_str(a, TIER_ATTRS)
     if tier is not None:
         event["service_tier"] = tier[:_MAX_LABEL]
     return event
