@@ -227,3 +227,17 @@ def test_sender_costs_read_the_same_from_both_ledgers(tmp_path: Path, backend: s
         n, theirs, ours = recorder.ledger.sender_costs(0.0)
         assert (n, round(theirs, 9)) == (2, round(0.0001675 + 0.0002, 9))
         assert ours == pytest.approx(recorder.view()["totals"]["cost_usd"]["total"])
+
+
+def test_a_call_without_usage_is_stored_as_unknown_not_as_priced(
+    server: tuple[str, Recorder],
+) -> None:
+    url, recorder = server
+    r = httpx.post(f"{url}/v1/traces", content=load_fixture("no_usage_error.json"), headers=JS)
+    assert r.status_code == 200
+    recorder.flush(5)
+    (row,) = recorder.ledger.events()
+    assert (row["level"], row["status"], row["error_type"]) == ("warn", "error", "RateLimitError")
+    assert (row["cost_source"], row["cost_total"], row["input_tokens"]) == ("usage-unknown", 0.0, 0)
+    assert "no token counts" in orjson.loads(row["metadata"])["usage_unknown"]
+    assert recorder.view()["by_level"]["warn"] == 1

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ai_usage_exporter.core.pricing.book import USAGE_UNKNOWN
 from ai_usage_exporter.otlp.families import (
     OPENINFERENCE,
     VERCEL_AI,
@@ -508,7 +509,7 @@ def _event(
             break
     if call.counts is None:
         event["level"] = "warn"
-        metadata["usage_unknown"] = (
+        metadata[USAGE_UNKNOWN] = (
             f"the {call.family.name} span {span.name!r} carries no token counts"
         )
     else:
