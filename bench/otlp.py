@@ -83,11 +83,10 @@ async def _run(seconds: float) -> dict[str, Any]:
         while time.perf_counter() - t0 < seconds and n < len(bodies):
             body = bodies[n]
             a0 = time.perf_counter()
-            msg = ExportTraceServiceRequest.FromString(body)
-            mapped = map_batch(collect(msg))
+            mapped = map_batch(collect(body))
             recorder.parse(mapped.events)
             added.append(time.perf_counter() - a0)
-            await receiver.export(ExportTraceServiceRequest.FromString(body))
+            await receiver.export(body)
             n += 1
             spans += BATCH
         elapsed = time.perf_counter() - t0
@@ -103,9 +102,7 @@ async def _run(seconds: float) -> dict[str, Any]:
         out[label]["decode_only_spans_per_s"] = k * BATCH / (time.perf_counter() - d0)
         if every == 1:
             # anchor: the same events as JSON through the /api/usage path
-            events = [
-                map_batch(collect(ExportTraceServiceRequest.FromString(b))).events for b in bodies
-            ]
+            events = [map_batch(collect(b)).events for b in bodies]
             for batch in events:
                 for e in batch:
                     e["idempotency_key"] = "json-" + e["idempotency_key"]

@@ -191,3 +191,53 @@ def test_metrics_and_logs_answer_in_otlp_terms(server: tuple[str, Recorder]) -> 
     r = httpx.post(f"{url}/v1/metrics", content=b"{}", headers=JS)
     assert r.status_code == 200 and "errorMessage" in r.json()["partialSuccess"]
     assert stored(recorder) == 0
+
+
+def test_the_json_view_shows_senders_cost_beside_ours(server: tuple[str, Recorder]) -> None:
+    url, recorder = server
+    body = load_fixture("openlit_anthropic.json")
+    r = httpx.post(f"{url}/v1/traces", content=body, headers=JS)
+    assert r.status_code == 200
+    recorder.flush(5)
+    view = httpx.get(f"{url}/api/metrics").json()
+    ours = view["totals"]["cost_usd"]["total"]
+    assert ours > 0
+    costs = view["sender_costs"]
+    assert (costs["events"], costs["sender_usd"], costs["ours_usd"]) == (1, 0.0467, round(ours, 9))
+    assert costs["difference_usd"] == round(0.0467 - ours, 9)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sender_costs_read_the_same_from_both_ledgers(tmp_path: Path, backend: str) -> None:
+    import asyncio
+    import contextlib
+
+    from _pg import fresh_schema
+    from ai_usage_exporter.otlp.receiver import OtlpReceiver
+
+    with contextlib.ExitStack() as stack:
+        db = str(tmp_path / "l.db") if backend == "sqlite" else stack.enter_context(fresh_schema())
+        recorder = Recorder(db)
+        stack.callback(recorder.close)
+        body = load_fixture("pydantic_ai_agent.json")
+        from ai_usage_exporter.otlp import decode
+
+        result = asyncio.run(OtlpReceiver(recorder).export(decode.trace_body(body, decode.JSON)))
+        assert result.rejected == 0
+        n, theirs, ours = recorder.ledger.sender_costs(0.0)
+        assert (n, round(theirs, 9)) == (2, round(0.0001675 + 0.0002, 9))
+        assert ours == pytest.approx(recorder.view()["totals"]["cost_usd"]["total"])
+
+
+def test_a_call_without_usage_is_stored_as_unknown_not_as_priced(
+    server: tuple[str, Recorder],
+) -> None:
+    url, recorder = server
+    r = httpx.post(f"{url}/v1/traces", content=load_fixture("no_usage_error.json"), headers=JS)
+    assert r.status_code == 200
+    recorder.flush(5)
+    (row,) = recorder.ledger.events()
+    assert (row["level"], row["status"], row["error_type"]) == ("warn", "error", "RateLimitError")
+    assert (row["cost_source"], row["cost_total"], row["input_tokens"]) == ("usage-unknown", 0.0, 0)
+    assert "no token counts" in orjson.loads(row["metadata"])["usage_unknown"]
+    assert recorder.view()["by_level"]["warn"] == 1

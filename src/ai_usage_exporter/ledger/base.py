@@ -195,6 +195,9 @@ class Ledger(ReportSource, Protocol):
         instance: str | None = None,
     ) -> int: ...
     def count_events_before(self, ts: float) -> int: ...
+    def sender_costs(
+        self, since: float, instance: str | None = None, limit: int = 100_000
+    ) -> tuple[int, float, float]: ...
     def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
     def delete_buckets_before(self, step: int, ts: float) -> int: ...
     def replace_provider_usage(
@@ -747,6 +750,37 @@ class SQLLedger(EventQueries, ProviderUsageStore):
             cur.execute(sql, params)
             rows = cur.fetchall()
         return {str(r[0]): (int(r[1] or 0), float(r[2] or 0.0), int(r[3])) for r in rows}
+
+    def sender_costs(
+        self, since: float, instance: str | None = None, limit: int = 100_000
+    ) -> tuple[int, float, float]:
+        """Events since `since` whose sender priced them itself (`metadata.sender_cost_usd`,
+        as OTLP spans carry it): how many, their cost by the sender, and by our book.
+
+        Read from the events (the rollups do not hold it), newest `limit` at most, so
+        the JSON view can show how far senders' estimates are from ours.
+        """
+        where, params = self._instance_where(instance)
+        ph = self.placeholder
+        sql = (
+            f"SELECT metadata, cost_total FROM events WHERE ts >= {ph} AND {where} "
+            f"AND metadata LIKE {ph} ORDER BY ts DESC LIMIT {int(limit)}"
+        )
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            cur.execute(sql, (since, *params, '%"sender_cost_usd"%'))
+            rows = cur.fetchall()
+        n, theirs, ours = 0, 0.0, 0.0
+        for metadata, cost in rows:
+            try:
+                value = orjson.loads(metadata).get("sender_cost_usd")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                n += 1
+                theirs += float(value)
+                ours += float(cost or 0.0)
+        return n, theirs, ours
 
     def bucket_sums(
         self,

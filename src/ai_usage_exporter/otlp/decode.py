@@ -16,6 +16,7 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from google.protobuf.message import Message
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -126,6 +127,17 @@ def _hex_ids_to_base64(value: object, depth: int) -> None:
         for item in value:
             if isinstance(item, dict | list):
                 _hex_ids_to_base64(item, depth + 1)
+
+
+def trace_body(body: bytes, mt: str) -> bytes:
+    """A decompressed /v1/traces body as protobuf bytes: the one form `spans.collect` reads.
+
+    Protobuf passes as it is (collect splits it); JSON is read into the real message and
+    written back, so both formats meet in one decode path.
+    """
+    if mt == PROTOBUF:
+        return body
+    return bytes(parse(ExportTraceServiceRequest, body, mt).SerializeToString())
 
 
 def decode(

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ai_usage_exporter.core.pricing.book import USAGE_UNKNOWN
 from ai_usage_exporter.otlp.families import (
     OPENINFERENCE,
     VERCEL_AI,
@@ -150,6 +151,22 @@ USER_ATTRS = (
 TENANT_ATTRS = ("tenant.id", "traceloop.association.properties.tenant")
 RESPONSE_ID_ATTRS = ("gen_ai.response.id", "ai.response.id")
 
+TIER_ATTRS = ("openai.response.service_tier", "gen_ai.openai.response.service_tier")
+_NAMES: dict[tuple[str, ...], frozenset[str]] = {
+    names: frozenset(names)
+    for names in (
+        MODEL_ATTRS,
+        PROVIDER_ATTRS,
+        AGENT_ATTRS,
+        WORKFLOW_ATTRS,
+        SESSION_ATTRS,
+        USER_ATTRS,
+        TENANT_ATTRS,
+        RESPONSE_ID_ATTRS,
+        TIER_ATTRS,
+    )
+}
+
 _MAX_ANCESTORS = 64
 _MAX_LABEL = 256
 
@@ -165,6 +182,7 @@ class _Call:
     op: str
     counts: dict[str, int] | None
     definite: bool  # an inference span by its own marks, not only by carrying usage
+    provider: str = "unknown"
     children: list[_Call] = field(default_factory=list)
     parent: _Call | None = None
 
@@ -202,6 +220,8 @@ def _show(raw: object) -> str:
 
 
 def _first_str(attrs: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+    if len(names) > 1 and _NAMES[names].isdisjoint(attrs):
+        return None  # most spans carry none of a group: one C-level check
     for name in names:
         v = attrs.get(name)
         if isinstance(v, str) and v:
@@ -322,7 +342,8 @@ def map_batch(batch: Batch) -> Mapped:
     """Every GenAI span of an export mapped: events, and an outcome for every other span."""
     outcomes: Counter[str] = Counter()
     outcomes["not_genai"] = batch.not_genai
-    rejected: list[str] = []
+    rejected: list[str] = list(batch.undecodable)
+    outcomes["rejected"] += len(batch.undecodable)
     calls: dict[bytes, _Call] = {}
     aggregates: dict[bytes, SpanView] = {}
     for span in batch.spans:
@@ -345,7 +366,7 @@ def map_batch(batch: Batch) -> Mapped:
         if kind == "maybe" and counts is None:
             outcomes["not_inference"] += 1
             continue
-        calls[span.sid] = _Call(span, family, op, counts, kind == "inference")
+        calls[span.sid] = _Call(span, family, op, counts, kind == "inference", provider)
 
     # Nearest inference ancestor of each call, in the same export.
     parents = batch.parents
@@ -450,7 +471,7 @@ def _event(
 ) -> dict[str, Any]:
     span = call.span
     a = span.attrs
-    provider = provider_of(span)
+    provider = call.provider
     model = _first_str(a, MODEL_ATTRS) or "unknown"
     service = span.resource.get("service.name")
     agent, workflow = _attribution(span, aggregates, parents)
@@ -476,10 +497,9 @@ def _event(
         event["error_type"] = _label(
             _first_str(a, ("error.type",)) or span.exception_type or "error"
         )
-    metadata: dict[str, Any] = {"otlp_family": call.family.name}
-    rid = _first_str(a, RESPONSE_ID_ATTRS)
-    if rid is not None:
-        metadata["response_id"] = rid[:_MAX_LABEL]
+    # Only what a person needs beside the counts, so a plain call stays a plain event
+    # (the validator's fast path) and its ledger row carries no JSON.
+    metadata: dict[str, Any] = {}
     for name in call.family.cost:
         cost = a.get(name)
         if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
@@ -489,12 +509,14 @@ def _event(
             break
     if call.counts is None:
         event["level"] = "warn"
-        metadata["usage_unknown"] = (
+        metadata[USAGE_UNKNOWN] = (
             f"the {call.family.name} span {span.name!r} carries no token counts"
         )
     else:
         event.update(call.counts)
-    event["metadata"] = metadata
+    if metadata:
+        metadata["otlp_family"] = call.family.name
+        event["metadata"] = metadata
     for name, value in (
         ("agent", agent),
         ("workflow_id", workflow),
@@ -504,7 +526,7 @@ def _event(
     ):
         if value is not None:
             event[name] = value[:1024]
-    tier = _first_str(a, ("openai.response.service_tier", "gen_ai.openai.response.service_tier"))
+    tier = _first_str(a, TIER_ATTRS)
     if tier is not None:
         event["service_tier"] = tier[:_MAX_LABEL]
     return event

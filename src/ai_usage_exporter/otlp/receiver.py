@@ -26,10 +26,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from prometheus_client.core import CounterMetricFamily
@@ -42,7 +40,7 @@ from ai_usage_exporter.core.events.model import EventError
 from ai_usage_exporter.ledger import LedgerError
 from ai_usage_exporter.otlp import decode
 from ai_usage_exporter.otlp.genai import OUTCOMES, map_batch
-from ai_usage_exporter.otlp.spans import collect
+from ai_usage_exporter.otlp.spans import SpanDecodeError, collect
 from ai_usage_exporter.recorder.recorder import Recorder, RecorderBusyError, RecorderClosedError
 
 log = logging.getLogger("ai_usage_exporter.otlp")
@@ -113,9 +111,15 @@ class OtlpReceiver:
         except ValueError:  # a second app over the same registry: its own counts stay apart
             pass
 
-    async def export(self, request: ExportTraceServiceRequest) -> ExportResult:
+    async def export(self, body: bytes) -> ExportResult:
+        """Record an encoded ExportTraceServiceRequest's GenAI calls; returns once committed."""
         recorder = self.recorder
-        mapped = map_batch(collect(request))
+        try:
+            batch = collect(body)
+        except SpanDecodeError as exc:
+            recorder.count_rejected("malformed")
+            raise ExportFailed(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        mapped = map_batch(batch)
         messages = list(mapped.rejected)
         events: list[Any] = []
         items = mapped.events
@@ -179,7 +183,8 @@ class OtlpReceiver:
             Route("/v1/logs", self.http_logs, methods=["POST"]),
         ]
 
-    async def _read(self, request: Request, message: type[Message]) -> tuple[Any, str]:
+    async def _body(self, request: Request) -> tuple[bytes, str]:
+        """The decompressed body and its media type, checked before anything is decoded."""
         limit = self.recorder.limits.max_body_bytes
         mt = decode.check_content_type(request.headers.get("content-type"))
         declared = request.headers.get("content-length")
@@ -192,18 +197,24 @@ class OtlpReceiver:
             if size > limit:
                 raise decode.DecodeError(413, f"request body exceeds {limit} bytes")
             chunks.append(chunk)
-        body = decode.decompress(b"".join(chunks), request.headers.get("content-encoding"), limit)
+        return decode.decompress(
+            b"".join(chunks), request.headers.get("content-encoding"), limit
+        ), mt
+
+    async def _read(self, request: Request, message: type[Message]) -> tuple[Any, str]:
+        body, mt = await self._body(request)
         return decode.parse(message, body, mt), mt
 
     async def http_traces(self, request: Request) -> Response:
         mt = decode.media_type(request.headers.get("content-type"))
         try:
-            message, mt = await self._read(request, ExportTraceServiceRequest)
+            body, mt = await self._body(request)
+            encoded = decode.trace_body(body, mt)
         except decode.DecodeError as exc:
             self.recorder.count_rejected(_REJECT_REASON.get(exc.status, "malformed"))
             return _status(exc.status, exc.message, mt)
         try:
-            result = await self.export(message)
+            result = await self.export(encoded)
         except ExportFailed as exc:
             return _status(exc.status, exc.message, mt, exc.retry_after)
         response = ExportTraceServiceResponse()
@@ -282,7 +293,7 @@ _GRPC_OF_HTTP = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
 # ---------------------------------------------------------------------- gRPC
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+class TraceService:
     """opentelemetry.proto.collector.trace.v1.TraceService/Export over grpc.aio."""
 
     def __init__(self, receiver: OtlpReceiver, write_tokens: Sequence[str]) -> None:
@@ -290,8 +301,9 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self.tokens = [t.encode() for t in write_tokens]
 
     async def Export(  # noqa: N802 - the name the generated servicer gives
-        self, request: ExportTraceServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ExportTraceServiceResponse:
+        """The request arrives undecoded (see `start_grpc`): one decode path with HTTP's."""
         if self.tokens and not self._authorised(context):
             self.receiver.recorder.count_rejected("unauthorized")
             await context.abort(
@@ -343,9 +355,20 @@ async def start_grpc(
             ("grpc.max_send_message_length", 1 << 20),
         ],
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
-        TraceService(receiver, write_tokens), server
+    service = TraceService(receiver, write_tokens)
+    # The generated registration would decode every request into the full message;
+    # ours hands the bytes to `collect`, which decodes only the GenAI spans.
+    handler = grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                service.Export,
+                request_deserializer=bytes,
+                response_serializer=ExportTraceServiceResponse.SerializeToString,
+            )
+        },
     )
+    server.add_generic_rpc_handlers((handler,))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen for OTLP/gRPC on {host}:{port}")

@@ -23,7 +23,13 @@ from prometheus_client.openmetrics.exposition import generate_latest as _generat
 
 from ai_usage_exporter.config.settings import default_instance
 from ai_usage_exporter.core.budgets import BudgetSpec
-from ai_usage_exporter.core.events.model import DEFAULT_LIMITS, Limits, UsageEvent, event_fields
+from ai_usage_exporter.core.events.model import (
+    DEFAULT_LIMITS,
+    Limits,
+    UsageEvent,
+    event_fields,
+    format_timestamp,
+)
 from ai_usage_exporter.core.events.parse import parse_events
 from ai_usage_exporter.core.metrics import MetricsState, UsageCollector, render_fleet
 from ai_usage_exporter.core.pricing.book import PriceBook
@@ -41,6 +47,9 @@ from ai_usage_exporter.recorder.usagelog import UsageLog
 log = logging.getLogger("ai_usage_exporter")
 # How often an idle writer looks for rows a tool wrote into its ledger (an import).
 ADOPT_INTERVAL = 1.0
+
+# How far back the JSON view compares senders' own cost estimates with ours.
+SENDER_COST_WINDOW = 7 * 86400.0
 
 Priced = tuple[UsageEvent, Cost]
 
@@ -481,6 +490,19 @@ class Recorder:
             ]
         if scope == "fleet":
             view["instances"] = self.ledger.instances()
+        since = time.time() - SENDER_COST_WINDOW
+        n, theirs, ours = self.ledger.sender_costs(since, self.ledger.scope_instance(scope))
+        if n:
+            # Senders' own estimates (an OTLP span's gen_ai.usage.cost, operation.cost)
+            # beside our price of the same calls; never used as the price.
+            view["sender_costs"] = {
+                "since": format_timestamp(since),
+                "events": n,
+                "sender_usd": round(theirs, 9),
+                "ours_usd": round(ours, 9),
+                "difference_usd": round(theirs - ours, 9),
+                "ratio": round(theirs / ours, 6) if ours else None,
+            }
         return view
 
     def fleet_exposition(self) -> bytes:

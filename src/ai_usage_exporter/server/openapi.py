@@ -160,6 +160,7 @@ def openapi_document(limits: Limits, *, gateway: bool = False) -> dict[str, Any]
     """The document; with `gateway`, the gateway's routes too (they exist only then)."""
     doc = _core_document(limits)
     doc["paths"].update(_page_paths())
+    doc["paths"].update(_otlp_paths())
     if gateway:
         doc["paths"].update(_gateway_paths())
     return doc
@@ -447,6 +448,64 @@ def _page_paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "the file"}, "404": _error("no such file")},
             }
         },
+    }
+
+
+def _otlp_paths() -> dict[str, Any]:
+    """OTLP/HTTP: bodies are OTLP's own messages; errors are a google.rpc.Status."""
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {}]
+    status = {
+        "type": "object",
+        "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+    }
+
+    def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {
+                "application/json": {"schema": schema},
+                "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+
+    def post(summary: str, ok: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-protobuf": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                        "application/json": {"schema": {"type": "object"}},
+                    },
+                },
+                "responses": {
+                    "200": answer(ok, {"type": "object"}),
+                    "400": answer("the body is not a valid OTLP message", status),
+                    "401": _error("missing or wrong bearer token"),
+                    "413": answer("the body, or its GenAI calls, exceed the limits", status),
+                    "415": answer("another content type or encoding", status),
+                    "503": answer("the ledger is unavailable; retry after Retry-After", status),
+                },
+            }
+        }
+
+    return {
+        "/v1/traces": post(
+            "OTLP trace export: each GenAI inference span becomes one usage event.",
+            "committed; partialSuccess names any refused span",
+        ),
+        "/v1/metrics": post(
+            "OTLP metrics export: answered, not stored (partialSuccess says why).",
+            "every data point rejected in partialSuccess",
+        ),
+        "/v1/logs": post(
+            "OTLP logs export: answered, not stored (partialSuccess says why).",
+            "every log record rejected in partialSuccess",
+        ),
     }
 
 

@@ -378,6 +378,12 @@ _FREE = {
 }
 
 
+# The metadata key of an event whose sender reported no usage (an OTLP inference span
+# without token counts); its value says why.
+USAGE_UNKNOWN = "usage_unknown"
+_USAGE_UNKNOWN = Cost(0.0, 0.0, 0.0, "usage-unknown")
+
+
 class PriceBook:
     """Prices usage events: the event's cost, then overrides, self-hosted, genai-prices."""
 
@@ -423,6 +429,10 @@ class PriceBook:
 
     def price(self, event: UsageEvent) -> Cost:
         """What the event cost; thread-safe, and after warm-up a dict lookup and arithmetic."""
+        if event.metadata is not None and USAGE_UNKNOWN in event.metadata:
+            # A call whose usage nobody reported is not "0 tokens, priced at $0": its
+            # row says so (source "usage-unknown"), its cost stays 0 for want of counts.
+            return _USAGE_UNKNOWN
         ts = event.timestamp
         tier = event.service_tier
         if tier is None or tier in STANDARD_TIERS:

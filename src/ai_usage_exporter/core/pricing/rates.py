@@ -94,7 +94,9 @@ class Cost:
     input: float
     output: float
     total: float
-    source: str  # "event" | "provider" | "override" | "genai-prices" | "self-hosted" | "unpriced"
+    # "event" | "provider" | "override" | "genai-prices" | "self-hosted" | "unpriced"
+    # | "usage-unknown"
+    source: str
     # "" when fully priced, else one of UNPRICED_REASONS
     reason: str = ""
 
