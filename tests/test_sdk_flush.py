@@ -110,3 +110,25 @@ def test_in_process_recorder_refusals_are_not_acknowledged(tmp_path: Path) -> No
     finally:
         reset_sdk()
         recorder.close()
+
+
+def test_in_process_events_wait_out_a_ledger_outage(tmp_path: Path) -> None:
+    # The ledger refusing writes (as a read-only file does) is retried, never dropped.
+    reset_sdk()
+    recorder = Recorder(str(tmp_path / "s.db"))
+    writer = recorder.ledger._w  # type: ignore[attr-defined]
+    try:
+        configure(recorder=recorder)
+        with recorder._ledger_lock:
+            writer.execute("PRAGMA query_only = ON")
+        _record(2)
+        assert flush(0.5) is False
+        assert stats() == {"queued": 2, "sending": 2, "delivered": 0, "dropped": {}}
+        with recorder._ledger_lock:
+            writer.execute("PRAGMA query_only = OFF")
+        assert flush(10) is True
+        assert stats() == {"queued": 0, "sending": 0, "delivered": 2, "dropped": {}}
+        assert len(recorder.ledger.events()) == 2
+    finally:
+        reset_sdk()
+        recorder.close()

@@ -254,6 +254,7 @@ class RecorderTransport(Transport):
         super().__init__(prepare, **kwargs)
 
     def _deliver(self, batch: list[Event]) -> None:
+        from ai_usage_exporter.ledger import LedgerError
         from ai_usage_exporter.recorder.recorder import RecorderBusyError, RecorderClosedError
 
         backoff = 0.05
@@ -266,7 +267,9 @@ class RecorderTransport(Transport):
                 batch = self._without_invalid(batch, exc)
                 if not batch:
                     return
-            except RecorderBusyError:
+            except (RecorderBusyError, LedgerError):
+                # A full backlog, or a ledger that cannot commit now (gone, full,
+                # read-only): wait and retry, as the HTTP sender does a 503.
                 if self._sleep(backoff):
                     self._drop("not_delivered_at_exit", len(batch))
                     return
