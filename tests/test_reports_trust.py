@@ -619,3 +619,20 @@ def test_a_report_from_the_events_equals_the_one_from_the_buckets(
             by_user = build_report(rec.ledger, name, W, filters={"user": "u"})
             by_user.pop("filters")
             assert by_user == plain, name
+
+
+def test_two_sidecars_on_one_file_do_not_take_each_others_rows(tmp_path: Path) -> None:
+    # A mistake (one file, two sidecars), but it must not make counters grow by themselves.
+    db = str(tmp_path / "l.db")
+    a = Recorder(db, instance="pod-a")
+    a.record_many([_ev(input_tokens=1)] * 4)
+    b = Recorder(db, instance="pod-b")  # adopts pod-a's rows at open, as it always did
+    try:
+        b.record_many([_ev(input_tokens=2)] * 3)
+        time.sleep(2.5)  # both writers idle past their adoption rounds
+        assert a.adopt_unadopted() == b.adopt_unadopted() == 0
+        assert _requests_total(a.exposition().decode()) == 4
+        assert _requests_total(b.exposition().decode()) == 7
+    finally:
+        a.close()
+        b.close()

@@ -828,7 +828,11 @@ class SQLLedger(EventQueries):
     # to its counters: they only grow, nothing counts twice, and view and /metrics agree.
 
     def _unadopted_where(self) -> tuple[str, tuple[Any, ...]]:
-        """The rows this sidecar adopts: the unassigned ones (SQLite: any not its own)."""
+        """The rows a running sidecar adopts: the unassigned ones, which only tools write.
+
+        Never another sidecar's: two sidecars on one file (a mistake) would otherwise
+        take each other's rows back and forth, each time counting them again.
+        """
         return f"{q(INSTANCE)} = {self.placeholder}", (UNASSIGNED_INSTANCE,)
 
     def has_unadopted(self) -> bool:
