@@ -501,6 +501,9 @@ def test_unpriced_calls_are_marked_with_a_did_you_mean(
         {"provider": "openai", "model": "gpt-4o-mnii", "requests": 1,
          "did_you_mean": "gpt-4o-mini"}
     ]  # fmt: skip
+    code, out = _cli(capsys, "query", "--db", db)
+    marked = [line for line in out.splitlines() if "unpriced" in line]
+    assert len(marked) == 1 and "gpt-4o-mnii" in marked[0]
     code = main(["prices", "gpt-4o-mnii", "--provider", "openai"])
     assert code == 1
     assert "no price for 'gpt-4o-mnii' (did you mean 'gpt-4o-mini'?)" in capsys.readouterr().err
