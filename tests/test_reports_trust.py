@@ -346,6 +346,10 @@ def test_one_model_one_row_while_the_ledger_keeps_the_served_name(
                          "from": [str(D0)], "to": [str(D0 + DAY)], "scope": ["fleet"]}, D0 + DAY)  # fmt: skip
         series = rec.timeseries(q)["series"]
         served = sorted({e["model"] for e in rec.ledger.events()})
+        view = rec.view(scope="fleet")
+    assert sorted((m["model"], m["tokens"]["input_tokens"]) for m in view["by_model"]) == [
+        ("gpt-4o", 40), ("gpt-4o-mini", 30)
+    ]  # fmt: skip
     assert [(r["model"], r["input_tokens"]) for r in body["rows"]] == [
         ("gpt-4o-mini", 30), ("gpt-4o", 40)
     ] or [(r["model"], r["input_tokens"]) for r in body["rows"]] == [
