@@ -346,6 +346,10 @@ def test_one_model_one_row_while_the_ledger_keeps_the_served_name(
                          "from": [str(D0)], "to": [str(D0 + DAY)], "scope": ["fleet"]}, D0 + DAY)  # fmt: skip
         series = rec.timeseries(q)["series"]
         served = sorted({e["model"] for e in rec.ledger.events()})
+        view = rec.view(scope="fleet")
+    assert sorted((m["model"], m["tokens"]["input_tokens"]) for m in view["by_model"]) == [
+        ("gpt-4o", 40), ("gpt-4o-mini", 30)
+    ]  # fmt: skip
     assert [(r["model"], r["input_tokens"]) for r in body["rows"]] == [
         ("gpt-4o-mini", 30), ("gpt-4o", 40)
     ] or [(r["model"], r["input_tokens"]) for r in body["rows"]] == [
@@ -501,6 +505,9 @@ def test_unpriced_calls_are_marked_with_a_did_you_mean(
         {"provider": "openai", "model": "gpt-4o-mnii", "requests": 1,
          "did_you_mean": "gpt-4o-mini"}
     ]  # fmt: skip
+    code, out = _cli(capsys, "query", "--db", db)
+    marked = [line for line in out.splitlines() if "unpriced" in line]
+    assert len(marked) == 1 and "gpt-4o-mnii" in marked[0]
     code = main(["prices", "gpt-4o-mnii", "--provider", "openai"])
     assert code == 1
     assert "no price for 'gpt-4o-mnii' (did you mean 'gpt-4o-mini'?)" in capsys.readouterr().err
@@ -596,3 +603,43 @@ def test_two_sidecars_adopting_at_once_take_each_row_once() -> None:
         finally:
             a.close()
             b.close()
+
+
+def test_a_report_from_the_events_equals_the_one_from_the_buckets(
+    ledger_url: str,  # noqa: F811
+) -> None:
+    # Filtering by user sums the events; with every call of one user it must give what
+    # the buckets give, to the nanodollar and the microsecond.
+    events = [
+        _ev(user="u", agent=f"a{i % 3}", task="t", model=("gpt-4o", "gpt-4o-mini", "nope")[i % 3],
+            input_tokens=17 * i + 3, output_tokens=i, cached_input_tokens=i % 5,
+            cost_usd=None if i % 3 != 1 else 0.000123 * i,
+            duration_ms=None if i % 4 == 0 else 12.3456 * i, status="error" if i % 7 == 0 else "ok",
+            timestamp=D0 + (i % 3) * DAY + 60 * i)
+        for i in range(60)
+    ]  # fmt: skip
+    events = [{k: v for k, v in e.items() if v is not None} for e in events]
+    with Recorder(ledger_url) as rec:
+        rec.record_many(events)
+        for name in ("daily", "models", "agents", "services", "tenants"):
+            plain = build_report(rec.ledger, name, W)
+            by_user = build_report(rec.ledger, name, W, filters={"user": "u"})
+            by_user.pop("filters")
+            assert by_user == plain, name
+
+
+def test_two_sidecars_on_one_file_do_not_take_each_others_rows(tmp_path: Path) -> None:
+    # A mistake (one file, two sidecars), but it must not make counters grow by themselves.
+    db = str(tmp_path / "l.db")
+    a = Recorder(db, instance="pod-a")
+    a.record_many([_ev(input_tokens=1)] * 4)
+    b = Recorder(db, instance="pod-b")  # adopts pod-a's rows at open, as it always did
+    try:
+        b.record_many([_ev(input_tokens=2)] * 3)
+        time.sleep(2.5)  # both writers idle past their adoption rounds
+        assert a.adopt_unadopted() == b.adopt_unadopted() == 0
+        assert _requests_total(a.exposition().decode()) == 4
+        assert _requests_total(b.exposition().decode()) == 7
+    finally:
+        a.close()
+        b.close()

@@ -40,7 +40,7 @@ QUERY_COLUMNS: tuple[str, ...] = (
     "ts", "service", "provider", "model", "operation", "status", "user", "session_id",
     "query_id", "workflow_id", "agent", "task", "tool", "node", "step",
     "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
-    "cost_total", "duration_ms", "error_type", "idempotency_key",
+    "cost_total", "cost_source", "duration_ms", "error_type", "idempotency_key",
     "query_start", "query_end", "query_duration_ms", "query_text",
 )  # fmt: skip
 COMMANDS = ("report", "query", "import", "prune")
@@ -224,7 +224,16 @@ def _query(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int:
     else:
         cols = ("ts", "user", "query_id", "agent", "model", "input_tokens", "output_tokens",
                 "cost_total", "duration_ms", "status", "query_duration_ms", "query_text")  # fmt: skip
-        table = [list(cols)] + [[_short(cell(r[c])) for c in cols] for r in rows]
+        # A model with no price costs 0 in the ledger; the table says why.
+        table = [list(cols)] + [
+            [
+                "unpriced"
+                if c == "cost_total" and r["cost_source"] == "unpriced"
+                else _short(cell(r[c]))
+                for c in cols
+            ]
+            for r in rows
+        ]
         widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
         for t in table:
             print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())

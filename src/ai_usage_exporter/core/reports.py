@@ -35,8 +35,9 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "services": ("service",),
     "agents": ("agent", "task", "tool", "node", "operation"),
 }
-# What reports filter by (CLI flags and HTTP parameters of the same names) -> column.
-# The user is no bucket key: a report filtered by it sums the (retained) events.
+# What reports filter by: CLI flags and HTTP parameters of the same names, each an
+# events and bucket column. The user is no bucket key: a report filtered by it sums
+# the (retained) events.
 FILTERS: tuple[str, ...] = ("service", "tenant", "model", "user")
 ModelName = Callable[[str, str], str]
 STEP_COLUMNS: tuple[str, ...] = (

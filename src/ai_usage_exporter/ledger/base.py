@@ -173,7 +173,12 @@ class Ledger(ReportSource, Protocol):
         meta: Mapping[str, str] | None = None,
     ) -> WriteResult: ...
     def load_rollup(self) -> Iterator[tuple[RollupKey, Delta]]: ...
-    def summary(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]: ...
+    def summary(
+        self,
+        limit: int = 100,
+        scope: str = "instance",
+        model_name: Callable[[str, str], str] | None = None,
+    ) -> dict[str, Any]: ...
     def fleet_totals(self) -> dict[str, Any]: ...
     def instances(self) -> dict[str, int]: ...
     def retire_instance(self, name: str) -> int: ...
@@ -807,11 +812,17 @@ class SQLLedger(EventQueries, ProviderUsageStore):
             rows = cur.fetchall()
         return [(*r[:ng], *(int(v) for v in r[ng:])) for r in rows if r[ng] is not None]
 
-    def summary(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
+    def summary(
+        self,
+        limit: int = 100,
+        scope: str = "instance",
+        model_name: Callable[[str, str], str] | None = None,
+    ) -> dict[str, Any]:
         """Totals and breakdowns from the rollup table, with real (unfolded) label values.
 
         `scope` "instance" sums this instance's rows; "fleet" sums every row of the
-        ledger, retired instances' included.
+        ledger, retired instances' included. `model_name` (the price book's
+        `canonical_model`) makes `by_model` one row per model, as the reports have it.
         """
         where, params = self._instance_where(self.scope_instance(scope))
         sums = _SUMS
@@ -827,6 +838,18 @@ class SQLLedger(EventQueries, ProviderUsageStore):
             out["by_level"] = {r[0]: int(r[1]) for r in cur.fetchall()}
             for name, dims in BREAKDOWNS.items():
                 group = ", ".join(q(d) for d in dims)
+                if name == "by_model" and model_name is not None:
+                    cur.execute(
+                        f"SELECT {group}, {sums} FROM rollup WHERE {where} GROUP BY {group}",
+                        params,
+                    )
+                    merged = _merge_models(cur.fetchall(), model_name)
+                    out[name] = [
+                        {"provider": k[0], "model": k[1], **_sum_row(v)} for k, v in merged[:limit]
+                    ]
+                    if len(merged) > limit:
+                        out[f"{name}_truncated"] = len(merged) - limit
+                    continue
                 cur.execute(
                     f"SELECT {group}, {sums} FROM rollup WHERE {where} GROUP BY {group} "
                     f"ORDER BY sum(requests) DESC, {group} LIMIT {int(limit) + 1}",
@@ -927,7 +950,11 @@ class SQLLedger(EventQueries, ProviderUsageStore):
     # to its counters: they only grow, nothing counts twice, and view and /metrics agree.
 
     def _unadopted_where(self) -> tuple[str, tuple[Any, ...]]:
-        """The rows this sidecar adopts: the unassigned ones (SQLite: any not its own)."""
+        """The rows a running sidecar adopts: the unassigned ones, which only tools write.
+
+        Never another sidecar's: two sidecars on one file (a mistake) would otherwise
+        take each other's rows back and forth, each time counting them again.
+        """
         return f"{q(INSTANCE)} = {self.placeholder}", (UNASSIGNED_INSTANCE,)
 
     def has_unadopted(self) -> bool:
@@ -1003,6 +1030,19 @@ _SUMS = (
     + ", ".join(f"sum({q(c)})" for c in UNPRICED_COLUMNS.values())
     + ", sum(duration_count), sum(duration_sum_us)"
 )
+
+
+def _merge_models(
+    rows: Sequence[Sequence[Any]], model_name: Callable[[str, str], str]
+) -> list[tuple[tuple[str, str], list[int]]]:
+    """(provider, model, *sums) rows summed per (provider, model's one name), most requests first."""
+    acc: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        key = (str(r[0]), model_name(str(r[0]), str(r[1])))
+        vec = acc.setdefault(key, [0] * (len(r) - 2))
+        for i, v in enumerate(r[2:]):
+            vec[i] += int(v or 0)
+    return sorted(acc.items(), key=lambda kv: (-kv[1][0], kv[0]))
 
 
 def _sum_row(r: Sequence[Any]) -> dict[str, Any]:

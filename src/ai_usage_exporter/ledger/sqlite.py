@@ -188,11 +188,6 @@ class SQLiteLedger(SQLLedger):
             return "1 = 1", ()
         return super()._instance_where(instance)
 
-    def _unadopted_where(self) -> tuple[str, tuple[Any, ...]]:
-        # As at open: the file's rows under any other name are this sidecar's. Two
-        # ranges rather than <>, so the probe walks the primary key's index.
-        return f"({q(INSTANCE)} < ? OR {q(INSTANCE)} > ?)", (self.instance, self.instance)
-
     def retire_instance(self, name: str) -> int:
         raise LedgerError(
             f"ledger {self.url} is a SQLite file: it belongs to the one sidecar that opens it, "

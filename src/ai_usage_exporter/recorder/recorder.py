@@ -471,7 +471,7 @@ class Recorder:
         """
         self.adopt_unadopted()
         view = json_view(
-            summary=self.ledger.summary(limit, scope),
+            summary=self.ledger.summary(limit, scope, self.prices.canonical_model),
             exporter=self.state.exporter,
             started_at=self.started_at,
             now=time.time(),
