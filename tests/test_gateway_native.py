@@ -82,9 +82,11 @@ class Sidecar:
     azure: FakeNative
     clients: list[Any] = field(default_factory=list)
 
-    def claude(self, api_key: str = CLIENT_TOKEN, **kwargs: Any) -> anthropic.Anthropic:
+    def claude(
+        self, api_key: str = CLIENT_TOKEN, base: str = "", **kwargs: Any
+    ) -> anthropic.Anthropic:
         client = anthropic.Anthropic(
-            base_url=self.url, api_key=api_key, max_retries=0, timeout=10, **kwargs
+            base_url=self.url + base, api_key=api_key, max_retries=0, timeout=10, **kwargs
         )
         self.clients.append(client)
         return client
@@ -660,3 +662,34 @@ def test_json_array_framer_cuts_elements_at_any_chunking() -> None:
             got.extend(framer.feed(GEMINI_STREAM_ARRAY[i : i + size]))
         assert [orjson.loads(g) for g in got] == want
         assert framer.tail().strip() in (b"", b"]")
+
+
+def test_native_paths_under_a_named_route(sidecar: Sidecar) -> None:
+    named = sidecar.claude(base="/api/ai/claude")
+    assert named.messages.with_raw_response.create(**MESSAGE).http_response.content == (
+        ANTHROPIC_TOOL_USE
+    )
+    client = genai.Client(
+        api_key=CLIENT_TOKEN,
+        http_options=genai_types.HttpOptions(base_url=sidecar.url + "/api/ai/gemini"),
+    )
+    sidecar.clients.append(client)
+    assert client.models.generate_content(model="gemini-2.5-flash", contents="hi").text
+    # A route of another API answers in the client's API's shape, naming it.
+    r = httpx.post(sidecar.url + "/api/ai/azure/v1/messages", json=MESSAGE,
+                   headers={"x-api-key": CLIENT_TOKEN})  # fmt: skip
+    assert r.status_code == 404
+    assert r.json() == {
+        "type": "error",
+        "error": {
+            "type": "not_found_error",
+            "message": "gateway route 'azure' speaks the openai API, not anthropic; "
+            "its upstreams: azure",
+            "code": "wrong_api",
+        },
+    }
+    rows = sidecar.rows(2)
+    assert [(r["service"], r["provider"]) for r in rows] == [
+        ("claude", "anthropic"),
+        ("gemini", "google"),
+    ]
