@@ -49,6 +49,7 @@ from openai import OpenAI
 from _server import SampleKey, scrape, serve_app
 from ai_usage_exporter.config.fields import ConfigError
 from ai_usage_exporter.config.gateway import parse_gateway
+from ai_usage_exporter.config.settings import resolve
 from ai_usage_exporter.core.events.model import UsageEvent
 from ai_usage_exporter.core.pricing.book import PriceBook
 from ai_usage_exporter.gateway.calllog import CallLogger
@@ -693,3 +694,21 @@ def test_native_paths_under_a_named_route(sidecar: Sidecar) -> None:
         ("claude", "anthropic"),
         ("gemini", "google"),
     ]
+
+
+def test_the_config_file_check_names_the_line_of_a_mixed_route(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "gateway:\n"
+        "  upstreams:\n"
+        "    claude: {provider: anthropic, api: anthropic, base_url: 'https://api.anthropic.com'}\n"
+        "    gem: {provider: google, api: gemini, base_url: 'https://generativelanguage.googleapis.com'}\n"
+        "  routes:\n"
+        "    agents: {upstreams: [claude, gem]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve({"config": str(path)}, environ={})
+    assert str(info.value) == (
+        f"{path}:6: route 'agents' mixes APIs: claude (anthropic), gem (gemini); a route's "
+        "upstreams must all speak one API"
+    )
