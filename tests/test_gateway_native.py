@@ -712,3 +712,21 @@ def test_the_config_file_check_names_the_line_of_a_mixed_route(tmp_path: Path) -
         f"{path}:6: route 'agents' mixes APIs: claude (anthropic), gem (gemini); a route's "
         "upstreams must all speak one API"
     )
+
+
+def test_an_error_event_inside_an_anthropic_stream_is_recorded_as_the_calls_error(
+    sidecar: Sidecar,
+) -> None:
+    # Anthropic's streaming guide: under load an `overloaded_error` event may come after
+    # the 200 (docs.anthropic.com/en/docs/build-with-claude/streaming#error-events).
+    error = (
+        b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", '
+        b'"message": "Overloaded"}}\n\n'
+    )
+    stream = b"".join(sse_events(ANTHROPIC_STREAM_BASIC)[:2]) + error
+    sidecar.a.anthropic_stream = stream
+    with sidecar.claude().messages.with_streaming_response.create(**MESSAGE, stream=True) as r:
+        assert b"".join(r.iter_bytes()) == stream
+    (row,) = sidecar.rows(1)
+    assert (row["status"], row["error_type"], row["input_tokens"]) == ("error", "server", 11)
+    assert sidecar.b.requests == []
