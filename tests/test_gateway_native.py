@@ -730,3 +730,51 @@ def test_an_error_event_inside_an_anthropic_stream_is_recorded_as_the_calls_erro
     (row,) = sidecar.rows(1)
     assert (row["status"], row["error_type"], row["input_tokens"]) == ("error", "server", 11)
     assert sidecar.b.requests == []
+
+
+def test_each_apis_error_response_is_a_pure_function_of_status_type_message_headers() -> None:
+    from ai_usage_exporter.gateway.apis import APIS, api_for_request
+
+    bodies = {}
+    for name, api in APIS.items():
+        r = api.error_response(429, None, "over budget", {"retry-after": "30"}, code="budget")
+        assert (r.status_code, r.headers["retry-after"]) == (429, "30")
+        bodies[name] = orjson.loads(r.body)
+    assert bodies == {
+        "openai": {"error": {"message": "over budget", "type": "gateway_error", "code": "budget"}},
+        "anthropic": {
+            "type": "error",
+            "error": {"type": "rate_limit_error", "message": "over budget", "code": "budget"},
+        },
+        "gemini": {
+            "error": {
+                "code": 429,
+                "message": "over budget",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "budget",
+                        "domain": "ai-usage-exporter",
+                    }
+                ],
+            }
+        },
+    }
+    anthropic_529 = orjson.loads(APIS["anthropic"].error_response(529, None, "busy").body)
+    assert anthropic_529["error"]["type"] == "overloaded_error"
+    # Which API a request speaks, from its path (and Anthropic's header on GET /v1/models).
+    cases = {
+        ("/v1/chat/completions", False): "openai",
+        ("/api/ai/r/chat/completions", False): "openai",
+        ("/v1/messages", False): "anthropic",
+        ("/api/ai/r/v1/messages/count_tokens", False): "anthropic",
+        ("/v1beta/models/gemini-2.5-flash:generateContent", False): "gemini",
+        ("/v1/models/gemini-2.5-flash:streamGenerateContent", False): "gemini",
+        ("/api/ai/r/v1beta/models/m:countTokens", False): "gemini",
+        ("/v1/models", False): "openai",
+        ("/v1/models", True): "anthropic",
+    }
+    for (path, versioned), want in cases.items():
+        headers = [(b"anthropic-version", b"2023-06-01")] if versioned else []
+        assert api_for_request(path, headers).NAME == want, path
