@@ -49,6 +49,7 @@ from openai import OpenAI
 from _server import SampleKey, scrape, serve_app
 from ai_usage_exporter.config.fields import ConfigError
 from ai_usage_exporter.config.gateway import parse_gateway
+from ai_usage_exporter.config.settings import resolve
 from ai_usage_exporter.core.events.model import UsageEvent
 from ai_usage_exporter.core.pricing.book import PriceBook
 from ai_usage_exporter.gateway.calllog import CallLogger
@@ -82,9 +83,11 @@ class Sidecar:
     azure: FakeNative
     clients: list[Any] = field(default_factory=list)
 
-    def claude(self, api_key: str = CLIENT_TOKEN, **kwargs: Any) -> anthropic.Anthropic:
+    def claude(
+        self, api_key: str = CLIENT_TOKEN, base: str = "", **kwargs: Any
+    ) -> anthropic.Anthropic:
         client = anthropic.Anthropic(
-            base_url=self.url, api_key=api_key, max_retries=0, timeout=10, **kwargs
+            base_url=self.url + base, api_key=api_key, max_retries=0, timeout=10, **kwargs
         )
         self.clients.append(client)
         return client
@@ -660,3 +663,118 @@ def test_json_array_framer_cuts_elements_at_any_chunking() -> None:
             got.extend(framer.feed(GEMINI_STREAM_ARRAY[i : i + size]))
         assert [orjson.loads(g) for g in got] == want
         assert framer.tail().strip() in (b"", b"]")
+
+
+def test_native_paths_under_a_named_route(sidecar: Sidecar) -> None:
+    named = sidecar.claude(base="/api/ai/claude")
+    assert named.messages.with_raw_response.create(**MESSAGE).http_response.content == (
+        ANTHROPIC_TOOL_USE
+    )
+    client = genai.Client(
+        api_key=CLIENT_TOKEN,
+        http_options=genai_types.HttpOptions(base_url=sidecar.url + "/api/ai/gemini"),
+    )
+    sidecar.clients.append(client)
+    assert client.models.generate_content(model="gemini-2.5-flash", contents="hi").text
+    # A route of another API answers in the client's API's shape, naming it.
+    r = httpx.post(sidecar.url + "/api/ai/azure/v1/messages", json=MESSAGE,
+                   headers={"x-api-key": CLIENT_TOKEN})  # fmt: skip
+    assert r.status_code == 404
+    assert r.json() == {
+        "type": "error",
+        "error": {
+            "type": "not_found_error",
+            "message": "gateway route 'azure' speaks the openai API, not anthropic; "
+            "its upstreams: azure",
+            "code": "wrong_api",
+        },
+    }
+    rows = sidecar.rows(2)
+    assert [(r["service"], r["provider"]) for r in rows] == [
+        ("claude", "anthropic"),
+        ("gemini", "google"),
+    ]
+
+
+def test_the_config_file_check_names_the_line_of_a_mixed_route(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "gateway:\n"
+        "  upstreams:\n"
+        "    claude: {provider: anthropic, api: anthropic, base_url: 'https://api.anthropic.com'}\n"
+        "    gem: {provider: google, api: gemini, base_url: 'https://generativelanguage.googleapis.com'}\n"
+        "  routes:\n"
+        "    agents: {upstreams: [claude, gem]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve({"config": str(path)}, environ={})
+    assert str(info.value) == (
+        f"{path}:6: route 'agents' mixes APIs: claude (anthropic), gem (gemini); a route's "
+        "upstreams must all speak one API"
+    )
+
+
+def test_an_error_event_inside_an_anthropic_stream_is_recorded_as_the_calls_error(
+    sidecar: Sidecar,
+) -> None:
+    # Anthropic's streaming guide: under load an `overloaded_error` event may come after
+    # the 200 (docs.anthropic.com/en/docs/build-with-claude/streaming#error-events).
+    error = (
+        b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", '
+        b'"message": "Overloaded"}}\n\n'
+    )
+    stream = b"".join(sse_events(ANTHROPIC_STREAM_BASIC)[:2]) + error
+    sidecar.a.anthropic_stream = stream
+    with sidecar.claude().messages.with_streaming_response.create(**MESSAGE, stream=True) as r:
+        assert b"".join(r.iter_bytes()) == stream
+    (row,) = sidecar.rows(1)
+    assert (row["status"], row["error_type"], row["input_tokens"]) == ("error", "server", 11)
+    assert sidecar.b.requests == []
+
+
+def test_each_apis_error_response_is_a_pure_function_of_status_type_message_headers() -> None:
+    from ai_usage_exporter.gateway.apis import APIS, api_for_request
+
+    bodies = {}
+    for name, api in APIS.items():
+        r = api.error_response(429, None, "over budget", {"retry-after": "30"}, code="budget")
+        assert (r.status_code, r.headers["retry-after"]) == (429, "30")
+        bodies[name] = orjson.loads(r.body)
+    assert bodies == {
+        "openai": {"error": {"message": "over budget", "type": "gateway_error", "code": "budget"}},
+        "anthropic": {
+            "type": "error",
+            "error": {"type": "rate_limit_error", "message": "over budget", "code": "budget"},
+        },
+        "gemini": {
+            "error": {
+                "code": 429,
+                "message": "over budget",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "budget",
+                        "domain": "ai-usage-exporter",
+                    }
+                ],
+            }
+        },
+    }
+    anthropic_529 = orjson.loads(APIS["anthropic"].error_response(529, None, "busy").body)
+    assert anthropic_529["error"]["type"] == "overloaded_error"
+    # Which API a request speaks, from its path (and Anthropic's header on GET /v1/models).
+    cases = {
+        ("/v1/chat/completions", False): "openai",
+        ("/api/ai/r/chat/completions", False): "openai",
+        ("/v1/messages", False): "anthropic",
+        ("/api/ai/r/v1/messages/count_tokens", False): "anthropic",
+        ("/v1beta/models/gemini-2.5-flash:generateContent", False): "gemini",
+        ("/v1/models/gemini-2.5-flash:streamGenerateContent", False): "gemini",
+        ("/api/ai/r/v1beta/models/m:countTokens", False): "gemini",
+        ("/v1/models", False): "openai",
+        ("/v1/models", True): "anthropic",
+    }
+    for (path, versioned), want in cases.items():
+        headers = [(b"anthropic-version", b"2023-06-01")] if versioned else []
+        assert api_for_request(path, headers).NAME == want, path

@@ -355,6 +355,7 @@ class Gateway:
                 strip_usage=out.strip_usage,
                 on_done=done,
                 framer=framer,
+                stream_error=call.api.stream_error,
             )
         try:
             data = await upstream.read()
@@ -495,6 +496,8 @@ class Gateway:
         if outcome.error is not None:
             # The upstream broke off first; the client leaving after that is no news.
             error_type = error_type_for_exception(outcome.error)
+        elif outcome.stream_error is not None:
+            error_type = outcome.stream_error
         elif outcome.client_gone and not folder.finished:
             error_type = CANCELLED
         self._finish(call, event, status, folder.usage, error_type, None)

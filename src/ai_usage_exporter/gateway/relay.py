@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import anyio
@@ -34,6 +35,9 @@ class StreamOutcome:
     ended: float | None = None
     error: BaseException | None = None
     client_gone: bool = False
+    # The error_type of an error event the provider sent inside the stream (Anthropic's
+    # `overloaded_error` after a 200), the first one seen.
+    stream_error: str | None = None
 
 
 class StreamRelay(Response):
@@ -51,6 +55,7 @@ class StreamRelay(Response):
         strip_usage: bool,
         on_done: Callable[[StreamOutcome], Awaitable[None]],
         framer: Framer | None = None,
+        stream_error: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.status_code = status_code
         self.background = None
@@ -63,6 +68,7 @@ class StreamRelay(Response):
         self._on_done = on_done
         # SSE events by default; Gemini's JSON array streams element by element.
         self._framer: Framer = framer if framer is not None else SSEFramer()
+        self._stream_error = stream_error
         self._drained = False
 
     def _fold(self, blocks: list[bytes]) -> list[bytes]:
@@ -73,6 +79,8 @@ class StreamRelay(Response):
             data = self._framer.data(block)
             if data is not None:
                 event = folder.add_data(data)
+                if self._stream_error is not None and self._outcome.stream_error is None:
+                    self._outcome.stream_error = self._stream_error(event)
                 if self._strip and isinstance(event, dict) and folder.is_usage_only(event):
                     continue
             keep.append(block)

@@ -63,6 +63,8 @@ class Api(Protocol):
 
     def usage_of(self, parsed: Mapping[str, Any]) -> tuple[Any, Any]: ...
 
+    def stream_error(self, event: Any) -> str | None: ...
+
 
 APIS: dict[str, Api] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 

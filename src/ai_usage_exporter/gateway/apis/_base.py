@@ -10,7 +10,6 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from starlette.responses import Response
 
-from ai_usage_exporter.core.shapes.streams import StreamFolder
 from ai_usage_exporter.gateway.sse import SSEFramer
 
 
@@ -89,8 +88,3 @@ def sse_framer() -> Framer:
 def usage_model(parsed: Mapping[str, Any]) -> tuple[Any, Any]:
     """`usage` and `model` of a plain body, where OpenAI and Anthropic both put them."""
     return parsed.get("usage"), parsed.get("model")
-
-
-def folder(op: Operation) -> StreamFolder:
-    assert op.stream_format is not None
-    return StreamFolder(op.stream_format)

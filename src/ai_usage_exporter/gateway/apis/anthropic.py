@@ -16,6 +16,7 @@ import orjson
 from starlette.responses import Response
 
 from ai_usage_exporter.config.gateway import UpstreamConfig
+from ai_usage_exporter.core.errortypes import OTHER, RATE_LIMIT, SERVER, TIMEOUT
 from ai_usage_exporter.gateway.apis._base import (
     Framer,
     JSONResponse,
@@ -114,3 +115,20 @@ def stream_framer(content_type: str, params: Mapping[str, str]) -> Framer | None
 
 
 usage_of = usage_model
+
+# An in-stream error event's type -> the error_type it is recorded with.
+_STREAM_ERRORS = {
+    "overloaded_error": SERVER,
+    "api_error": SERVER,
+    "rate_limit_error": RATE_LIMIT,
+    "timeout_error": TIMEOUT,
+}
+
+
+def stream_error(event: Any) -> str | None:
+    """The error_type of an `error` event (sent after a 200, e.g. when overloaded midway)."""
+    if not isinstance(event, dict) or event.get("type") != "error":
+        return None
+    error = event.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    return _STREAM_ERRORS.get(kind, OTHER) if isinstance(kind, str) else OTHER

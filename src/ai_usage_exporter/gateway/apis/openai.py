@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from ai_usage_exporter.config.gateway import UpstreamConfig
+from ai_usage_exporter.core.errortypes import OTHER, error_type_for_status
 from ai_usage_exporter.gateway.apis._base import (
     Framer,
     JSONResponse,
@@ -92,3 +93,16 @@ def stream_framer(content_type: str, params: Mapping[str, str]) -> Framer | None
 
 
 usage_of = usage_model
+
+
+def stream_error(event: Any) -> str | None:
+    """The error_type of an error object sent inside a stream (`{"error": {...}}`)."""
+    if not isinstance(event, dict):
+        return None
+    error = event.get("error")
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code")
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return error_type_for_status(code)
+    return OTHER
