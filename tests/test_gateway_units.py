@@ -91,7 +91,7 @@ def test_the_issue_example_config_parses(tmp_path: Path) -> None:
         ),
         (
             "gateway:\n  upstream: {}\n",
-            "c.yaml:2: unknown key 'upstream'; known: client_tokens, connect_timeout_s, default_route, models_endpoint, routes, timeout_s, upstreams",
+            "c.yaml:2: unknown key 'upstream'; known: client_tokens, connect_timeout_s, default_route, key_cache_s, models_endpoint, rate_limits, routes, timeout_s, upstreams",
         ),
     ],
 )

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from . import __version__, commands
+from . import __version__, commands, keys_cli
 from .config import (
     DEFAULT_DB,
     DEFAULT_HOST,
@@ -42,6 +42,7 @@ UNAUTHENTICATED_REFUSAL = (
 GATEWAY_UNAUTHENTICATED_REFUSAL = (
     "refusing to serve the gateway on {host} without a client token: anyone who can reach it "
     "could spend the provider keys. Set gateway.client_tokens or AI_USAGE_EXPORTER_GATEWAY_TOKEN, "
+    "make a key with `ai-usage-exporter keys create`, "
     "or pass --allow-unauthenticated if the network is trusted."
 )
 
@@ -121,6 +122,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     pr.add_argument("--config", help="YAML config file with a prices: section")
     pr.add_argument("models", nargs="*", help="model names (default: every model of --provider)")
     commands.add_parsers(sub)
+    keys_cli.add_parser(sub)
 
     h = sub.add_parser(
         "healthcheck",
@@ -173,6 +175,17 @@ def _price_book(settings: Settings) -> PriceBook:
     return PriceBook()
 
 
+def _has_gateway_keys(settings: Settings) -> bool:
+    """Whether the ledger holds gateway keys, which close the gateway to callers without one."""
+    from .ledger import open_ledger
+
+    ledger = open_ledger(settings.db, synchronous=settings.synchronous)
+    try:
+        return ledger.count_keys() > 0
+    finally:
+        ledger.close()
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
 
@@ -193,6 +206,7 @@ def serve(settings: Settings) -> int:
         and not settings.gateway_tokens
         and not settings.allow_unauthenticated
         and not is_loopback(settings.host)
+        and not _has_gateway_keys(settings)
     ):
         print(
             f"ai-usage-exporter: {GATEWAY_UNAUTHENTICATED_REFUSAL.format(host=settings.host)}",
@@ -337,6 +351,13 @@ def prices(settings: Settings, provider: str | None, models: Sequence[str]) -> i
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "keys":
+        try:
+            settings = resolve({k: getattr(args, k, None) for k in ("db", "config")})
+            return keys_cli.run(args, settings)
+        except (ConfigError, LedgerError) as exc:
+            print(f"ai-usage-exporter: {exc}", file=sys.stderr)
+            return 2
     if args.command in commands.COMMANDS:
         logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
         try:

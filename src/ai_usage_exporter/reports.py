@@ -23,7 +23,7 @@ from .ledger import Ledger
 from .rollup import NANO, STEPS
 from .timeseries import ParamError, parse_time
 
-REPORTS: tuple[str, ...] = ("daily", "queries", "agents", "models", "tenants", "services")
+REPORTS: tuple[str, ...] = ("daily", "queries", "agents", "models", "tenants", "services", "keys")
 FORMATS: tuple[str, ...] = ("text", "json", "csv", "markdown")
 DEFAULT_DAYS = 30
 DAY = 86400
@@ -34,6 +34,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "models": ("provider", "model"),
     "tenants": ("tenant",),
     "services": ("service",),
+    "keys": ("key",),
     "agents": ("agent", "task", "tool"),
 }
 STEP_COLUMNS: tuple[str, ...] = (

@@ -28,6 +28,7 @@ KEY_FIELDS: tuple[str, ...] = (
     "tool",
     "task",
     "node",
+    "key",
 )
 
 # The sidecar that committed a rollup row. It leads the rollup table's primary key
@@ -140,6 +141,7 @@ def rollup_key(e: UsageEvent) -> RollupKey:
         e.tool or "",
         e.task or "",
         e.node or "",
+        e.key or "",
     )
 
 

@@ -25,12 +25,18 @@ from starlette.responses import Response
 from ..calllog import CallLogger
 from ..errortypes import CANCELLED, error_type_for_exception, error_type_for_status
 from ..events import EventError
+from ..ledger.keys import KeyRecord
 from ..recorder import Recorder
 from ..redact import redact_text
 from ..shapes.streams import StreamFolder
+from .admission import Admitter, credential
+from .admission_metrics import AdmissionCounters
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .fallback import fallback_reason_for_exception, fallback_reason_for_status
+from .limits import LocalLimiter, RedisLimiter
 from .metrics import FallbackCounter
+from .rejections import Rejection, openai_body
+from .rejections import headers as rejection_headers
 from .relay import StreamOutcome, StreamRelay
 from .upstream import TRANSPORT_ERRORS, UpstreamClient, response_headers
 
@@ -85,6 +91,13 @@ def gateway_error(
     return JSONResponse({"error": body}, status_code=status)
 
 
+def openai_rejection(rejection: Rejection) -> JSONResponse:
+    """A refused call in OpenAI's error shape, with Retry-After on a 429."""
+    return JSONResponse(
+        openai_body(rejection), status_code=rejection.status, headers=rejection_headers(rejection)
+    )
+
+
 @dataclass(slots=True)
 class _Call:
     """One client request as it moves through the route's upstreams."""
@@ -98,6 +111,11 @@ class _Call:
     request_id: str
     headers: list[tuple[bytes, bytes]]
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # The gateway key it was admitted with; None for a client token or an open gateway.
+    key: KeyRecord | None = None
+    # What the client said about itself; kept in metadata, never as attribution.
+    client_tenant: str | None = None
+    client_user: str | None = None
 
 
 # A served call waiting to be recorded: call, event, HTTP status, error_type, body.
@@ -114,22 +132,51 @@ class Gateway:
         *,
         keys: Mapping[str, str | None],
         logger: CallLogger | None = None,
+        admitter: Admitter | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
         self.client = UpstreamClient(config, keys)
         self.logger = logger if logger is not None else CallLogger(secrets=self.client.keys)
         self.fallbacks = FallbackCounter()
+        self.admission_counters = AdmissionCounters()
         self._served: list[_Served] = []
         recorder.registry.register(self.fallbacks)
+        recorder.registry.register(self.admission_counters)
+        self.admission = admitter if admitter is not None else self.make_admitter()
+        recorder.add_budget_source(self.admission.budget_rows)
+
+    def make_admitter(self, clock: Any = None) -> Admitter:
+        """The admission step this config describes, counting into this gateway's metrics."""
+        rl = self.config.rate_limits
+        limiter: LocalLimiter | RedisLimiter = (
+            RedisLimiter(
+                rl.redis,
+                prefix=rl.prefix,
+                fail_open=rl.on_redis_error == "open",
+                on_error=self.admission_counters.limiter_error,
+            )
+            if rl.redis is not None
+            else LocalLimiter()
+        )
+        return Admitter(
+            self.recorder.ledger,
+            client_tokens=self.config.client_tokens,
+            limiter=limiter,
+            key_cache_s=self.config.key_cache_s,
+            on_reject=lambda r: self.admission_counters.rejected(r.reason),
+            **({"clock": clock} if clock is not None else {}),
+        )
 
     async def aclose(self) -> None:
         self._flush_served()
+        await self.admission.aclose()
         await self.client.aclose()
-        try:
-            self.recorder.registry.unregister(self.fallbacks)
-        except KeyError:
-            pass
+        for collector in (self.fallbacks, self.admission_counters):
+            try:
+                self.recorder.registry.unregister(collector)
+            except KeyError:
+                pass
 
     # ------------------------------------------------------------ one call
 
@@ -145,6 +192,12 @@ class Gateway:
         if isinstance(call_or_error, Response):
             return call_or_error
         call = call_or_error
+        admitted = await self.admission.admit(credential(call.headers), route.name, call.model)
+        if isinstance(admitted, Rejection):
+            refused = openai_rejection(admitted)
+            refused.headers["x-request-id"] = call.request_id
+            return refused
+        call.key = admitted.key
         upstreams = [self.config.upstreams[n] for n in route.upstreams]
         for i, up in enumerate(upstreams, start=1):
             nxt = upstreams[i] if i < len(upstreams) else None
@@ -205,6 +258,7 @@ class Gateway:
         rid = request.headers.get("x-request-id", "").strip()
         if not rid or len(rid) > MAX_REQUEST_ID or not rid.isprintable():
             rid = uuid.uuid4().hex
+        user = payload.get("user")
         return _Call(
             route=route,
             operation=operation,
@@ -214,6 +268,8 @@ class Gateway:
             body=body,
             request_id=rid,
             headers=list(request.scope["headers"]),
+            client_tenant=request.headers.get("x-tenant") or None,
+            client_user=user if isinstance(user, str) and user else None,
         )
 
     def _outgoing(self, call: _Call, up: UpstreamConfig) -> tuple[bytes, str, bool]:
@@ -305,7 +361,16 @@ class Gateway:
         started_at: float,
         duration_ms: float,
     ) -> dict[str, Any]:
-        return {
+        metadata: dict[str, Any] = {
+            "upstream": up.name,
+            "attempt": i,
+            "request_id": call.request_id,
+        }
+        if call.client_tenant is not None:
+            metadata["client_tenant"] = call.client_tenant[:256]
+        if call.client_user is not None:
+            metadata["client_user"] = call.client_user[:256]
+        event: dict[str, Any] = {
             "provider": up.provider,
             "model": model,
             "operation": RECORDED_OPERATION[call.operation],
@@ -313,8 +378,19 @@ class Gateway:
             "duration_ms": round(duration_ms, 3),
             "timestamp": started_at,
             "idempotency_key": f"{call.request_id}:{i}",
-            "metadata": {"upstream": up.name, "attempt": i, "request_id": call.request_id},
+            "metadata": metadata,
         }
+        key = call.key
+        if key is not None:
+            # The key's own attribution: what the caller says cannot override it.
+            event["key"] = key.name
+            if key.service is not None:
+                event["service"] = key.service
+            if key.tenant is not None:
+                event["tenant"] = key.tenant
+            if key.user is not None:
+                event["user"] = key.user
+        return event
 
     def _failed(
         self,
@@ -449,10 +525,15 @@ class Gateway:
         for (call, event, status, error_type, response_body), cost in zip(
             served, costs, strict=True
         ):
+            if call.key is not None and cost is not None:
+                self.admission.charge(
+                    call.key, cost["input_tokens"] + cost["output_tokens"], cost["cost_usd"]
+                )
             line = self.logger.line(
                 "error" if error_type else "info",
                 "gateway call",
                 route=call.route.name,
+                **({"key": call.key.name} if call.key is not None else {}),
                 upstream=event["metadata"]["upstream"],
                 provider=event["provider"],
                 model=event["model"],
@@ -515,6 +596,11 @@ class Gateway:
 
     async def models(self, request: Request) -> Response:
         route = self.config.routes[self.config.default_route]
+        admitted = await self.admission.admit(
+            credential(request.scope["headers"]), route.name, None
+        )
+        if isinstance(admitted, Rejection):
+            return openai_rejection(admitted)
         ups = [self.config.upstreams[n] for n in route.upstreams]
         if self.config.models_endpoint == "proxy":
             ups = ups[:1]

@@ -30,6 +30,8 @@ _HOP_BY_HOP = frozenset(
 _NOT_TO_UPSTREAM = _HOP_BY_HOP | {
     b"authorization", b"api-key", b"x-api-key", b"cookie", b"accept-encoding", b"x-request-id",
     b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
+    # Gemini's key header: a client's gateway key must never reach a provider.
+    b"x-goog-api-key",
 }  # fmt: skip
 # The session decodes any content-encoding, so the client gets the body as identity.
 _NOT_TO_CLIENT = _HOP_BY_HOP | {b"set-cookie", b"server", b"date", b"alt-svc", b"content-encoding"}

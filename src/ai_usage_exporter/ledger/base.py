@@ -39,6 +39,8 @@ from ..rollup import (
     check_instance,
 )
 from . import buckets
+from . import keys as gateway_keys
+from .keys import KeyQueries, KeyRecord
 from .queries import INDEXES, OLD_INDEXES, EventQueries
 
 log = logging.getLogger("ai_usage_exporter.ledger")
@@ -110,6 +112,7 @@ BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "by_agent": ("agent",),
     "by_tool": ("tool",),
     "by_tenant": ("tenant",),
+    "by_key": ("key",),
 }
 
 
@@ -178,6 +181,13 @@ class Ledger(Protocol):
     def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
     def delete_buckets_before(self, step: int, ts: float) -> int: ...
     def get_meta(self, key: str) -> str | None: ...
+    def key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
+    def key_by_name(self, name: str) -> KeyRecord | None: ...
+    def list_keys(self) -> list[KeyRecord]: ...
+    def count_keys(self) -> int: ...
+    def insert_key(self, record: KeyRecord) -> None: ...
+    def update_key(self, name: str, changes: Mapping[str, Any]) -> KeyRecord | None: ...
+    def key_usage(self, name: str, since: float, step: int = 86400) -> tuple[int, int, int]: ...
     def set_meta(self, key: str, value: str) -> None: ...
     def close(self) -> None: ...
 
@@ -223,6 +233,7 @@ def event_row(
         e.tool,
         e.node,
         e.step,
+        e.key,
         orjson.dumps(e.metadata).decode() if e.metadata is not None else None,
         e.prompt_text if store_text else None,
         e.response_text if store_text else None,
@@ -233,7 +244,7 @@ def event_row(
     )
 
 
-class SQLLedger(EventQueries):
+class SQLLedger(EventQueries, KeyQueries):
     """Dialect-neutral ledger; subclasses supply connections and a few SQL words."""
 
     url: str
@@ -282,6 +293,7 @@ class SQLLedger(EventQueries):
             f"CREATE TABLE IF NOT EXISTS events (\n  {self.id_column},\n  {event_cols}\n)",
             *(self._per_instance_table(t, t) for t in PER_INSTANCE_TABLES),
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            gateway_keys.schema(self.int_type, self.real_type),
         ]
 
     def indexes(self) -> list[str]:

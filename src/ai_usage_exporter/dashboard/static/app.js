@@ -222,6 +222,7 @@
     table("b-agent", view.by_agent, [["Agent", (r) => label(r.agent)], ...SUMS], none);
     table("b-tool", view.by_tool, [["Tool", (r) => label(r.tool)], ...SUMS], none);
     table("b-tenant", view.by_tenant, [["Tenant", (r) => label(r.tenant)], ...SUMS], none);
+    table("b-key", view.by_key || [], [["Gateway key", (r) => label(r.key)], ...SUMS], none);
     table("b-unpriced", view.unpriced_models,
       // A model may be listed once per reason: unknown_model, or priced only approximately.
       [["Provider", (r) => r.provider], ["Model", (r) => r.model], ["Reason", (r) => (r.reason || "").replace(/_/g, " ")],
@@ -270,7 +271,7 @@
 
   // ------------------------------------------------------------ exports
 
-  const EXPORTS = ["daily", "services", "models", "agents", "tenants", "queries"];
+  const EXPORTS = ["daily", "services", "models", "agents", "tenants", "keys", "queries"];
 
   function exportButtons(container, report, range) {
     container.replaceChildren();
