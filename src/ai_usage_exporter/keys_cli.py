@@ -38,10 +38,13 @@ class KeyArgError(ValueError):
 def add_parser(sub: Any) -> None:
     k = sub.add_parser("keys", help="gateway keys: create, list, update, revoke")
     ks = k.add_subparsers(dest="keys_command", required=True)
-    c = ks.add_parser("create", help="make a key; it is printed once")
+    # No abbreviations: a mistyped flag (--budget) is an error, not a guess.
+    c = ks.add_parser("create", help="make a key; it is printed once", allow_abbrev=False)
     c.add_argument("--name", required=True, help="the key's name, recorded on its calls")
     _limits(c, clearable=False)
-    u = ks.add_parser("update", help="change a key's attribution, limits or secret")
+    u = ks.add_parser(
+        "update", help="change a key's attribution, limits or secret", allow_abbrev=False
+    )
     u.add_argument("name", help="the key to change")
     _limits(u, clearable=True)
     u.add_argument(

@@ -242,8 +242,8 @@ class Admitter:
             return Rejection(
                 429,
                 "budget",
-                f"gateway key {key.name!r} has used its {word} budget: ${used:.6g} of "
-                f"${limit:g}; it resets at {iso(resets)}",
+                f"gateway key {key.name!r} has used its {word} budget: ${_dollars(used)} of "
+                f"${_dollars(limit)}; it resets at {iso(resets)}",
                 key=key.name,
                 unit="usd",
                 used=used,
@@ -339,6 +339,11 @@ class Admitter:
                 )
             )
         return rows
+
+
+def _dollars(amount: float) -> str:
+    """Dollars to the micro-dollar, without trailing zeros: 0.000025, 12.5, 100."""
+    return f"{amount:.6f}".rstrip("0").rstrip(".")
 
 
 def _rate_limited(key: KeyRecord, limited: Limited, now: float) -> Rejection:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +133,7 @@ class Gateway:
         keys: Mapping[str, str | None],
         logger: CallLogger | None = None,
         admitter: Admitter | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
@@ -143,10 +144,11 @@ class Gateway:
         self._served: list[_Served] = []
         recorder.registry.register(self.fallbacks)
         recorder.registry.register(self.admission_counters)
-        self.admission = admitter if admitter is not None else self.make_admitter()
+        # `clock` (epoch seconds) decides budget periods and expiry; tests move it.
+        self.admission = admitter if admitter is not None else self.make_admitter(clock)
         recorder.add_budget_source(self.admission.budget_rows)
 
-    def make_admitter(self, clock: Any = None) -> Admitter:
+    def make_admitter(self, clock: Callable[[], float] | None = None) -> Admitter:
         """The admission step this config describes, counting into this gateway's metrics."""
         rl = self.config.rate_limits
         limiter: LocalLimiter | RedisLimiter = (
