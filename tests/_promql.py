@@ -28,8 +28,18 @@ COUNTERS = (
     "ai_exporter_events_duplicate_total",
     "ai_exporter_events_rejected_total",
     "ai_exporter_label_values_folded_total",
+    "ai_gateway_rejected_total",
+    "ai_gateway_rate_limiter_errors_total",
+    "ai_gateway_fallbacks_total",
 )
-GAUGES = ("ai_average_duration_ms", "ai_exporter_build_info")
+GAUGES = (
+    "ai_average_duration_ms",
+    "ai_exporter_build_info",
+    "ai_budget_limit",
+    "ai_budget_used",
+    "ai_budget_remaining",
+    "ai_budget_hours_to_exhaustion",
+)
 HISTOGRAMS = ("ai_request_duration_seconds", "ai_time_to_first_token_seconds")
 # Series Prometheus makes itself for every scrape target.
 PROMETHEUS_SERIES = ("up",)

@@ -227,7 +227,8 @@ def test_budget_refuses_once_spent_after_a_restart_too_and_resets_next_period(
     resets = _day_start(now[0]) + 86400
     expected = {
         "message": f"gateway key 'capped' has used its daily budget: "
-        f"${2 * CALL_NUSD / 1e9:.6f}".rstrip("0") + f" of ${2 * CALL_NUSD / 1e9:.6f}".rstrip("0")
+        f"${2 * CALL_NUSD / 1e9:.6f}".rstrip("0")
+        + f" of ${2 * CALL_NUSD / 1e9:.6f}".rstrip("0")
         + f"; it resets at {_iso(resets)}",
         "type": "rate_limit_exceeded",
         "param": None,
@@ -388,7 +389,12 @@ def test_keys_never_reach_logs_ledger_rows_responses_or_upstreams(
                            headers={"x-api-key": key, "x-goog-api-key": key})  # fmt: skip
             seen += [r.content, orjson.dumps(dict(r.headers))]
         assert r.status_code == 200
-        assert httpx.get(side.url + "/v1/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
+        assert (
+            httpx.get(
+                side.url + "/v1/models", headers={"authorization": f"Bearer {key}"}
+            ).status_code
+            == 200
+        )
         side.wait_events(3)
         logged = side.log.getvalue()
     assert '"gateway call"' in logged and '"key":"quiet"' in logged

@@ -167,7 +167,7 @@ class Gateway:
             limiter=limiter,
             key_cache_s=self.config.key_cache_s,
             on_reject=lambda r: self.admission_counters.rejected(r.reason),
-            **({"clock": clock} if clock is not None else {}),
+            clock=clock if clock is not None else time.time,
         )
 
     async def aclose(self) -> None:
