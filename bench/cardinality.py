@@ -13,8 +13,8 @@ import resource
 import time
 from collections.abc import Iterator, Sequence
 
-from ai_usage_exporter.metrics import DEFAULT_LABEL_CAPS, OTHER, MetricsState
-from ai_usage_exporter.rollup import KEY_FIELDS, REQUESTS, TOKEN_COLUMNS, VALUE_COLUMNS
+from ai_usage_exporter.core.metrics import DEFAULT_LABEL_CAPS, OTHER, MetricsState
+from ai_usage_exporter.core.rollup import KEY_FIELDS, REQUESTS, TOKEN_COLUMNS, VALUE_COLUMNS
 
 from ._harness import machine, parse_args
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import httpx
 
-from ai_usage_exporter.events import UsageEvent
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.recorder.recorder import Recorder
 
 from ._harness import MODELS, machine, verdict
 

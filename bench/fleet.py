@@ -50,8 +50,8 @@ PG_ENV = "AI_USAGE_EXPORTER_TEST_POSTGRES_URL"
 
 
 def make_priced(writer: int, start: int, n: int) -> list[Any]:
-    from ai_usage_exporter.events import UsageEvent
-    from ai_usage_exporter.pricing import Cost
+    from ai_usage_exporter.core.events.model import UsageEvent
+    from ai_usage_exporter.core.pricing.rates import Cost
 
     out = []
     for i in range(start, start + n):

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 from genai_prices import calc_price
 
-from ai_usage_exporter.events import UsageEvent
-from ai_usage_exporter.pricing import PriceBook, genai_prices_version, genai_usage
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.core.pricing.rates import genai_prices_version, genai_usage
 
 TARGET_NS = 2000.0
 

@@ -34,10 +34,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ai_usage_exporter.events import UsageEvent
-from ai_usage_exporter.metrics import BUCKETS, HELP
-from ai_usage_exporter.pricing import PriceBook
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.metrics import BUCKETS, HELP
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.recorder.recorder import Recorder
 
 from ._harness import machine, p50, parse_args, verdict
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import orjson
 
+from ai_usage_exporter.core.reports import Window, build_report
+from ai_usage_exporter.core.rollup import STEPS
+from ai_usage_exporter.importer.run import import_files
 from ai_usage_exporter.ledger import open_ledger
 from ai_usage_exporter.ledger.buckets import TABLE, backfill_sql
-from ai_usage_exporter.logs import import_files
-from ai_usage_exporter.recorder import Recorder
-from ai_usage_exporter.reports import Window, build_report
-from ai_usage_exporter.rollup import STEPS
+from ai_usage_exporter.recorder.recorder import Recorder
 
 from ._harness import machine, verdict
 

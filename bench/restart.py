@@ -31,8 +31,8 @@ from pathlib import Path
 
 import orjson
 
-from ai_usage_exporter.events import UsageEvent
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.recorder.recorder import Recorder
 
 from ._harness import MODELS, machine, peak_rss_kib, rss_kib, verdict
 

@@ -33,8 +33,8 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ai_usage_exporter.events import COUNT_FIELDS, TOKEN_FIELDS, UsageEvent
-from ai_usage_exporter.metrics import (
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.metrics import (
     BUCKETS,
     COST_TYPES,
     HELP,
@@ -43,9 +43,10 @@ from ai_usage_exporter.metrics import (
     TOKEN_TYPES,
     MetricsState,
 )
-from ai_usage_exporter.pricing import Cost
-from ai_usage_exporter.recorder import Recorder
-from ai_usage_exporter.rollup import NANO, aggregate
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.rollup import NANO, aggregate
+from ai_usage_exporter.core.shapes import COUNT_FIELDS, TOKEN_FIELDS
+from ai_usage_exporter.recorder.recorder import Recorder
 
 from ._harness import machine, p50, parse_args, verdict
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from _fake_provider import fake_provider_app
 from _server import serve_app
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.sdk import core
+from ai_usage_exporter.sdk import core, hub
 
 
 def reset_sdk() -> None:
     core.shutdown(1.0)
-    core._hub.__init__()  # type: ignore[misc]
-    core._hub.enabled = True
+    hub._hub.__init__()  # type: ignore[misc]
+    hub._hub.enabled = True
 
 
 @contextmanager

@@ -9,8 +9,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.bucketcache import BucketCache
-from ai_usage_exporter.timeseries import parse_query
+from ai_usage_exporter.core.timeseries import parse_query
+from ai_usage_exporter.recorder.bucketcache import BucketCache
 
 STEP = 60
 T0 = 1_800_000_000 // STEP * STEP

@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from _server import exposition_samples
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.recorder.recorder import Recorder
 
 MODELS = [f"model-{i:02d}" for i in range(20)]
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_usage_exporter.config import ConfigError, Settings, resolve
+from ai_usage_exporter.config.fields import ConfigError
+from ai_usage_exporter.config.settings import Settings, resolve
 
 
 def _write(tmp_path: Path, text: str) -> str:

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from _binaries import in_ci
-from ai_usage_exporter.cli import _parsers
-from ai_usage_exporter.config import from_env
+from ai_usage_exporter.cli.main import _parsers
+from ai_usage_exporter.config.settings import from_env
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"

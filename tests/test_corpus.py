@@ -29,10 +29,12 @@ import pytest
 from genai_prices import data_snapshot
 
 from _server import server_process
-from ai_usage_exporter.events import USAGE_FIELDS, UsageEvent, parse_event
-from ai_usage_exporter.pricing import PriceBook, _provider_id, genai_usage
-from ai_usage_exporter.shapes import StreamFolder
-from ai_usage_exporter.shapes.streams import STREAM_FORMATS
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.events.parse import parse_event
+from ai_usage_exporter.core.pricing.book import PriceBook, _provider_id
+from ai_usage_exporter.core.pricing.rates import genai_usage
+from ai_usage_exporter.core.shapes import USAGE_FIELDS, StreamFolder
+from ai_usage_exporter.core.shapes.streams import STREAM_FORMATS
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 ENTRIES: list[dict[str, Any]] = [

@@ -27,7 +27,8 @@ from prometheus_client import CollectorRegistry
 from _server import SampleKey, ServerProcess, scrape, serve_app, server_process
 from ai_usage_exporter.ledger import LedgerError, SQLiteLedger
 from ai_usage_exporter.ledger.base import WriteResult
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.recorder.recorder import Recorder
+from ai_usage_exporter.server import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -317,7 +318,7 @@ def test_unwritable_ledger_in_process_refuses_with_503_then_recovers(tmp_path: P
     ledger = _FailingLedger(tmp_path / "ledger.db")
     recorder = Recorder(ledger, CollectorRegistry())
     try:
-        with serve_app(recorder.app()) as url:
+        with serve_app(create_app(recorder)) as url:
             assert _post(url, ["before"]).status_code == 200
             ledger.failing = True
             r = _post(url, ["during-1", "during-2"])

@@ -14,11 +14,12 @@ from prometheus_client import CollectorRegistry
 
 from _server import serve_app
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.dashboard import status_view
-from ai_usage_exporter.dashboard.routes import ASSETS
+from ai_usage_exporter.server import create_app
+from ai_usage_exporter.server.dashboard import status_view
+from ai_usage_exporter.server.dashboard.routes import ASSETS
 
 ROOT = Path(__file__).resolve().parent.parent
-STATIC = ROOT / "src" / "ai_usage_exporter" / "dashboard" / "static"
+STATIC = ROOT / "src" / "ai_usage_exporter" / "server" / "dashboard" / "static"
 READ = "read-token-for-the-dashboard"
 WRITE = "write-token-for-the-dashboard"
 EVENT = {"provider": "openai", "model": "gpt-4o-mini", "service": "support-bot",
@@ -35,7 +36,7 @@ def recorder(tmp_path: Path) -> Iterator[Recorder]:
 
 
 def test_root_redirects_to_the_page_which_is_served_from_the_package(recorder: Recorder) -> None:
-    with serve_app(recorder.app()) as url:
+    with serve_app(create_app(recorder)) as url:
         r = httpx.get(f"{url}/")
         assert (r.status_code, r.headers["location"]) == (302, "/dashboard")
         page = httpx.get(f"{url}/dashboard")
@@ -65,11 +66,11 @@ def test_every_referenced_file_is_served_and_ships_in_the_wheel() -> None:
         "package-data"
     ]["ai_usage_exporter"]
     for name in on_disk:
-        assert any(fnmatch.fnmatch(f"dashboard/static/{name}", p) for p in patterns), name
+        assert any(fnmatch.fnmatch(f"server/dashboard/static/{name}", p) for p in patterns), name
 
 
 def test_status_reports_the_process_the_ledger_and_the_last_event(recorder: Recorder) -> None:
-    with serve_app(recorder.app()) as url:
+    with serve_app(create_app(recorder)) as url:
         before = httpx.get(f"{url}/api/status").json()
         assert before["status"] == "ok"
         assert before["ledger"] == {"kind": "sqlite", "writable": True, "error": None}
@@ -87,7 +88,7 @@ def test_status_after_a_restart_takes_the_last_event_from_the_ledger(tmp_path: P
     db = str(tmp_path / "ledger.db")
     with Recorder(db, CollectorRegistry()) as r:
         r.record_many([{**EVENT, "timestamp": 1_790_000_000.5}])
-    with Recorder(db, CollectorRegistry()) as r, serve_app(r.app()) as url:
+    with Recorder(db, CollectorRegistry()) as r, serve_app(create_app(r)) as url:
         assert httpx.get(f"{url}/api/status").json()["last_event_at"] == 1_790_000_000.5
 
 
@@ -108,7 +109,7 @@ def test_status_view_is_degraded_when_the_writer_fails() -> None:
 
 
 def test_read_token_guards_the_pages_data_but_not_the_page(recorder: Recorder) -> None:
-    app = recorder.app(write_tokens=[WRITE], read_tokens=[READ])
+    app = create_app(recorder, write_tokens=[WRITE], read_tokens=[READ])
     with serve_app(app) as url:
         page = httpx.get(f"{url}/dashboard")
         assert page.status_code == 200
@@ -130,7 +131,7 @@ def test_read_token_guards_the_pages_data_but_not_the_page(recorder: Recorder) -
 
 
 def test_without_a_read_token_the_page_is_open(recorder: Recorder) -> None:
-    with serve_app(recorder.app()) as url:
+    with serve_app(create_app(recorder)) as url:
         assert 'data-auth="open"' in httpx.get(f"{url}/dashboard").text
         assert httpx.get(f"{url}/api/status").status_code == 200
 

@@ -22,7 +22,7 @@ import pytest
 
 from _binaries import in_ci
 from _server import ServerProcess
-from ai_usage_exporter.events import TOKEN_FIELDS
+from ai_usage_exporter.core.shapes import TOKEN_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"

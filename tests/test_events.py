@@ -6,15 +6,10 @@ from typing import Any
 
 import pytest
 
-from ai_usage_exporter.events import (
-    USAGE_FIELDS,
-    EventError,
-    UsageEvent,
-    normalise_usage,
-    parse_event,
-    parse_events,
-    usage_shape,
-)
+from ai_usage_exporter.core.events.model import EventError, UsageEvent
+from ai_usage_exporter.core.events.parse import parse_event, parse_events
+from ai_usage_exporter.core.events.usage import normalise_usage
+from ai_usage_exporter.core.shapes import USAGE_FIELDS, usage_shape
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "provider_usage.json"
 LOCAL_FIXTURES = Path(__file__).parent / "fixtures" / "provider_usage.json"

@@ -8,17 +8,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ai_usage_exporter.events import (
-    ATTRIBUTION_FIELDS,
-    LEVELS,
-    STATUSES,
-    USAGE_FIELDS,
-    Limits,
-    _build,
-    _fast_build,
-    parse_events,
-)
-from ai_usage_exporter.shapes import Invalid
+from ai_usage_exporter.core.events.model import ATTRIBUTION_FIELDS, LEVELS, STATUSES, Limits
+from ai_usage_exporter.core.events.parse import parse_events
+from ai_usage_exporter.core.events.validate import _build, _fast_build
+from ai_usage_exporter.core.shapes import USAGE_FIELDS, Invalid
 
 NOW = 1_800_000_000.0
 # Small bounds, so random values land on both sides of every limit.

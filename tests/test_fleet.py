@@ -15,11 +15,13 @@ from prometheus_client import CollectorRegistry
 from _pg import fresh_schema
 from _server import exposition_samples, serve_app
 from ai_usage_exporter import Recorder, UsageEvent
-from ai_usage_exporter.cli import main
-from ai_usage_exporter.config import ConfigError, default_instance, resolve
+from ai_usage_exporter.cli.main import main
+from ai_usage_exporter.config.fields import ConfigError
+from ai_usage_exporter.config.settings import default_instance, resolve
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.rollup import INSTANCE, KEY_FIELDS, RETIRED_INSTANCE, VALUE_COLUMNS
 from ai_usage_exporter.ledger import LedgerError, open_ledger
-from ai_usage_exporter.pricing import Cost
-from ai_usage_exporter.rollup import INSTANCE, KEY_FIELDS, RETIRED_INSTANCE, VALUE_COLUMNS
+from ai_usage_exporter.server import create_app
 
 
 @pytest.fixture
@@ -216,7 +218,7 @@ def test_scope_and_fleet_gauges_over_http(pg_url: str) -> None:
         a.record_many([{"provider": "openai", "model": "m", "input_tokens": 10, "output_tokens": 2,
                         "cost_usd": 0.5}])  # fmt: skip
         b.record_many([{"provider": "openai", "model": "m", "input_tokens": 3, "cost_usd": 0.25}])
-        with serve_app(a.app()) as url:
+        with serve_app(create_app(a)) as url:
             own = httpx.get(f"{url}/api/metrics").json()
             assert own["scope"] == "instance"
             assert own["exporter"]["instance"] == "pod-a"

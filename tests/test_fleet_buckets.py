@@ -17,12 +17,19 @@ from test_ledger import ledger_url  # noqa: F401 - the sqlite/postgresql fixture
 from _pg import fresh_schema
 from _server import serve_app
 from ai_usage_exporter import Recorder, UsageEvent
-from ai_usage_exporter.cli import main
+from ai_usage_exporter.cli.main import main
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.reports import REPORTS, Window, build_report, flat_rows
+from ai_usage_exporter.core.rollup import (
+    INSTANCE,
+    KEY_FIELDS,
+    RETIRED_INSTANCE,
+    STEPS,
+    VALUE_COLUMNS,
+)
 from ai_usage_exporter.ledger import Ledger, open_ledger
 from ai_usage_exporter.ledger.buckets import BUCKET_KEY, INTEGER_KEYS, TABLE
-from ai_usage_exporter.pricing import Cost
-from ai_usage_exporter.reports import REPORTS, Window, build_report, flat_rows
-from ai_usage_exporter.rollup import INSTANCE, KEY_FIELDS, RETIRED_INSTANCE, STEPS, VALUE_COLUMNS
+from ai_usage_exporter.server import create_app
 
 DAY = 86400
 D0 = int(time.time() // DAY) * DAY - 2 * DAY  # two UTC days ago, midnight
@@ -91,7 +98,7 @@ def test_two_instances_on_postgresql_timeseries_and_reports_per_scope(
     ):
         a.record_many(POD_A)
         b.record_many(POD_B)
-        with serve_app(a.app()) as url_a, serve_app(b.app()) as url_b:
+        with serve_app(create_app(a)) as url_a, serve_app(create_app(b)) as url_b:
             ts = {"metric": "tokens", "step": "1d", "from": SINCE, "to": UNTIL}
             own_a = httpx.get(f"{url_a}/api/metrics/timeseries", params=ts).json()
             own_b = httpx.get(f"{url_b}/api/metrics/timeseries", params={**ts, "scope": "instance"})

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.cli import _parser
-from ai_usage_exporter.config import ENV_PREFIX, from_env, resolve
+from ai_usage_exporter.cli.main import _parser
+from ai_usage_exporter.config.settings import ENV_PREFIX, from_env, resolve
+from ai_usage_exporter.server import create_app
 
 KUSTOMIZE = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
 
@@ -104,7 +105,7 @@ def test_service_and_servicemonitor_reach_routes_the_app_serves(tmp_path: Path) 
     )
     port_names = {p["name"] for p in service["spec"]["ports"]}
     with Recorder(str(tmp_path / "l.db"), instance="x") as recorder:
-        paths = {route.path for route in recorder.app().routes}
+        paths = {getattr(route, "path", "") for route in create_app(recorder).routes}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] in paths
     for endpoint in monitor["spec"]["endpoints"]:

@@ -16,14 +16,11 @@ from prometheus_client import CollectorRegistry
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from _server import ServerProcess, exposition_samples, server_process
-from ai_usage_exporter.events import (
-    DEFAULT_LIMITS,
-    TOKEN_FIELDS,
-    USAGE_FIELDS,
-    normalise_usage,
-    parse_event,
-)
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.core.events.model import DEFAULT_LIMITS
+from ai_usage_exporter.core.events.parse import parse_event
+from ai_usage_exporter.core.events.usage import normalise_usage
+from ai_usage_exporter.core.shapes import TOKEN_FIELDS, USAGE_FIELDS
+from ai_usage_exporter.recorder.recorder import Recorder
 
 # ---------------------------------------------------------------- schemathesis
 

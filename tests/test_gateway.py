@@ -27,13 +27,14 @@ from _fake_upstream import (
     without_usage,
 )
 from _server import SampleKey, ServerProcess, free_port, scrape, serve_app
-from ai_usage_exporter.calllog import CallLogger
-from ai_usage_exporter.cli import main
-from ai_usage_exporter.events import Limits, UsageEvent
-from ai_usage_exporter.gateway.config import parse_gateway
+from ai_usage_exporter.cli.main import main
+from ai_usage_exporter.config.gateway import parse_gateway
+from ai_usage_exporter.core.events.model import Limits, UsageEvent
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.proxy import Gateway
-from ai_usage_exporter.pricing import PriceBook
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.recorder.recorder import Recorder
+from ai_usage_exporter.server import create_app
 
 OPENAI_KEY = "sk-proj-openaiTESTKEY0123456789abcdef"
 DEEPSEEK_KEY = "sk-deepseekTESTKEY9876543210fedcba"
@@ -121,7 +122,8 @@ def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
         keys = {"openai": OPENAI_KEY, "deepseek": DEEPSEEK_KEY}
         logger = CallLogger(log, level="debug", detailed=True, secrets=keys.values())
         gateway = Gateway(config, recorder, keys=keys, logger=logger)
-        app = recorder.app(
+        app = create_app(
+            recorder,
             write_tokens=[WRITE_TOKEN],
             gateway=gateway,
             gateway_tokens=config.client_tokens,
@@ -310,7 +312,9 @@ def test_nextjs_route_falls_back_to_deepseek(tmp_path: Path, failure: str) -> No
         gateway = Gateway(
             config, recorder, keys=keys, logger=CallLogger(log, secrets=keys.values())
         )
-        app = recorder.app(gateway=gateway, gateway_tokens=[CLIENT_TOKEN], close_recorder=True)
+        app = create_app(
+            recorder, gateway=gateway, gateway_tokens=[CLIENT_TOKEN], close_recorder=True
+        )
         with serve_app(app) as url:
             r = httpx.post(
                 url + "/api/ai/openai",

@@ -28,13 +28,14 @@ from _fake_upstream import FakeUpstream, fake_upstream
 from _pg import fresh_schema
 from _redis import redis_url, unique_prefix
 from _server import SampleKey, free_port, scrape, serve_app
-from ai_usage_exporter.calllog import CallLogger
-from ai_usage_exporter.cli import main
-from ai_usage_exporter.events import UsageEvent
-from ai_usage_exporter.gateway.config import parse_gateway
+from ai_usage_exporter.cli.main import main
+from ai_usage_exporter.config.gateway import parse_gateway
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.proxy import Gateway
-from ai_usage_exporter.pricing import PriceBook
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.recorder.recorder import Recorder
+from ai_usage_exporter.server import create_app
 
 OPENAI_KEY = "sk-proj-openaiTESTKEY0123456789abcdef"
 CLIENT_TOKEN = "gw-client-token-1"
@@ -136,7 +137,9 @@ def sidecar(
     keys = {"openai": OPENAI_KEY}
     logger = CallLogger(log, level="debug", detailed=True, secrets=keys.values())
     gateway = Gateway(config, recorder, keys=keys, logger=logger, clock=clock)
-    app = recorder.app(gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True)
+    app = create_app(
+        recorder, gateway=gateway, gateway_tokens=config.client_tokens, close_recorder=True
+    )
     with serve_app(app) as url:
         side = Sidecar(url, recorder, gateway, log, upstream)
         try:

@@ -14,17 +14,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from _fake_upstream import CHAT_STREAM, sse_events
-from ai_usage_exporter.calllog import CallLogger
-from ai_usage_exporter.config import ConfigError, resolve
-from ai_usage_exporter.errortypes import error_type_for_exception
-from ai_usage_exporter.gateway.config import parse_gateway, read_keys
+from ai_usage_exporter.config.fields import ConfigError
+from ai_usage_exporter.config.gateway import parse_gateway, read_keys
+from ai_usage_exporter.config.settings import resolve
+from ai_usage_exporter.core.errortypes import error_type_for_exception
+from ai_usage_exporter.gateway.calllog import CallLogger
 from ai_usage_exporter.gateway.fallback import (
     fallback_reason_for_exception,
     fallback_reason_for_status,
 )
 from ai_usage_exporter.gateway.proxy import Gateway, _Call
 from ai_usage_exporter.gateway.sse import SSEFramer, data_of
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.recorder.recorder import Recorder
+from ai_usage_exporter.server import create_app
 
 CONFIG = """\
 gateway:
@@ -248,7 +250,7 @@ def test_every_route_of_a_gateway_sidecar_is_in_its_openapi_document(tmp_path: P
     )
     with Recorder(str(tmp_path / "l.db"), CollectorRegistry()) as recorder:
         gateway = Gateway(gw_config, recorder, keys={"a": "k"}, logger=CallLogger(io.StringIO()))
-        app = recorder.app(gateway=gateway)
+        app = create_app(recorder, gateway=gateway)
         served = {
             (r.path, m.lower())
             for r in app.routes
@@ -260,7 +262,7 @@ def test_every_route_of_a_gateway_sidecar_is_in_its_openapi_document(tmp_path: P
             with_gateway = client.get("/openapi.json").json()["paths"]
         documented = {(p, m) for p, ops in with_gateway.items() for m in ops}
         assert documented == served
-        plain = recorder.app()
+        plain = create_app(recorder)
         with TestClient(plain) as client:
             without = client.get("/openapi.json").json()["paths"]
         assert "/v1/chat/completions" not in without and "/api/usage" in without

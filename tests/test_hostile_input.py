@@ -16,7 +16,7 @@ import pytest
 
 from _binaries import require_binary
 from _server import SampleKey, ServerProcess, exposition_samples, scrape, server_process
-from ai_usage_exporter.events import DEFAULT_LIMITS
+from ai_usage_exporter.core.events.model import DEFAULT_LIMITS
 
 JSON = {"content-type": "application/json"}
 LEGACY_GAUGE = "ai_average_duration_ms"

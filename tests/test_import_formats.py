@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.cli import main
-from ai_usage_exporter.logformats import LineError, LineReader
-from ai_usage_exporter.logs import import_files
+from ai_usage_exporter.cli.main import main
+from ai_usage_exporter.importer.formats import LineError, LineReader
+from ai_usage_exporter.importer.run import import_files
 
 DAY = 86400
 D = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 3 * DAY))  # a recent UTC day

@@ -16,11 +16,11 @@ from prometheus_client import CollectorRegistry
 from _pg import fresh_schema
 from _server import SampleKey, exposition_samples
 from ai_usage_exporter import Recorder, UsageEvent
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.rollup import NANO
 from ai_usage_exporter.ledger import Ledger, LedgerError, open_ledger
 from ai_usage_exporter.ledger.base import SQLLedger
 from ai_usage_exporter.ledger.sqlite import SQLiteLedger
-from ai_usage_exporter.pricing import Cost
-from ai_usage_exporter.rollup import NANO
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -165,8 +165,8 @@ _NEW_ROLLUP_COLUMNS = (
 
 def _old_schema_ledger(url: str) -> None:
     """A ledger as the previous version wrote it: without the new columns, with rows."""
+    from ai_usage_exporter.core.rollup import KEY_FIELDS, VALUE_COLUMNS
     from ai_usage_exporter.ledger.base import EVENT_COLUMNS
-    from ai_usage_exporter.rollup import KEY_FIELDS, VALUE_COLUMNS
 
     ledger = open_ledger(url)
     ledger.write([_priced(3, "old-1")], 1.0)
@@ -255,7 +255,7 @@ def test_a_ledger_without_the_new_token_kinds_is_migrated_at_open(ledger_url: st
         assert tuple(int(v) for v in cur.fetchone()) == (3, 14, 1, 1, 15, 2, 3)
         conn.rollback()
         widths = {len(v) for _, v in ledger.load_rollup()}
-        from ai_usage_exporter.rollup import VALUE_COLUMNS
+        from ai_usage_exporter.core.rollup import VALUE_COLUMNS
 
         assert widths == {len(VALUE_COLUMNS)}
     finally:
@@ -287,8 +287,8 @@ def test_a_ledger_from_before_instances_and_the_new_kinds_is_rebuilt_and_adopted
     ledger_url: str,
 ) -> None:
     """Key rebuild, new value columns, bucket backfill and adoption in one open."""
-    from ai_usage_exporter.metrics import render_fleet
-    from ai_usage_exporter.rollup import INSTANCE, KEY_FIELDS, VALUE_COLUMNS
+    from ai_usage_exporter.core.metrics import render_fleet
+    from ai_usage_exporter.core.rollup import INSTANCE, KEY_FIELDS, VALUE_COLUMNS
 
     _old_schema_ledger(ledger_url)
     # Older still: no instance in the rollup's key nor on the events.

@@ -15,10 +15,10 @@ import pytest
 
 from _pg import fresh_schema
 from ai_usage_exporter import UsageEvent
+from ai_usage_exporter.core.pricing.rates import Cost
 from ai_usage_exporter.ledger import open_ledger
 from ai_usage_exporter.ledger.base import SQLLedger
 from ai_usage_exporter.ledger.queries import OLD_INDEXES
-from ai_usage_exporter.pricing import Cost
 
 # Column -> the partial index that serves reads filtering on it.
 PARTIAL = {

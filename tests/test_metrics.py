@@ -6,10 +6,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from _server import exposition_samples
-from ai_usage_exporter.events import UsageEvent
-from ai_usage_exporter.metrics import OTHER, LabelFolder, MetricsState, UsageCollector
-from ai_usage_exporter.pricing import Cost
-from ai_usage_exporter.rollup import aggregate
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.metrics import OTHER, LabelFolder, MetricsState, UsageCollector
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.rollup import aggregate
 
 
 def _state_with(events: list[tuple[UsageEvent, Cost]], **kwargs: object) -> MetricsState:

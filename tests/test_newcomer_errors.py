@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_usage_exporter.config import ConfigError, resolve
+from ai_usage_exporter.config.fields import ConfigError
+from ai_usage_exporter.config.settings import resolve
 from ai_usage_exporter.ledger import LedgerError, open_ledger
 
 

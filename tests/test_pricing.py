@@ -14,15 +14,16 @@ from genai_prices import calc_price
 from genai_prices import types as gp
 from genai_prices.data_snapshot import get_snapshot
 
-from ai_usage_exporter.events import UsageEvent, parse_event
-from ai_usage_exporter.pricing import (
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.events.parse import parse_event
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.core.pricing.rates import (
     Cost,
-    PriceBook,
     PriceConfigError,
-    describe_rates,
     genai_prices_version,
     genai_usage,
 )
+from ai_usage_exporter.core.pricing.render import describe_rates
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp()
 

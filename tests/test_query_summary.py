@@ -13,8 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from _server import server_process
-from ai_usage_exporter.events import EventError, parse_event, parse_events
-from ai_usage_exporter.recorder import Recorder
+from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.core.events.parse import parse_event, parse_events
+from ai_usage_exporter.recorder.recorder import Recorder
 
 NOW = 1_790_000_000.0  # 2026-09-21; the line below is from 2026-01-20, within 400 days
 
@@ -205,7 +206,7 @@ def test_queries_report_and_query_show_the_lines_own_timing_and_text(
 ) -> None:
     import orjson
 
-    from ai_usage_exporter.cli import main
+    from ai_usage_exporter.cli.main import main
 
     db = tmp_path / "ledger.db"
     with server_process(db, env={"AI_USAGE_EXPORTER_STORE_TEXT": "true"}) as server:

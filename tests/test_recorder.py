@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from _server import exposition_samples
 from ai_usage_exporter import EventError, Recorder, UsageEvent
+from ai_usage_exporter.core.pricing.rates import Cost
 from ai_usage_exporter.ledger import Ledger, LedgerError, SQLiteLedger, WriteResult
-from ai_usage_exporter.pricing import Cost
 
 
 def _event(i: int, **kw: Any) -> dict[str, Any]:

@@ -13,10 +13,10 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ai_usage_exporter.calllog import CallLogger
-from ai_usage_exporter.events import EventError, Limits
-from ai_usage_exporter.recorder import Recorder
-from ai_usage_exporter.redact import redact_value
+from ai_usage_exporter.core.events.model import EventError, Limits
+from ai_usage_exporter.core.redact import redact_value
+from ai_usage_exporter.gateway.calllog import CallLogger
+from ai_usage_exporter.recorder.recorder import Recorder
 
 OPENAI_KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv"
 ANTHROPIC_KEY = "sk-ant-api03-Zy9xWv8uTs7rQp6oNm5lKj4i"

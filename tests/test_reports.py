@@ -15,10 +15,12 @@ import pytest
 
 from _server import exposition_samples, serve_app
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.cli import main
+from ai_usage_exporter.cli.main import main
+from ai_usage_exporter.core.reports import REPORTS, Window, build_report
+from ai_usage_exporter.importer.run import import_files
 from ai_usage_exporter.ledger import open_ledger
-from ai_usage_exporter.logs import UsageLog, import_files
-from ai_usage_exporter.reports import REPORTS, Window, build_report
+from ai_usage_exporter.recorder.usagelog import UsageLog
+from ai_usage_exporter.server import create_app
 
 DAY = 86400
 NOW = time.time()
@@ -200,7 +202,7 @@ def test_every_report_is_the_same_on_sqlite_and_postgresql(tmp_path: Path) -> No
 def test_report_route_json_csv_and_errors(tmp_path: Path) -> None:
     rec = Recorder(str(tmp_path / "l.db"))
     rec.record_many(SUMMARIES)
-    with serve_app(rec.app(read_tokens=["r"], close_recorder=True)) as url:
+    with serve_app(create_app(rec, read_tokens=["r"], close_recorder=True)) as url:
         h = {"Authorization": "Bearer r"}
         assert httpx.get(f"{url}/api/reports/daily").status_code == 401
         params = {"since": SINCE, "until": UNTIL}
@@ -367,7 +369,7 @@ def _partial_events() -> list[dict[str, Any]]:
 
 
 def test_plan_tiles_days_hours_minutes_and_widens_where_pruned() -> None:
-    from ai_usage_exporter.reports import plan
+    from ai_usage_exporter.core.reports import plan
 
     h, m = 3600, 60
     w = Window(D0 + 9 * h + 30 * m, D0 + 2 * DAY + 6 * h + 10 * m)
@@ -415,7 +417,7 @@ def test_daily_report_on_partial_days_gives_one_row_per_day(
     assert [(r["model"], r["requests"], r["input_tokens"]) for r in rows] == [
         ("a", 2, 5), ("b", 2, 10)
     ]  # fmt: skip
-    with serve_app(Recorder(db).app(close_recorder=True)) as url:
+    with serve_app(create_app(Recorder(db), close_recorder=True)) as url:
         r = httpx.get(f"{url}/api/reports/daily", params={"since": since, "until": until})
         assert [(x["day"], x["total_tokens"]) for x in r.json()["rows"]] == [(day1, 3), (day2, 12)]
 
@@ -423,8 +425,8 @@ def test_daily_report_on_partial_days_gives_one_row_per_day(
 def test_reports_read_hour_buckets_where_minutes_were_pruned(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ai_usage_exporter.commands import prune
-    from ai_usage_exporter.config import Settings
+    from ai_usage_exporter.cli.commands import prune
+    from ai_usage_exporter.config.settings import Settings
 
     db = str(tmp_path / "r.db")
     with Recorder(db) as rec:
@@ -452,8 +454,8 @@ def test_reports_read_hour_buckets_where_minutes_were_pruned(
 def test_the_retention_thread_prunes_while_totals_stay(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ai_usage_exporter.commands import start_retention
-    from ai_usage_exporter.config import Settings
+    from ai_usage_exporter.cli.commands import start_retention
+    from ai_usage_exporter.config.settings import Settings
 
     db = str(tmp_path / "t.db")
     recent = {"provider": "openai", "model": "m", "input_tokens": 3, "timestamp": NOW - 60}
@@ -481,7 +483,7 @@ def test_the_retention_thread_prunes_while_totals_stay(
 
 
 def test_agents_text_says_when_the_workflow_asked_for_has_no_events(tmp_path: Path) -> None:
-    from ai_usage_exporter.reports import render
+    from ai_usage_exporter.core.reports import render
 
     with Recorder(str(tmp_path / "l.db")) as rec:
         rec.record_many(SUMMARIES)

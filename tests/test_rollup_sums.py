@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ai_usage_exporter import UsageEvent
-from ai_usage_exporter.events import USAGE_FIELDS
-from ai_usage_exporter.pricing import Cost
-from ai_usage_exporter.rollup import VALUE_COLUMNS, aggregate_timed, rollup_key
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.rollup import VALUE_COLUMNS, aggregate_timed, rollup_key
+from ai_usage_exporter.core.shapes import USAGE_FIELDS
 
 
 def test_sums_per_key_and_minute_equal_the_events_counts() -> None:

@@ -25,11 +25,12 @@ from ai_usage_exporter import (
     track_token_usage_sync,
     usage_context,
 )
-from ai_usage_exporter.events import parse_events
-from ai_usage_exporter.sdk import core, stats
+from ai_usage_exporter.core.events.parse import parse_events
+from ai_usage_exporter.sdk import core, hub, stats
 from ai_usage_exporter.sdk.budget import BudgetBook
 from ai_usage_exporter.sdk.track import usage_event
 from ai_usage_exporter.sdk.transport import HttpTransport
+from ai_usage_exporter.server import create_app
 
 
 def test_metadata_fills_provider_and_split() -> None:
@@ -115,7 +116,7 @@ def test_disable_and_enable(tmp_path: Path) -> None:
 def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AI_USAGE_EXPORTER_DISABLED", "1")
     reset_sdk()
-    core._hub.__init__()  # type: ignore[misc]
+    hub._hub.__init__()  # type: ignore[misc]
     assert core.is_enabled() is False
     reset_sdk()
 
@@ -159,7 +160,7 @@ def test_in_process_budget_reads_the_ledger_so_restarts_do_not_reset(tmp_path: P
         assert flush(10)
         # A new budget book (as after a restart) starts from the ledger's 1000 tokens.
         b = Budget("tenant", tokens=1000, on_exceed="raise")
-        core._hub.budgets = book = BudgetBook([b])
+        hub._hub.budgets = book = BudgetBook([b])
         assert book.used(b, "acme") == (1000, 0.0)
         with pytest.raises(BudgetExceeded, match="1000 of 1000 tokens"):
             core.check_budgets({"tenant": "acme"})
@@ -170,7 +171,7 @@ def test_in_process_budget_reads_the_ledger_so_restarts_do_not_reset(tmp_path: P
 def test_warn_budget_logs_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with in_process(tmp_path):
         b = Budget(tokens=100, period="run", warn_at=0.5)
-        core._hub.budgets = BudgetBook([b])
+        hub._hub.budgets = BudgetBook([b])
         for _ in range(3):
             track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 40})
         assert stats()["budget_warnings"] == 1
@@ -184,7 +185,7 @@ def test_full_queue_drops_are_counted_and_logged(caplog: pytest.LogCaptureFixtur
     configure(url="http://127.0.0.1:9", max_queue=5)
     for _ in range(8):
         track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 1})
-    t = core._hub.transport
+    t = hub._hub.transport
     assert isinstance(t, HttpTransport)
     assert t.dropped["queue_full"] >= 3
     assert any("dropped" in m for m in caplog.messages)
@@ -205,7 +206,8 @@ def test_no_destination_warns_once(
 
 
 def test_sidecar_budgets_config_errors_name_the_budget(tmp_path: Path) -> None:
-    from ai_usage_exporter.config import ConfigError, load_file
+    from ai_usage_exporter.config.fields import ConfigError
+    from ai_usage_exporter.config.settings import load_file
 
     path = tmp_path / "c.yaml"
     path.write_text("budgets:\n  - {name: b, scope: planet, tokens: 5}\n")
@@ -225,7 +227,7 @@ def test_sidecar_budgets_config_errors_name_the_budget(tmp_path: Path) -> None:
 def test_budget_gauge_rows_are_exact() -> None:
     import math
 
-    from ai_usage_exporter.budgets import BudgetSpec, Usage, gauges, period_start
+    from ai_usage_exporter.core.budgets import BudgetSpec, Usage, gauges, period_start
 
     spec = BudgetSpec(name="b", scope="tenant", tokens=1000, usd=2.0, period="month")
     rows = gauges(spec, "acme", Usage(400, 0.5, 3), Usage(100, 0.0, 1))
@@ -249,14 +251,14 @@ def test_http_sender_drops_only_the_events_the_sidecar_rejects(tmp_path: Path) -
     reset_sdk()
     recorder = Recorder(str(tmp_path / "s.db"))
     try:
-        with serve_app(recorder.app()) as url:
+        with serve_app(create_app(recorder)) as url:
             configure(url=url)
             track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 1})
             # Invalid: cached tokens exceed input tokens; the sidecar answers 422 naming it.
             track_token_usage_sync(model="m", input_tokens=1, cached_input_tokens=5, provider="p")
             track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 3})
             assert flush(10)
-            t = core._hub.transport
+            t = hub._hub.transport
             assert t is not None and t.dropped == {"rejected": 1} and t.delivered == 2
             assert sorted(e["input_tokens"] for e in recorder.ledger.events()) == [1, 3]
     finally:
@@ -275,7 +277,7 @@ def test_a_forked_child_sends_its_own_events_only(tmp_path: Path) -> None:
     reset_sdk()
     recorder = Recorder(str(tmp_path / "s.db"))
     try:
-        with serve_app(recorder.app()) as url:
+        with serve_app(create_app(recorder)) as url:
             configure(url=url)
             track_token_usage_sync(model="m", metadata={"provider": "p", "input_tokens": 1})
             pid = os.fork()
@@ -293,7 +295,7 @@ def test_a_forked_child_sends_its_own_events_only(tmp_path: Path) -> None:
 
 def test_recorder_view_shows_budgets_with_null_for_no_burn(tmp_path: Path) -> None:
     from ai_usage_exporter import Recorder
-    from ai_usage_exporter.budgets import BudgetSpec
+    from ai_usage_exporter.core.budgets import BudgetSpec
 
     spec = BudgetSpec(name="all", tokens=1000, period="day")
     with Recorder(str(tmp_path / "v.db"), budgets=[spec]) as r:

@@ -23,7 +23,7 @@ from _fake_provider import (
 from _sdk import fake_provider, reset_sdk
 from _server import free_port, scrape, server_process, wait_healthy
 from ai_usage_exporter import Budget, BudgetExceeded, configure, flush, instrument, usage_context
-from ai_usage_exporter.metrics import TOKEN_TYPES
+from ai_usage_exporter.core.metrics import TOKEN_TYPES
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")

@@ -10,9 +10,11 @@ import genai_prices
 import pytest
 from genai_prices.data_snapshot import get_snapshot
 
-from ai_usage_exporter.events import USAGE_FIELDS, EventError, normalise_usage, parse_event
-from ai_usage_exporter.pricing import PriceBook
-from ai_usage_exporter.shapes import MAPS, infer_provider
+from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.core.events.parse import parse_event
+from ai_usage_exporter.core.events.usage import normalise_usage
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.core.shapes import MAPS, USAGE_FIELDS, infer_provider
 
 NOW = 1_790_000_000.0
 

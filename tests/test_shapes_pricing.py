@@ -10,8 +10,9 @@ from genai_prices import calc_price
 from prometheus_client.parser import text_string_to_metric_families
 
 from ai_usage_exporter import Recorder
-from ai_usage_exporter.events import UsageEvent
-from ai_usage_exporter.pricing import Cost, PriceBook, genai_usage
+from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.core.pricing.rates import Cost, genai_usage
 
 NOW = 1_790_000_000.0
 

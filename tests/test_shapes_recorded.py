@@ -20,8 +20,9 @@ import pytest
 from genai_prices import data_snapshot
 
 from _server import server_process
-from ai_usage_exporter.events import USAGE_FIELDS, parse_event
-from ai_usage_exporter.pricing import PriceBook
+from ai_usage_exporter.core.events.parse import parse_event
+from ai_usage_exporter.core.pricing.book import PriceBook
+from ai_usage_exporter.core.shapes import USAGE_FIELDS
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "recorded_usage.json").read_text()

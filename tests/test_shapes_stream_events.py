@@ -11,7 +11,9 @@ import pytest
 from test_streams import CASES, Case, _events
 
 from _server import server_process
-from ai_usage_exporter.events import USAGE_FIELDS, EventError, parse_event
+from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.core.events.parse import parse_event
+from ai_usage_exporter.core.shapes import USAGE_FIELDS
 
 NOW = 1_790_000_000.0
 

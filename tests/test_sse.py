@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ai_usage_exporter.shapes.sse import SSEEvent, SSEParser, parse_sse
+from ai_usage_exporter.core.shapes.sse import SSEEvent, SSEParser, parse_sse
 
 FIXTURES = Path(__file__).parent / "fixtures" / "streams"
 

@@ -28,9 +28,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from ai_usage_exporter.events import USAGE_FIELDS, normalise_usage
-from ai_usage_exporter.shapes.sse import SSEParser, parse_sse
-from ai_usage_exporter.shapes.streams import STREAM_FORMATS, StreamFolder, fold_stream
+from ai_usage_exporter.core.events.usage import normalise_usage
+from ai_usage_exporter.core.shapes import USAGE_FIELDS
+from ai_usage_exporter.core.shapes.sse import SSEParser, parse_sse
+from ai_usage_exporter.core.shapes.streams import STREAM_FORMATS, StreamFolder, fold_stream
 
 FIXTURES = Path(__file__).parent / "fixtures" / "streams"
 PYDANTIC_AI = "pydantic/pydantic-ai tests/models/cassettes/"

@@ -12,11 +12,12 @@ from test_ledger import ledger_url  # noqa: F401 - the sqlite/postgresql fixture
 
 from _server import serve_app
 from ai_usage_exporter import Recorder, UsageEvent
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.rollup import KEY_FIELDS
+from ai_usage_exporter.core.timeseries import ParamError, build, parse_query, quantile
 from ai_usage_exporter.ledger import open_ledger
 from ai_usage_exporter.ledger.buckets import TABLE
-from ai_usage_exporter.pricing import Cost
-from ai_usage_exporter.rollup import KEY_FIELDS
-from ai_usage_exporter.timeseries import ParamError, build, parse_query, quantile
+from ai_usage_exporter.server import create_app
 
 T0 = 1_790_000_000 - 1_790_000_000 % 86400  # a UTC midnight
 
@@ -190,7 +191,7 @@ def test_http_route_defaults_errors_and_read_token(tmp_path: Path) -> None:
     rec.record_many(
         [{"provider": "openai", "model": "m", "input_tokens": 7, "timestamp": now - 30}]
     )
-    app = rec.app(write_tokens=["w"], read_tokens=["r"], close_recorder=True)
+    app = create_app(rec, write_tokens=["w"], read_tokens=["r"], close_recorder=True)
     with serve_app(app) as url:
         ts = f"{url}/api/metrics/timeseries"
         assert httpx.get(ts).status_code == 401

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..budgets import BudgetSpec, Usage, gauges, period_start
-from ..ledger import Ledger
-from ..ledger.keys import NANO, KeyRecord
-from .keys import DEFAULT_TTL_S, KeyCache, looks_like_key, malformed, shown
-from .limits import Limited, LimiterUnavailable, LocalLimiter, RedisLimiter
-from .rejections import Rejection, iso
+from ai_usage_exporter.core.budgets import BudgetSpec, Usage, gauges, period_start
+from ai_usage_exporter.gateway.keys import DEFAULT_TTL_S, KeyCache, looks_like_key, malformed, shown
+from ai_usage_exporter.gateway.limits import Limited, LimiterUnavailable, LocalLimiter, RedisLimiter
+from ai_usage_exporter.gateway.rejections import Rejection, iso
+from ai_usage_exporter.ledger import Ledger
+from ai_usage_exporter.ledger.keys import NANO, KeyRecord
 
 PERIOD_WORDS = {"day": "daily", "month": "monthly"}
 DEFAULT_USAGE_TTL_S = 1.0

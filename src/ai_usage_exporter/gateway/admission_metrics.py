@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .rejections import REASONS
+from ai_usage_exporter.gateway.rejections import REASONS
 
 REJECTED = "ai_gateway_rejected"
 REJECTED_HELP = (

@@ -8,7 +8,12 @@ request's fault and would fail the same way anywhere, so they go back to the cli
 
 from __future__ import annotations
 
-from ..errortypes import CONNECTION, TIMEOUT, error_type_for_exception, error_type_for_status
+from ai_usage_exporter.core.errortypes import (
+    CONNECTION,
+    TIMEOUT,
+    error_type_for_exception,
+    error_type_for_status,
+)
 
 
 def fallback_reason_for_status(status: int) -> str | None:

@@ -22,8 +22,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..ledger import Ledger
-from ..ledger.keys import KeyRecord
+from ai_usage_exporter.ledger import Ledger
+from ai_usage_exporter.ledger.keys import KeyRecord
 
 PREFIX = "aue_"
 _SECRET_BYTES = 32

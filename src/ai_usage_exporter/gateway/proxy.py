@@ -22,23 +22,30 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..calllog import CallLogger
-from ..errortypes import CANCELLED, error_type_for_exception, error_type_for_status
-from ..events import EventError
-from ..ledger.keys import KeyRecord
-from ..recorder import Recorder
-from ..redact import redact_text
-from ..shapes.streams import StreamFolder
-from .admission import Admitter, credential
-from .admission_metrics import AdmissionCounters
-from .config import GatewayConfig, RouteConfig, UpstreamConfig
-from .fallback import fallback_reason_for_exception, fallback_reason_for_status
-from .limits import LocalLimiter, RedisLimiter
-from .metrics import FallbackCounter
-from .rejections import Rejection, openai_body
-from .rejections import headers as rejection_headers
-from .relay import StreamOutcome, StreamRelay
-from .upstream import TRANSPORT_ERRORS, UpstreamClient, response_headers
+from ai_usage_exporter.config.gateway import GatewayConfig, RouteConfig, UpstreamConfig
+from ai_usage_exporter.core.errortypes import (
+    CANCELLED,
+    error_type_for_exception,
+    error_type_for_status,
+)
+from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.core.redact import redact_text
+from ai_usage_exporter.core.shapes.streams import StreamFolder
+from ai_usage_exporter.gateway.admission import Admitter, credential
+from ai_usage_exporter.gateway.admission_metrics import AdmissionCounters
+from ai_usage_exporter.gateway.calllog import CallLogger
+from ai_usage_exporter.gateway.fallback import (
+    fallback_reason_for_exception,
+    fallback_reason_for_status,
+)
+from ai_usage_exporter.gateway.limits import LocalLimiter, RedisLimiter
+from ai_usage_exporter.gateway.metrics import FallbackCounter
+from ai_usage_exporter.gateway.rejections import Rejection, openai_body
+from ai_usage_exporter.gateway.rejections import headers as rejection_headers
+from ai_usage_exporter.gateway.relay import StreamOutcome, StreamRelay
+from ai_usage_exporter.gateway.upstream import TRANSPORT_ERRORS, UpstreamClient, response_headers
+from ai_usage_exporter.ledger.keys import KeyRecord
+from ai_usage_exporter.recorder.recorder import Recorder
 
 log = logging.getLogger("ai_usage_exporter.gateway")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .limits import retry_after_header
+from ai_usage_exporter.gateway.limits import retry_after_header
 
 # ai_gateway_rejected_total's reasons.
 REASONS: tuple[str, ...] = (

@@ -18,9 +18,9 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..shapes.streams import StreamFolder
-from .sse import SSEFramer, data_of
-from .upstream import TRANSPORT_ERRORS
+from ai_usage_exporter.core.shapes.streams import StreamFolder
+from ai_usage_exporter.gateway.sse import SSEFramer, data_of
+from ai_usage_exporter.gateway.upstream import TRANSPORT_ERRORS
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .proxy import Gateway
+from ai_usage_exporter.gateway.proxy import Gateway
 
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:

@@ -3,14 +3,14 @@
 A block is everything up to and including the blank line that ends an event
 (``\\n\\n``, ``\\r\\n\\r\\n`` or ``\\r\\r``). The bytes of every block are kept as
 received; only `data_of` looks inside, with the package's one SSE parser
-(`shapes.sse.SSEParser`), not a second one.
+(`core.shapes.sse.SSEParser`), not a second one.
 """
 
 from __future__ import annotations
 
 import re
 
-from ..shapes.sse import parse_sse
+from ai_usage_exporter.core.shapes.sse import parse_sse
 
 _END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import aiohttp
 from yarl import URL
 
-from .config import GatewayConfig, UpstreamConfig
+from ai_usage_exporter.config.gateway import GatewayConfig, UpstreamConfig
 
 # What a failed upstream request raises: aiohttp's own errors, and timeouts and socket
 # errors from below it (TimeoutError is an OSError).

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import EVENT_COLUMNS, Ledger, LedgerError, WriteResult
-from .sqlite import SQLiteLedger
+from ai_usage_exporter.ledger.base import EVENT_COLUMNS, Ledger, LedgerError, WriteResult
+from ai_usage_exporter.ledger.sqlite import SQLiteLedger
 
 
 def open_ledger(
@@ -15,7 +15,7 @@ def open_ledger(
     counters from; None opens it for tools, adopting nothing.
     """
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresLedger
+        from ai_usage_exporter.ledger.postgres import PostgresLedger
 
         return PostgresLedger(url, store_text=store_text, instance=instance)
     if url.startswith("sqlite:///"):

@@ -21,9 +21,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..events import ATTRIBUTION_FIELDS, QUERY_FIELDS, USAGE_FIELDS, UsageEvent
-from ..pricing import Cost
-from ..rollup import (
+from ai_usage_exporter.core.events.model import ATTRIBUTION_FIELDS, UsageEvent
+from ai_usage_exporter.core.events.validate import QUERY_FIELDS
+from ai_usage_exporter.core.pricing.rates import Cost
+from ai_usage_exporter.core.reports import ReportSource
+from ai_usage_exporter.core.rollup import (
     INSTANCE,
     KEY_FIELDS,
     NANO,
@@ -38,10 +40,11 @@ from ..rollup import (
     aggregate_timed,
     check_instance,
 )
-from . import buckets
-from . import keys as gateway_keys
-from .keys import KeyQueries, KeyRecord
-from .queries import INDEXES, OLD_INDEXES, EventQueries
+from ai_usage_exporter.core.shapes import USAGE_FIELDS
+from ai_usage_exporter.ledger import buckets
+from ai_usage_exporter.ledger import keys as gateway_keys
+from ai_usage_exporter.ledger.keys import KeyQueries, KeyRecord
+from ai_usage_exporter.ledger.queries import INDEXES, OLD_INDEXES, EventQueries
 
 log = logging.getLogger("ai_usage_exporter.ledger")
 
@@ -126,7 +129,9 @@ class WriteResult:
     deltas: dict[RollupKey, Delta]
 
 
-class Ledger(Protocol):
+class Ledger(ReportSource, Protocol):
+    """A ledger: the writes and reads the recorder, the commands and the reports make."""
+
     url: str
     instance: str
 
@@ -149,34 +154,6 @@ class Ledger(Protocol):
     def usage_since(
         self, since: float, field: str | None = None, value: str | None = None
     ) -> dict[str, tuple[int, float, int]]: ...
-    def bucket_sums(
-        self,
-        step: int,
-        start: int,
-        end: int,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-        instance: str | None = None,
-        values: Sequence[str] = VALUE_COLUMNS,
-    ) -> list[tuple[Any, ...]]: ...
-    def buckets_pruned_before(self) -> dict[int, int]: ...
-    def select_events(
-        self,
-        columns: tuple[str, ...],
-        filters: Mapping[str, str],
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 10,
-        instance: str | None = None,
-    ) -> list[dict[str, Any]]: ...
-    def query_sums(
-        self,
-        since: float,
-        until: float,
-        order: str = "cost",
-        limit: int = 10,
-        instance: str | None = None,
-    ) -> list[dict[str, Any]]: ...
     def count_events_before(self, ts: float) -> int: ...
     def delete_events_before(self, ts: float, batch: int = 20_000) -> int: ...
     def delete_buckets_before(self, step: int, ts: float) -> int: ...

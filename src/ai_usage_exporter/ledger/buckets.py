@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..events import COUNT_FIELDS, TOKEN_FIELDS
-from ..rollup import (
+from ai_usage_exporter.core.rollup import (
     BUCKETS_MS,
     HISTOGRAM_BUCKETS,
     INSTANCE,
@@ -23,6 +22,7 @@ from ..rollup import (
     UNPRICED_COLUMNS,
     VALUE_COLUMNS,
 )
+from ai_usage_exporter.core.shapes import COUNT_FIELDS, TOKEN_FIELDS
 
 TABLE = "rollup_buckets"
 # The key after `instance` (see PER_INSTANCE_TABLES); step and bucket are integers.

@@ -14,9 +14,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import USAGE_FIELDS
-from ..rollup import INSTANCE, UNASSIGNED_INSTANCE
-from .base import (
+from ai_usage_exporter.core.rollup import INSTANCE, UNASSIGNED_INSTANCE
+from ai_usage_exporter.core.shapes import USAGE_FIELDS
+from ai_usage_exporter.ledger.base import (
     _REAL_COLUMNS,
     EVENT_COLUMNS,
     PER_INSTANCE_TABLES,

@@ -199,7 +199,7 @@ class EventQueries:
 
         The note (see `buckets_pruned_before`) tells reports to read a wider step there.
         """
-        from .buckets import PRUNED_META, TABLE
+        from ai_usage_exporter.ledger.buckets import PRUNED_META, TABLE
 
         ph = self.placeholder
         cutoff = int(ts)
@@ -226,7 +226,7 @@ class EventQueries:
 
     def buckets_pruned_before(self) -> dict[int, int]:
         """Step -> the time before which retention deleted that step's buckets (if it did)."""
-        from .buckets import PRUNED_META
+        from ai_usage_exporter.ledger.buckets import PRUNED_META
 
         prefix = PRUNED_META.format("")
         _, rows = self._fetch(

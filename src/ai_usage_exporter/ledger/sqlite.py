@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ..rollup import INSTANCE
-from . import buckets
-from .base import LedgerError, SQLLedger, q
+from ai_usage_exporter.core.rollup import INSTANCE
+from ai_usage_exporter.ledger import buckets
+from ai_usage_exporter.ledger.base import LedgerError, SQLLedger, q
 
 SYNCHRONOUS = ("full", "normal")
 

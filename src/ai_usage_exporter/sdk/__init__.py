@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from .budget import Budget, BudgetExceeded
-from .context import usage_context
-from .core import configure, disable, enable, flush, is_enabled, shutdown, stats
-from .instrument import instrument
-from .session import Session, session
-from .track import (
+from ai_usage_exporter.sdk.budget import Budget, BudgetExceeded
+from ai_usage_exporter.sdk.context import usage_context
+from ai_usage_exporter.sdk.core import (
+    configure,
+    disable,
+    enable,
+    flush,
+    is_enabled,
+    shutdown,
+    stats,
+)
+from ai_usage_exporter.sdk.instrument import instrument
+from ai_usage_exporter.sdk.session import Session, session
+from ai_usage_exporter.sdk.track import (
     OPERATION_CHAT,
     OPERATION_CHUNKING,
     OPERATION_COMPLETION,

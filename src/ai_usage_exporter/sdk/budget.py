@@ -15,7 +15,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..budgets import ON_EXCEED, BudgetSpec, period_start
+from ai_usage_exporter.core.budgets import ON_EXCEED, BudgetSpec, period_start
+from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.core.events.parse import parse_events
+from ai_usage_exporter.sdk.hub import _hub, prepare
+from ai_usage_exporter.sdk.transport import HttpTransport
 
 log = logging.getLogger("ai_usage_exporter.sdk")
 
@@ -195,9 +199,6 @@ def _describe(spec: BudgetSpec, st: _KeyState) -> str:
 
 def _measure(event: Mapping[str, Any]) -> tuple[int, float]:
     """Tokens (input + output) and dollars of one emitted event, priced like the ledger does."""
-    from ..events import EventError, parse_events
-    from .core import _hub, prepare
-
     try:
         (e,) = parse_events([prepare(dict(event))])
     except (EventError, ValueError) as exc:
@@ -210,9 +211,6 @@ def _load(spec: BudgetSpec, key: str, start: float) -> tuple[int, float]:
     """What the ledger already holds for this key since `start` (0 for a run budget)."""
     if spec.period == "run":
         return 0, 0.0
-    from .core import _hub
-    from .transport import HttpTransport
-
     value = key if spec.field is not None else None
     if _hub.recorder is not None:
         rows = _hub.recorder.ledger.usage_since(start, spec.field, value)

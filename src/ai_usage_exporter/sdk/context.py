@@ -14,12 +14,21 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
-from ..events import ATTRIBUTION_FIELDS
+from ai_usage_exporter.core.events.model import ATTRIBUTION_FIELDS
 
 CONTEXT_FIELDS: frozenset[str] = frozenset((*ATTRIBUTION_FIELDS, "service"))
 
 _EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
 _current: ContextVar[MappingProxyType[str, Any]] = ContextVar("ai_usage_context", default=_EMPTY)
+
+# The active `session.Session`s of this context; `emit` hands each event to theirs.
+_sessions: ContextVar[tuple[Any, ...]] = ContextVar("ai_usage_sessions", default=())
+
+
+def _collect(event: dict[str, Any]) -> None:
+    for s in _sessions.get():
+        s.events.append(event)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 

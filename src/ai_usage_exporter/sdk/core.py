@@ -10,58 +10,26 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errortypes import error_type_for_exception
-from ..shapes.streams import fold_stream
-from .context import _current
-from .transport import Event, HttpTransport, RecorderTransport, Transport
+from ai_usage_exporter.core.errortypes import error_type_for_exception
+from ai_usage_exporter.sdk.budget import Budget, BudgetBook
+from ai_usage_exporter.sdk.context import _collect, _current
+from ai_usage_exporter.sdk.hub import (
+    ENV_SERVICE,
+    ENV_URL,
+    ENV_WRITE_TOKEN,
+    _hub,
+    prepare,
+)
+from ai_usage_exporter.sdk.transport import Event, HttpTransport, RecorderTransport
 
 if TYPE_CHECKING:
-    from ..pricing import PriceBook
-    from ..recorder import Recorder
-    from .budget import Budget, BudgetBook
+    from ai_usage_exporter.recorder.recorder import Recorder
 
 log = logging.getLogger("ai_usage_exporter.sdk")
-
-ENV_URL = "AI_USAGE_EXPORTER_URL"
-ENV_WRITE_TOKEN = "AI_USAGE_EXPORTER_WRITE_TOKEN"
-ENV_SERVICE = "AI_USAGE_EXPORTER_SERVICE"
-ENV_DISABLED = "AI_USAGE_EXPORTER_DISABLED"
-
-_TRUE = ("1", "true", "yes", "on")
-
-
-class _Hub:
-    def __init__(self) -> None:
-        self.transport: Transport | None = None
-        self.recorder: Recorder | None = None
-        self.url: str | None = None
-        self.service: str | None = None
-        self.enabled = os.environ.get(ENV_DISABLED, "").lower() not in _TRUE
-        self.configured = False
-        self.budgets: BudgetBook | None = None
-        self.sessions_active = 0
-        self.unsent: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        self._prices: PriceBook | None = None
-
-    def prices(self) -> PriceBook:
-        """The price book sessions and budgets use: the recorder's, else a default one."""
-        if self.recorder is not None:
-            return self.recorder.prices
-        if self._prices is None:
-            from ..pricing import PriceBook
-
-            self._prices = PriceBook()
-        return self._prices
-
-
-_hub = _Hub()
 
 
 def configure(
@@ -106,8 +74,6 @@ def configure(
         if enabled is not None:
             _hub.enabled = enabled
         if budgets is not None:
-            from .budget import BudgetBook
-
             _hub.budgets = BudgetBook(budgets) if budgets else None
         _hub.configured = True
 
@@ -173,8 +139,6 @@ def emit(event: Event, attribution: Mapping[str, Any] | None = None) -> None:
     if "service" not in event and hub.service is not None:
         event["service"] = hub.service
     if hub.sessions_active:
-        from .session import _collect
-
         _collect(event)
     if hub.budgets is not None:
         hub.budgets.charge(event)
@@ -243,39 +207,3 @@ def record_call(
     if extra:
         event.update(extra)
     emit(event, attribution)
-
-
-# ---------------------------------------------------------------- worker side
-
-
-def usage_dict(obj: Any) -> dict[str, Any]:
-    """A provider usage object (pydantic model, mapping) as a plain dict of its fields."""
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    dump = getattr(obj, "model_dump", None)
-    if dump is not None:
-        # by_alias gives Gemini's camelCase names; json mode turns enums into strings.
-        out: dict[str, Any] = dump(mode="json", by_alias=True)
-        return out
-    to_dict = getattr(obj, "to_dict", None)
-    if to_dict is not None:
-        result: dict[str, Any] = to_dict()
-        return result
-    return dict(vars(obj))
-
-
-def prepare(event: Event) -> Event:
-    """An emitted event as the plain mapping the parser takes; the original is not changed."""
-    if "_usage" not in event:
-        return dict(event)
-    out = dict(event)
-    usage = usage_dict(out.pop("_usage"))
-    delta = out.pop("_usage_delta", None)
-    if delta is not None:
-        # Anthropic's message_start and message_delta usage, folded by the shared rules
-        # (later non-null values win, nested objects merge); only these two events of
-        # the stream carry usage, so only they were kept.
-        folded = fold_stream("anthropic", [{"usage": usage}, {"usage": usage_dict(delta)}])
-        usage = folded if folded is not None else usage
-    out["usage"] = usage
-    return out

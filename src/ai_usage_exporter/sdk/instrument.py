@@ -6,8 +6,8 @@ import functools
 import importlib
 from typing import Any, TypeVar
 
-from .context import check_fields
-from .integrations import integration_for
+from ai_usage_exporter.sdk.context import check_fields
+from ai_usage_exporter.sdk.integrations import integration_for
 
 C = TypeVar("C")
 

@@ -10,14 +10,16 @@ import csv
 import io
 import time
 from collections.abc import Iterator
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import Any
 
 import orjson
 
-from ..events import TOKEN_FIELDS, EventError, parse_events
-
-_sessions: ContextVar[tuple[Session, ...]] = ContextVar("ai_usage_sessions", default=())
+from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.core.events.parse import parse_events
+from ai_usage_exporter.core.shapes import TOKEN_FIELDS
+from ai_usage_exporter.sdk.context import _sessions
+from ai_usage_exporter.sdk.hub import _hub, prepare
 
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("by_model", ("provider", "model")),
@@ -25,11 +27,6 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("by_task", ("task",)),
     ("by_tool", ("tool",)),
 )
-
-
-def _collect(event: dict[str, Any]) -> None:
-    for s in _sessions.get():
-        s.events.append(event)
 
 
 class Session:
@@ -43,8 +40,6 @@ class Session:
         self._token: Token[tuple[Session, ...]] | None = None
 
     def __enter__(self) -> Session:
-        from .core import _hub
-
         self.started_at = time.time()
         self._token = _sessions.set((*_sessions.get(), self))
         with _hub.lock:
@@ -52,8 +47,6 @@ class Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from .core import _hub
-
         self.ended_at = time.time()
         if self._token is not None:
             _sessions.reset(self._token)
@@ -64,8 +57,6 @@ class Session:
     # ---------------------------------------------------------------- reports
 
     def _priced(self) -> Iterator[tuple[dict[str, Any], Any, float]]:
-        from .core import _hub, prepare
-
         prices = _hub.prices()
         for raw in list(self.events):
             try:

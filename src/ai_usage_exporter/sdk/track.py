@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..events import USAGE_FIELDS
+from ai_usage_exporter.core.shapes import USAGE_FIELDS
 
 log = logging.getLogger("ai_usage_exporter.sdk")
 
@@ -130,7 +130,7 @@ def track_token_usage_sync(
     **fields: Any,
 ) -> None:
     """The synchronous twin of `track_token_usage`."""
-    from .core import emit
+    from ai_usage_exporter.sdk.core import emit
 
     emit(
         usage_event(

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..events import EventError
+from ai_usage_exporter.core.events.model import EventError
 
 if TYPE_CHECKING:
-    from ..recorder import Recorder
+    from ai_usage_exporter.recorder.recorder import Recorder
 
 log = logging.getLogger("ai_usage_exporter.sdk")
 
@@ -215,7 +215,7 @@ class RecorderTransport(Transport):
         super().__init__(prepare, **kwargs)
 
     def _deliver(self, batch: list[Event]) -> None:
-        from ..recorder import RecorderBusyError, RecorderClosedError
+        from ai_usage_exporter.recorder.recorder import RecorderBusyError, RecorderClosedError
 
         backoff = 0.05
         while True:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
-from ..core import check_budgets, record_call
+from ai_usage_exporter.sdk.core import check_budgets, record_call
 
 Attr = Mapping[str, Any]
 # (state, chunk) -> whether the caller sees the chunk

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..track import OPERATION_CHAT
-from ._common import Attr, StreamState, async_call, sync_call, watch_stream, wrap_method
+from ai_usage_exporter.sdk.integrations._common import (
+    Attr,
+    StreamState,
+    async_call,
+    sync_call,
+    watch_stream,
+    wrap_method,
+)
+from ai_usage_exporter.sdk.track import OPERATION_CHAT
 
 PROVIDER = "anthropic"
 
@@ -35,7 +42,7 @@ def _event(state: StreamState, event: Any) -> bool:
 
 
 def _done(attr: Attr) -> Any:
-    from ..core import record_call
+    from ai_usage_exporter.sdk.core import record_call
 
     def done(response: Any, t0: float) -> None:
         record_call(
@@ -85,7 +92,7 @@ def _instrument_messages(messages: Any, attr: Attr, is_async: bool) -> None:
     if original_stream is not None and not getattr(original_stream, "_ai_usage_wrapped", False):
 
         def stream(*args: Any, **kwargs: Any) -> Any:
-            from ..core import check_budgets
+            from ai_usage_exporter.sdk.core import check_budgets
 
             check_budgets(attr)
             manager = original_stream(*args, **kwargs)
@@ -100,7 +107,7 @@ def _watch_manager(manager: Any, model: Any, attr: Attr, is_async: bool) -> None
     """Watch the raw event stream a MessageStreamManager opens when entered."""
     import time
 
-    from ..core import record_call
+    from ai_usage_exporter.sdk.core import record_call
 
     cls = type(manager).__name__  # MessageStreamManager or AsyncMessageStreamManager
     slot = f"_{cls}__api_request"

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..track import OPERATION_CHAT, OPERATION_EMBEDDING
-from ._common import (
+from ai_usage_exporter.sdk.integrations._common import (
     Attr,
     StreamState,
     async_call,
@@ -19,6 +18,7 @@ from ._common import (
     watch_iterator,
     wrap_method,
 )
+from ai_usage_exporter.sdk.track import OPERATION_CHAT, OPERATION_EMBEDDING
 
 PROVIDER = "google"
 
@@ -36,7 +36,7 @@ def _chunk(state: StreamState, chunk: Any) -> bool:
 
 
 def instrument_client(client: Any, attr: Attr) -> Any:
-    from ..core import check_budgets, record_call
+    from ai_usage_exporter.sdk.core import check_budgets, record_call
 
     for models, is_async in ((client.models, False), (client.aio.models, True)):
         run = async_call if is_async else sync_call

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import Attr
-from .openai import instrument_methods
+from ai_usage_exporter.sdk.integrations._common import Attr
+from ai_usage_exporter.sdk.integrations.openai import instrument_methods
 
 PROVIDER = "groq"
 

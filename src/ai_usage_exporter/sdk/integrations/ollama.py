@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..track import OPERATION_CHAT, OPERATION_COMPLETION, OPERATION_EMBEDDING
-from ._common import (
+from ai_usage_exporter.sdk.integrations._common import (
     Attr,
     StreamState,
     async_call,
@@ -19,6 +18,7 @@ from ._common import (
     watch_iterator,
     wrap_method,
 )
+from ai_usage_exporter.sdk.track import OPERATION_CHAT, OPERATION_COMPLETION, OPERATION_EMBEDDING
 
 PROVIDER = "ollama"
 
@@ -52,7 +52,7 @@ def instrument_client(client: Any, attr: Attr) -> Any:
 
     def make(operation: str) -> Any:
         def call(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            from ..core import record_call
+            from ai_usage_exporter.sdk.core import record_call
 
             model = _model(args, kwargs)
 

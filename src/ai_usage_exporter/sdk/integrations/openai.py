@@ -11,14 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..track import OPERATION_CHAT, OPERATION_COMPLETION, OPERATION_EMBEDDING
-from ._common import Attr, StreamState, async_call, sync_call, watch_stream, wrap_method
+from ai_usage_exporter.sdk.integrations._common import (
+    Attr,
+    StreamState,
+    async_call,
+    sync_call,
+    watch_stream,
+    wrap_method,
+)
+from ai_usage_exporter.sdk.track import OPERATION_CHAT, OPERATION_COMPLETION, OPERATION_EMBEDDING
 
 PROVIDER = "openai"
 
 
 def _response_done(provider: str, operation: str, attr: Attr) -> Any:
-    from ..core import record_call
+    from ai_usage_exporter.sdk.core import record_call
 
     def done(response: Any, t0: float) -> None:
         record_call(

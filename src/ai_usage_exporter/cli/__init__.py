@@ -1,0 +1,1 @@
+"""The command line: `ai-usage-exporter` (`main`) and the ledger commands (`commands`)."""

@@ -1,0 +1,286 @@
+"""The config file's `gateway:` section: upstreams, routes, timeouts and client tokens (pure).
+
+Provider keys are never in the file: each upstream names the environment variable
+that holds its key (`api_key_env`), and `read_keys` reads them when the gateway starts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ai_usage_exporter.config.fields import ConfigError, located, token_list
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECTION_KEYS = {"upstreams", "routes", "default_route", "timeout_s", "connect_timeout_s",
+                 "client_tokens", "models_endpoint", "rate_limits", "key_cache_s"}  # fmt: skip
+_RATE_LIMIT_KEYS = {"redis", "on_redis_error", "prefix"}
+ON_REDIS_ERROR = ("open", "closed")
+DEFAULT_KEY_CACHE_S = 2.0
+_UPSTREAM_KEYS = {"provider", "base_url", "api_key_env", "models", "timeout_s", "connect_timeout_s",
+                  "headers"}  # fmt: skip
+_ROUTE_KEYS = {"upstreams"}
+MODELS_ENDPOINTS = ("proxy", "aggregate")
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """One provider endpoint the gateway may call."""
+
+    name: str
+    provider: str
+    base_url: str
+    api_key_env: str | None = None
+    # Requested model -> the name this upstream knows it by.
+    models: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    # Extra request headers (e.g. an API version); never secrets, which come from env.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def upstream_model(self, model: str) -> str:
+        return self.models.get(model, model)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """A named route: the upstreams to try, in order."""
+
+    name: str
+    upstreams: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Where the per-key RPM/TPM buckets live: this sidecar, or one Redis for the fleet."""
+
+    redis: str | None = None
+    # open: a call goes on unlimited while Redis is unreachable; closed: it gets a 503.
+    on_redis_error: str = "open"
+    prefix: str = "aue:rl"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    upstreams: Mapping[str, UpstreamConfig]
+    routes: Mapping[str, RouteConfig]
+    default_route: str
+    client_tokens: tuple[str, ...] = ()
+    # `proxy`: GET /v1/models answers with the default route's first upstream's list;
+    # `aggregate`: the union over every upstream of the default route.
+    models_endpoint: str = "proxy"
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
+    # How long a key looked up in the ledger is trusted: a revoke takes effect within it.
+    key_cache_s: float = DEFAULT_KEY_CACHE_S
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{where}: expected a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _mapping(value: Any, where: str, allowed: set[str] | None = None) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    if allowed is not None:
+        for k in value:
+            if k not in allowed:
+                raise ConfigError(
+                    f"{located(_file(where), value, k)}: unknown key {k!r}; known: {', '.join(sorted(allowed))}"
+                )
+    return value
+
+
+def _file(where: str) -> str:
+    return where.rsplit(":", 1)[0] if where.rsplit(":", 1)[-1].isdigit() else where
+
+
+def _str_map(value: Any, where: str) -> dict[str, str]:
+    m = _mapping(value, where)
+    out: dict[str, str] = {}
+    for k, v in m.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not k or not v:
+            raise ConfigError(f"{where}: expected name: value strings, got {k!r}: {v!r}")
+        out[k] = v
+    return out
+
+
+def _name(value: Any, where: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigError(
+            f"{where}: {what} {value!r} must be 1-64 letters, digits, '_', '-' or '.'"
+        )
+    return value
+
+
+def _upstream(name: str, value: Any, where: str, defaults: Mapping[str, float]) -> UpstreamConfig:
+    path = _file(where)
+    sec = _mapping(value, where, _UPSTREAM_KEYS)
+    for required in ("provider", "base_url"):
+        if required not in sec:
+            raise ConfigError(f"{where}: upstream {name!r} needs {required}")
+    provider = _name(sec["provider"], located(path, sec, "provider"), "provider")
+    base_url = sec["base_url"]
+    url_where = located(path, sec, "base_url")
+    if not isinstance(base_url, str):
+        raise ConfigError(f"{url_where}: base_url must be a string, got {base_url!r}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{url_where}: base_url must be an http(s) URL, got {base_url!r}")
+    if parts.username or parts.password or parts.query:
+        # A key in the URL would be logged with it; keys belong in api_key_env.
+        raise ConfigError(
+            f"{url_where}: base_url must not carry credentials or a query; use api_key_env"
+        )
+    key_env = sec.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
+        raise ConfigError(
+            f"{located(path, sec, 'api_key_env')}: api_key_env must name an environment "
+            f"variable (the key itself never goes in the file), got {key_env!r}"
+        )
+    return UpstreamConfig(
+        name=name,
+        provider=provider,
+        base_url=base_url.rstrip("/"),
+        api_key_env=key_env,
+        models=_str_map(sec.get("models", {}), located(path, sec, "models")),
+        timeout_s=_float(sec["timeout_s"], located(path, sec, "timeout_s"))
+        if "timeout_s" in sec
+        else defaults["timeout_s"],
+        connect_timeout_s=_float(sec["connect_timeout_s"], located(path, sec, "connect_timeout_s"))
+        if "connect_timeout_s" in sec
+        else defaults["connect_timeout_s"],
+        headers=_str_map(sec.get("headers", {}), located(path, sec, "headers")),
+    )
+
+
+def parse_gateway(value: Any, where: str) -> GatewayConfig:
+    """Validate the `gateway:` mapping; `where` is "file:line" of the section."""
+    path = _file(where)
+    sec = _mapping(value, where, _SECTION_KEYS)
+    defaults = {
+        "timeout_s": _float(sec["timeout_s"], located(path, sec, "timeout_s"))
+        if "timeout_s" in sec
+        else DEFAULT_TIMEOUT_S,
+        "connect_timeout_s": _float(
+            sec["connect_timeout_s"], located(path, sec, "connect_timeout_s")
+        )
+        if "connect_timeout_s" in sec
+        else DEFAULT_CONNECT_TIMEOUT_S,
+    }
+    ups_where = located(path, sec, "upstreams")
+    ups_sec = _mapping(sec.get("upstreams"), ups_where)
+    if not ups_sec:
+        raise ConfigError(f"{ups_where}: gateway.upstreams must name at least one upstream")
+    upstreams = {
+        _name(n, ups_where, "upstream name"): _upstream(n, v, located(path, ups_sec, n), defaults)
+        for n, v in ups_sec.items()
+    }
+    routes_where = located(path, sec, "routes")
+    if "routes" in sec:
+        routes_sec = _mapping(sec["routes"], routes_where)
+    else:
+        # Without routes, each upstream is a route of its own.
+        routes_sec = {n: {"upstreams": [n]} for n in upstreams}
+    routes: dict[str, RouteConfig] = {}
+    for rname, rvalue in routes_sec.items():
+        rwhere = located(path, routes_sec, rname)
+        _name(rname, rwhere, "route name")
+        r = _mapping(rvalue, rwhere, _ROUTE_KEYS)
+        names = r.get("upstreams")
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not names:
+            raise ConfigError(f"{rwhere}: route {rname!r} needs upstreams: a list of names")
+        for n in names:
+            if n not in upstreams:
+                raise ConfigError(
+                    f"{rwhere}: route {rname!r} names upstream {n!r}, which is not defined; "
+                    f"defined: {', '.join(sorted(upstreams))}"
+                )
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{rwhere}: route {rname!r} lists an upstream twice: {names}")
+        routes[rname] = RouteConfig(rname, tuple(names))
+    if not routes:
+        raise ConfigError(f"{routes_where}: gateway.routes must name at least one route")
+    default = sec.get("default_route", next(iter(routes)))
+    if default not in routes:
+        raise ConfigError(
+            f"{located(path, sec, 'default_route')}: default_route {default!r} is not a route; "
+            f"routes: {', '.join(sorted(routes))}"
+        )
+    tokens = (
+        token_list(sec["client_tokens"], located(path, sec, "client_tokens"))
+        if "client_tokens" in sec
+        else ()
+    )
+    models_endpoint = sec.get("models_endpoint", "proxy")
+    if models_endpoint not in MODELS_ENDPOINTS:
+        raise ConfigError(
+            f"{located(path, sec, 'models_endpoint')}: models_endpoint must be proxy or "
+            f"aggregate, got {models_endpoint!r}"
+        )
+    rate_limits = (
+        _rate_limits(sec["rate_limits"], located(path, sec, "rate_limits"))
+        if "rate_limits" in sec
+        else RateLimitConfig()
+    )
+    key_cache_s = (
+        _float(sec["key_cache_s"], located(path, sec, "key_cache_s"))
+        if "key_cache_s" in sec
+        else DEFAULT_KEY_CACHE_S
+    )
+    return GatewayConfig(
+        upstreams, routes, default, tokens, models_endpoint, rate_limits, key_cache_s
+    )
+
+
+def _rate_limits(value: Any, where: str) -> RateLimitConfig:
+    path = _file(where)
+    sec = _mapping(value, where, _RATE_LIMIT_KEYS)
+    url = sec.get("redis")
+    if url is not None:
+        url_where = located(path, sec, "redis")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"{url_where}: rate_limits.redis must be a redis://, rediss:// or unix:// URL, "
+                f"got {url!r}"
+            )
+    on_error = sec.get("on_redis_error", "open")
+    if on_error not in ON_REDIS_ERROR:
+        raise ConfigError(
+            f"{located(path, sec, 'on_redis_error')}: rate_limits.on_redis_error must be open or "
+            f"closed, got {on_error!r}"
+        )
+    prefix = sec.get("prefix", "aue:rl")
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError(
+            f"{located(path, sec, 'prefix')}: rate_limits.prefix must be a non-empty string, "
+            f"got {prefix!r}"
+        )
+    return RateLimitConfig(url, on_error, prefix)
+
+
+def read_keys(config: GatewayConfig, environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Each upstream's key from the environment; a named but unset variable is an error."""
+    keys: dict[str, str | None] = {}
+    for up in config.upstreams.values():
+        if up.api_key_env is None:
+            keys[up.name] = None
+            continue
+        key = environ.get(up.api_key_env, "").strip()
+        if not key:
+            raise ConfigError(
+                f"gateway upstream {up.name!r}: environment variable {up.api_key_env} is not "
+                "set or empty; set it to the provider's API key"
+            )
+        keys[up.name] = key
+    return keys

@@ -1,7 +1,0 @@
-"""The dashboard: a page served from files inside the package, and the status it polls."""
-
-from __future__ import annotations
-
-from .routes import dashboard_routes, status_view
-
-__all__ = ["dashboard_routes", "status_view"]

@@ -1,0 +1,1 @@
+"""The `import` edge: usage log files of many formats read into the ledger (`formats`, `run`)."""
