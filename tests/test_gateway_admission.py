@@ -169,13 +169,14 @@ def test_redis_buckets_match_the_local_ones() -> None:
                 assert await limiter.check("k", 60, None) is None
             limited = await limiter.check("k", 60, None)
             assert limited is not None and limited.unit == "requests_per_minute"
-            # Redis's clock moved on a little while we called: a little less than 1 s.
-            assert 0.8 < limited.retry_after <= 1.0 and limited.limit == 60
+            # Redis's clock moved on while we called (more on a loaded machine): under 1 s.
+            assert 0 < limited.retry_after <= 1.0 and limited.limit == 60
+            assert 59 <= limited.used <= 60
             assert await limiter.check("t", None, 60) is None
             await limiter.charge("t", 60, 100)
             limited = await limiter.check("t", None, 60)
             assert limited is not None and limited.unit == "tokens_per_minute"
-            assert 39.0 < limited.retry_after <= 40.0
+            assert 35.0 < limited.retry_after <= 40.0
         finally:
             await limiter.aclose()
 

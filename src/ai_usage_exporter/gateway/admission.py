@@ -134,6 +134,17 @@ class Admitter:
         self.on_reject = on_reject
         self._use: dict[str, _Use] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # period -> (start, next start) of the current one: date arithmetic once a period.
+        self._periods: dict[str, tuple[float, float]] = {}
+
+    def _period(self, period: str, now: float) -> tuple[float, float]:
+        span = self._periods.get(period)
+        if span is None or not span[0] <= now < span[1]:
+            span = self._periods[period] = (
+                period_start(period, now, 0.0),
+                next_period_start(period, now),
+            )
+        return span
 
     def set_client_tokens(self, tokens: Sequence[str]) -> None:
         self.client_tokens = [t.encode() for t in tokens]
@@ -231,11 +242,10 @@ class Admitter:
     async def _over_budget(self, key: KeyRecord, now: float) -> Rejection | None:
         if key.budget_nusd is None and key.budget_tokens is None:
             return None
-        start = period_start(key.period, now, 0.0)
+        start, resets = self._period(key.period, now)
         use = await self._current_use(key.name, start)
         used_tokens = use.tokens + use.local_tokens
         used_nusd = use.nusd + use.local_nusd
-        resets = next_period_start(key.period, now)
         word = PERIOD_WORDS.get(key.period, key.period)
         if key.budget_nusd is not None and used_nusd >= key.budget_nusd:
             used, limit = used_nusd / NANO, key.budget_nusd / NANO
@@ -299,11 +309,14 @@ class Admitter:
     def charge(self, key: KeyRecord, tokens: int, cost_usd: float | None) -> None:
         """Add a finished call's tokens and cost to its key's budget and TPM bucket."""
         use = self._use.get(key.name)
-        if use is not None and use.start == period_start(key.period, self.clock(), 0.0):
+        if use is not None and use.start == self._period(key.period, self.clock())[0]:
             use.local_tokens += tokens
             use.local_nusd += round((cost_usd or 0.0) * NANO)
         if key.tpm is not None and tokens:
-            self._spawn(self.limiter.charge(key.name, key.tpm, tokens))
+            if isinstance(self.limiter, LocalLimiter):
+                self.limiter.charge_now(key.name, key.tpm, tokens)
+            else:
+                self._spawn(self.limiter.charge(key.name, key.tpm, tokens))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

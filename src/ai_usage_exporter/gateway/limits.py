@@ -84,6 +84,10 @@ class LocalLimiter:
         return None
 
     async def charge(self, key: str, tpm: int, tokens: int) -> None:
+        self.charge_now(key, tpm, tokens)
+
+    def charge_now(self, key: str, tpm: int, tokens: int) -> None:
+        """`charge` without a coroutine: nothing here waits, so the gateway calls it inline."""
         now = self.clock()
         self._buckets[(key, "tpm")] = (self._level(key, "tpm", tpm, now) - tokens, now)
 
