@@ -278,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--stream", action="store_true")
     p.add_argument("--token", default=TOKEN)
+    p.add_argument(
+        "--no-keys",
+        action="store_true",
+        help="our gateway with a static client token instead of a key (what admission costs)",
+    )
+    p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM column")
     args = p.parse_args(argv)
     if args.role == "upstream":
         serve_upstream(args.port)
@@ -299,8 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seconds = 0.5 if args.smoke else args.seconds
     concurrency = (1, 4) if args.smoke else (1, 32)
-    with_litellm = LITELLM.exists() and not args.smoke
-    if not LITELLM.exists():
+    with_litellm = LITELLM.exists() and not args.smoke and not args.no_litellm
+    if args.no_litellm:
+        print("LiteLLM column skipped (--no-litellm)")
+    elif not LITELLM.exists():
         print(f"LiteLLM column skipped: no side venv at {LITELLM.parent.parent} (make it with "
               f"`python3 -m venv .bench-venv && .bench-venv/bin/pip install 'litellm[proxy]'`)")  # fmt: skip
     elif args.smoke:
@@ -328,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              "--rpm", "100000000", "--tpm", "1000000000000", "--db", db, "--format", "json"],
             cwd=ROOT, env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
-        gateway_key: str = orjson.loads(made.stdout)["key"]
+        gateway_key: str = TOKEN if args.no_keys else orjson.loads(made.stdout)["key"]
         log = open(Path(tmp) / "sidecar.log", "wb")  # noqa: SIM115 - closed below
         sidecar = subprocess.Popen(
             [sys.executable, "-m", "ai_usage_exporter", "serve", "--port", str(gw_port),
