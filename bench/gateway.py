@@ -440,7 +440,8 @@ def _versus_litellm(
 ) -> None:
     print("\nours (key + budget + RPM/TPM enforced) vs LiteLLM proxy (master key), same upstream:")
     print(f"{'run':<22}{'ours rps':>10}{'LiteLLM rps':>13}{'ratio':>8}"
-          f"{'ours added':>12}{'LiteLLM added':>15}{'ratio':>8}")  # fmt: skip
+          f"{'ours added':>12}{'LiteLLM added':>15}{'ratio':>8}"
+          f"{'CPU/req ours':>14}{'CPU/req LiteLLM':>17}")  # fmt: skip
     p50_ratios: list[float] = []
     rps_ratios: list[float] = []
     for (stream, clients), pair in results.items():
@@ -449,7 +450,8 @@ def _versus_litellm(
         ours, theirs = g["p50_ms"] - d["p50_ms"], ll["p50_ms"] - d["p50_ms"]
         name = f"{'stream' if stream else 'plain'}, {clients} client{'s' if clients > 1 else ''}"
         print(f"{name:<22}{g['rps']:>10.0f}{ll['rps']:>13.0f}{g['rps'] / ll['rps']:>8.2f}"
-              f"{ours:>10.2f}ms{theirs:>13.2f}ms{ours / theirs:>8.3f}")  # fmt: skip
+              f"{ours:>10.2f}ms{theirs:>13.2f}ms{ours / theirs:>8.3f}"
+              f"{g['cpu_us_per_request']:>12.0f}us{ll['cpu_us_per_request']:>15.0f}us")  # fmt: skip
         if ll["errors"]:
             print(f"  non-2xx answers from LiteLLM: {ll['errors']:.0f}")
         if clients == low:

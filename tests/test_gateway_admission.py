@@ -236,3 +236,17 @@ def test_each_api_gets_the_refusal_in_its_own_error_shape() -> None:
     assert gemini_body(Rejection(403, "model_not_allowed", "no"))["error"]["status"] == (
         "PERMISSION_DENIED"
     )
+
+
+def test_a_ledger_that_cannot_be_read_refuses_with_503(tmp_path: Path) -> None:
+    ledger = open_ledger(str(tmp_path / "k.db"))
+    secret = generate_key()
+    ledger.insert_key(_record("k", secret))
+    ledger.close()  # every read now fails
+    refused: list[str] = []
+    admitter = Admitter(ledger, on_reject=lambda r: refused.append(r.reason))
+    result = asyncio.run(admitter.admit(secret, "r", "m"))
+    assert isinstance(result, Rejection)
+    assert (result.status, result.reason) == (503, "ledger_unavailable")
+    assert result.message.startswith("the gateway could not read its keys or budgets from the ")
+    assert refused == ["ledger_unavailable"]

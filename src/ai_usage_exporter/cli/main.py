@@ -1,7 +1,8 @@
 """Command line: `serve` runs the sidecar; `prices` shows resolved rates; `healthcheck`
 probes a running sidecar the way its settings say it listens; `instances` and
 `retire-instance` look after the sidecars sharing one ledger; `report`, `query`,
-`import` and `prune` work on the ledger (see `ai_usage_exporter.cli.commands`)."""
+`import` and `prune` work on the ledger (see `ai_usage_exporter.cli.commands`); `keys`
+manages the gateway's keys (`ai_usage_exporter.cli.keys`)."""
 
 from __future__ import annotations
 

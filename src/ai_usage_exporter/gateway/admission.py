@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hmac
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from ai_usage_exporter.gateway.limits import Limited, LimiterUnavailable, LocalL
 from ai_usage_exporter.gateway.rejections import Rejection, iso
 from ai_usage_exporter.ledger import Ledger
 from ai_usage_exporter.ledger.keys import NANO, KeyRecord
+
+log = logging.getLogger("ai_usage_exporter.gateway")
 
 PERIOD_WORDS = {"day": "daily", "month": "monthly"}
 DEFAULT_USAGE_TTL_S = 1.0
@@ -156,7 +159,17 @@ class Admitter:
 
         `model` None (a model listing) skips the model check.
         """
-        result = await self._decide(secret, route, model)
+        try:
+            result: Admission | Rejection = await self._decide(secret, route, model)
+        except Exception as exc:  # noqa: BLE001 - any ledger failure: refuse, never 500
+            # Keys and budgets cannot be checked, so nothing goes upstream (fail closed).
+            log.error("gateway admission: the ledger could not be read: %s", exc)
+            result = Rejection(
+                503,
+                "ledger_unavailable",
+                "the gateway could not read its keys or budgets from the ledger "
+                f"({type(exc).__name__}); try again shortly",
+            )
         if isinstance(result, Rejection) and self.on_reject is not None:
             self.on_reject(result)
         return result

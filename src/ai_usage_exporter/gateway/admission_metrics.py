@@ -13,7 +13,8 @@ from ai_usage_exporter.gateway.rejections import REASONS
 REJECTED = "ai_gateway_rejected"
 REJECTED_HELP = (
     "Gateway calls refused before they went upstream, by reason (unauthorized, expired, "
-    "route_not_allowed, model_not_allowed, budget, rate_limit, rate_limiter_unavailable)."
+    "route_not_allowed, model_not_allowed, budget, rate_limit, rate_limiter_unavailable, "
+    "ledger_unavailable)."
 )
 LIMITER_ERRORS = "ai_gateway_rate_limiter_errors"
 LIMITER_ERRORS_HELP = (

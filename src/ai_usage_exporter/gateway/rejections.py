@@ -26,6 +26,7 @@ REASONS: tuple[str, ...] = (
     "budget",
     "rate_limit",
     "rate_limiter_unavailable",
+    "ledger_unavailable",
 )
 
 _ANTHROPIC_TYPES = {
