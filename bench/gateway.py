@@ -21,6 +21,17 @@ streamed, for OpenAI Chat Completions and Anthropic Messages: once with 1 client
 with 32 concurrent clients (throughput, and p50 under that load). Targets from the
 issue: added p50 latency <= 1 ms, throughput >= 0.5x of direct at 32 clients, added
 time to first token <= 1 ms.
+
+The gateway runs with a gateway key (``keys create``) whose dollar budget, RPM and
+TPM limits are all enforced on every call (set high enough never to refuse one), so
+the figures include admission: key lookup, budget check, rate-limit check, charge.
+
+LiteLLM's proxy (``litellm[proxy]``, installed in the side venv ``.bench-venv``; it is
+not a dependency) runs in the same run against the same upstream, with its master key
+(its virtual keys, budgets and limits need its PostgreSQL schema and Prisma, which
+cannot be set up offline here, so LiteLLM does less work per call than we do). Targets
+from issue 21: our added p50 <= 0.25x LiteLLM's, our throughput >= 4x, our RSS <= 0.5x.
+Without the side venv the LiteLLM column is skipped with a message saying so.
 """
 
 from __future__ import annotations
@@ -50,6 +61,11 @@ TOKEN = "bench-client-token"
 TARGET_ADDED_P50_MS = 1.0
 TARGET_THROUGHPUT = 0.5
 TARGET_ADDED_TTFT_MS = 1.0
+TARGET_VS_LITELLM_P50 = 0.25
+TARGET_VS_LITELLM_RPS = 4.0
+TARGET_VS_LITELLM_RSS = 0.5
+LITELLM = ROOT / ".bench-venv" / "bin" / "litellm"
+LITELLM_KEY = "sk-litellm-bench-master"
 
 
 # ---------------------------------------------------------------- the upstream
@@ -221,6 +237,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its children (VmRSS from /proc), in KiB."""
+    total = 0
+    pending = [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            with open(f"/proc/{p}/status", encoding="ascii") as f:
+                total += next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+            with open(f"/proc/{p}/task/{p}/children", encoding="ascii") as f:
+                pending.extend(int(c) for c in f.read().split())
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
 def run_load(
     port: int, api: str, stream: bool, clients: int, seconds: float, server: int
 ) -> dict[str, float]:
@@ -249,6 +281,7 @@ def run_load(
 class Pair:
     direct: dict[str, float]
     gateway: dict[str, float]
+    litellm: dict[str, float] | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,6 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--stream", action="store_true")
+    p.add_argument("--token", default=TOKEN)
+    p.add_argument(
+        "--no-keys",
+        action="store_true",
+        help="our gateway with a static client token instead of a key (what admission costs)",
+    )
+    p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM column")
     args = p.parse_args(argv)
     if args.role == "upstream":
         serve_upstream(args.port)
@@ -281,8 +321,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seconds = 0.5 if args.smoke else args.seconds
     concurrency = (1, 4) if args.smoke else (1, 32)
+    with_litellm = LITELLM.exists() and not args.smoke and not args.no_litellm
+    if args.no_litellm:
+        print("LiteLLM column skipped (--no-litellm)")
+    elif not LITELLM.exists():
+        print(f"LiteLLM column skipped: no side venv at {LITELLM.parent.parent} (make it with "
+              f"`python3 -m venv .bench-venv && .bench-venv/bin/pip install 'litellm[proxy]'`)")  # fmt: skip
+    elif args.smoke:
+        print("LiteLLM column skipped in --smoke (its proxy takes a minute to start)")
     with tempfile.TemporaryDirectory() as tmp:
-        up_port, gw_port = free_port(), free_port()
+        up_port, gw_port, ll_port = free_port(), free_port(), free_port()
         upstream = subprocess.Popen(
             [sys.executable, "-m", "bench.gateway", "--role", "upstream", "--port", str(up_port)],
             cwd=ROOT,
@@ -299,12 +347,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ANTHROPIC_API_KEY": KEY,
             "AI_USAGE_EXPORTER_GATEWAY_TOKEN": TOKEN,
         }
+        db = str(Path(tmp) / "bench.db")
+        # Every limit enforced on every call, none ever reached.
+        made = subprocess.run(
+            [sys.executable, "-m", "ai_usage_exporter", "keys", "create", "--name", "bench",
+             "--tenant", "bench", "--budget-usd", "1000000", "--budget-tokens", "1000000000000",
+             "--rpm", "100000000", "--tpm", "1000000000000", "--db", db, "--format", "json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        gateway_key: str = TOKEN if args.no_keys else orjson.loads(made.stdout)["key"]
         log = open(Path(tmp) / "sidecar.log", "wb")  # noqa: SIM115 - closed below
         sidecar = subprocess.Popen(
             [sys.executable, "-m", "ai_usage_exporter", "serve", "--port", str(gw_port),
-             "--db", str(Path(tmp) / "bench.db"), "--config", str(config)],
+             "--db", db, "--config", str(config)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        litellm: subprocess.Popen[bytes] | None = None
+        if with_litellm:
+            ll_config = Path(tmp) / "litellm.yaml"
+            ll_config.write_text(
+                "model_list:\n  - model_name: gpt-3.5-turbo-0125\n    litellm_params:\n"
+                "      model: openai/gpt-3.5-turbo-0125\n"
+                f"      api_base: http://127.0.0.1:{up_port}/v1\n      api_key: {KEY}\n"
+                f"general_settings:\n  master_key: {LITELLM_KEY}\n"
+                "litellm_settings:\n  telemetry: false\n"
+            )
+            ll_log = open(Path(tmp) / "litellm.log", "wb")  # noqa: SIM115 - closed below
+            litellm = subprocess.Popen(
+                [str(LITELLM), "--config", str(ll_config), "--host", "127.0.0.1",
+                 "--port", str(ll_port)],
+                cwd=tmp, stdout=ll_log, stderr=subprocess.STDOUT,
+                env={**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+            )  # fmt: skip
         try:
             wait_healthy(f"http://127.0.0.1:{up_port}/healthz", upstream)
             wait_healthy(f"http://127.0.0.1:{gw_port}/healthz", sidecar)
@@ -318,11 +392,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
         finally:
             stop(sidecar)
+            if litellm is not None:
+                stop(litellm)
+                ll_log.close()
             stop(upstream)
             log.close()
         calls = sum(
             1 for line in open(Path(tmp) / "sidecar.log", "rb") if b'"gateway call"' in line
         )
+        keyed = sum(1 for line in open(Path(tmp) / "sidecar.log", "rb") if b'"key":"bench"' in line)
 
     print(machine())
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -347,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if d["errors"] or g["errors"]:
             print(f"  non-2xx answers: direct {d['errors']:.0f}, gateway {g['errors']:.0f}")
-    print(f"gateway call log lines written: {calls}")
+    print(f"gateway call log lines written: {calls}, with the gateway key: {keyed}")
     low = max(c for c in concurrency if c == 1)
     high = max(concurrency)
     for api in APIS:
@@ -367,7 +445,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"openai: throughput at {high} clients, gateway / direct (worst): {ratio:.2f} "
           f"(target >= {TARGET_THROUGHPUT}) {verdict(ratio >= TARGET_THROUGHPUT)}")  # fmt: skip
+    if all(p.litellm is not None for p in results.values()):
+        _versus_litellm(results, low, high, rss)
     return 0
+
+
+def _versus_litellm(
+    results: dict[tuple[bool, int], Pair], low: int, high: int, rss: dict[str, int]
+) -> None:
+    print("\nours (key + budget + RPM/TPM enforced) vs LiteLLM proxy (master key), same upstream:")
+    print(f"{'run':<22}{'ours rps':>10}{'LiteLLM rps':>13}{'ratio':>8}"
+          f"{'ours added':>12}{'LiteLLM added':>15}{'ratio':>8}"
+          f"{'CPU/req ours':>14}{'CPU/req LiteLLM':>17}")  # fmt: skip
+    p50_ratios: list[float] = []
+    rps_ratios: list[float] = []
+    for (stream, clients), pair in results.items():
+        assert pair.litellm is not None
+        d, g, ll = pair.direct, pair.gateway, pair.litellm
+        ours, theirs = g["p50_ms"] - d["p50_ms"], ll["p50_ms"] - d["p50_ms"]
+        name = f"{'stream' if stream else 'plain'}, {clients} client{'s' if clients > 1 else ''}"
+        print(f"{name:<22}{g['rps']:>10.0f}{ll['rps']:>13.0f}{g['rps'] / ll['rps']:>8.2f}"
+              f"{ours:>10.2f}ms{theirs:>13.2f}ms{ours / theirs:>8.3f}"
+              f"{g['cpu_us_per_request']:>12.0f}us{ll['cpu_us_per_request']:>15.0f}us")  # fmt: skip
+        if ll["errors"]:
+            print(f"  non-2xx answers from LiteLLM: {ll['errors']:.0f}")
+        if clients == low:
+            p50_ratios.append(ours / theirs)
+        if clients == high:
+            rps_ratios.append(g["rps"] / ll["rps"])
+    p50, rps = max(p50_ratios), min(rps_ratios)
+    mem = rss["gateway"] / rss["litellm"]
+    print(f"added p50 at {low} client, ours / LiteLLM (worst of plain/stream): {p50:.3f} "
+          f"(target <= {TARGET_VS_LITELLM_P50}) {verdict(p50 <= TARGET_VS_LITELLM_P50)}")  # fmt: skip
+    print(f"throughput at {high} clients, ours / LiteLLM (worst): {rps:.2f} "
+          f"(target >= {TARGET_VS_LITELLM_RPS}) {verdict(rps >= TARGET_VS_LITELLM_RPS)}")  # fmt: skip
+    print(f"RSS of the serving process after the runs: ours {rss['gateway'] / 1024:.0f} MiB, "
+          f"LiteLLM {rss['litellm'] / 1024:.0f} MiB, ratio {mem:.2f} "
+          f"(target <= {TARGET_VS_LITELLM_RSS}) {verdict(mem <= TARGET_VS_LITELLM_RSS)}")  # fmt: skip
 
 
 if __name__ == "__main__":

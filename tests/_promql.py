@@ -28,10 +28,17 @@ COUNTERS = (
     "ai_exporter_events_duplicate_total",
     "ai_exporter_events_rejected_total",
     "ai_exporter_label_values_folded_total",
+    "ai_gateway_rejected_total",
+    "ai_gateway_rate_limiter_errors_total",
+    "ai_gateway_fallbacks_total",
 )
 GAUGES = (
     "ai_average_duration_ms",
     "ai_exporter_build_info",
+    "ai_budget_limit",
+    "ai_budget_used",
+    "ai_budget_remaining",
+    "ai_budget_hours_to_exhaustion",
     "ai_provider_billed_usd",
     "ai_spend_capture_ratio",
     "ai_spend_price_drift_models",

@@ -62,6 +62,7 @@ _ROW_KEYS = {
     "models": ("provider", "model"),
     "tenants": ("tenant",),
     "services": ("service",),
+    "keys": ("key",),
 }
 _ADDITIVE = ("requests", "inferences", "errors", "input_tokens", "output_tokens",
              "total_tokens", "cost_usd", "duration_ms")  # fmt: skip

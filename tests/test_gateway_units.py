@@ -94,7 +94,7 @@ def test_the_issue_example_config_parses(tmp_path: Path) -> None:
         ),
         (
             "gateway:\n  upstream: {}\n",
-            "c.yaml:2: unknown key 'upstream'; did you mean 'upstreams'? known: client_tokens, connect_timeout_s, default_route, default_routes, models_endpoint, routes, timeout_s, upstreams",
+            "c.yaml:2: unknown key 'upstream'; did you mean 'upstreams'? known: client_tokens, connect_timeout_s, default_route, default_routes, key_cache_s, models_endpoint, rate_limits, routes, timeout_s, upstreams",
         ),
     ],
 )

@@ -38,7 +38,7 @@ from ai_usage_exporter.ledger.queries import EVENT_FILTERS
 
 QUERY_COLUMNS: tuple[str, ...] = (
     "ts", "service", "provider", "model", "operation", "status", "user", "session_id",
-    "query_id", "workflow_id", "agent", "task", "tool", "node", "step",
+    "query_id", "workflow_id", "agent", "task", "tool", "node", "step", "key",
     "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
     "cost_total", "cost_source", "duration_ms", "error_type", "idempotency_key",
     "query_start", "query_end", "query_duration_ms", "query_text",
@@ -92,7 +92,7 @@ def add_parsers(sub: Any) -> None:
     q = sub.add_parser("query", help="the calls themselves, newest first")
     q.add_argument("--user", help="the user id (a WhatsApp number, say)")
     q.add_argument("--whatsapp", dest="user", help="alias of --user")
-    for name in ("query-id", "session", "workflow", "agent", "model", "service", "tenant"):
+    for name in ("query-id", "session", "workflow", "agent", "model", "service", "tenant", "key"):
         q.add_argument(f"--{name}")
     q.add_argument("--since", help="RFC 3339, epoch seconds or an age like 2h")
     q.add_argument("--limit", type=int, default=10)
@@ -192,6 +192,7 @@ def _query(args: argparse.Namespace, ledger: Ledger, settings: Settings) -> int:
         "model": args.model,
         "service": args.service,
         "tenant": args.tenant,
+        "key": args.key,
     }
     if args.limit < 1:
         raise ParamError("limit", args.limit, "must be a positive number of calls")

@@ -1,7 +1,8 @@
 """Command line: `serve` runs the sidecar; `prices` shows resolved rates; `healthcheck`
 probes a running sidecar the way its settings say it listens; `instances` and
 `retire-instance` look after the sidecars sharing one ledger; `report`, `query`,
-`import` and `prune` work on the ledger (see `ai_usage_exporter.cli.commands`)."""
+`import` and `prune` work on the ledger (see `ai_usage_exporter.cli.commands`); `keys`
+manages the gateway's keys (`ai_usage_exporter.cli.keys`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Sequence
 
 from ai_usage_exporter.cli import commands, reconcile, serve_lock
+from ai_usage_exporter.cli import keys as keys_command
 from ai_usage_exporter.compose import build_ledger, build_price_book, build_recorder
 from ai_usage_exporter.config.fields import ConfigError
 from ai_usage_exporter.config.gateway import read_keys
@@ -58,6 +60,7 @@ UNAUTHENTICATED_REFUSAL = (
 GATEWAY_UNAUTHENTICATED_REFUSAL = (
     "refusing to serve the gateway on {host} without a client token: anyone who can reach it "
     "could spend the provider keys. Set gateway.client_tokens or AI_USAGE_EXPORTER_GATEWAY_TOKEN, "
+    "make a key with `ai-usage-exporter keys create`, "
     "or pass --allow-unauthenticated if the network is trusted."
 )
 
@@ -158,6 +161,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     pr.add_argument("models", nargs="*", help="model names (default: every model of --provider)")
     commands.add_parsers(sub)
     reconcile.add_parser(sub)
+    keys_command.add_parser(sub)
 
     h = sub.add_parser(
         "healthcheck",
@@ -230,6 +234,15 @@ def _scheme_hint(host: str, port: int, tls: bool, reason: object, timeout: float
     )
 
 
+def _has_gateway_keys(settings: Settings) -> bool:
+    """Whether the ledger holds gateway keys, which close the gateway to callers without one."""
+    ledger = build_ledger(settings)
+    try:
+        return ledger.count_keys() > 0
+    finally:
+        ledger.close()
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
 
@@ -248,6 +261,7 @@ def serve(settings: Settings) -> int:
         and not settings.gateway_tokens
         and not settings.allow_unauthenticated
         and not is_loopback(settings.host)
+        and not _has_gateway_keys(settings)
     ):
         print(
             f"ai-usage-exporter: {GATEWAY_UNAUTHENTICATED_REFUSAL.format(host=settings.host)}",
@@ -402,6 +416,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = resolve({k: getattr(args, k, None) for k in ("db", "config", "prices_file")})
             return reconcile.run(args, settings)
         except (ConfigError, PriceConfigError, LedgerError) as exc:
+            print(f"ai-usage-exporter: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "keys":
+        try:
+            settings = resolve({k: getattr(args, k, None) for k in ("db", "config")})
+            return keys_command.run(args, settings)
+        except (ConfigError, LedgerError) as exc:
             print(f"ai-usage-exporter: {exc}", file=sys.stderr)
             return 2
     if args.command in commands.COMMANDS:

@@ -20,7 +20,11 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECTION_KEYS = {"upstreams", "routes", "default_route", "default_routes", "timeout_s",
-                 "connect_timeout_s", "client_tokens", "models_endpoint"}  # fmt: skip
+                 "connect_timeout_s", "client_tokens", "models_endpoint", "rate_limits",
+                 "key_cache_s"}  # fmt: skip
+_RATE_LIMIT_KEYS = {"redis", "on_redis_error", "prefix"}
+ON_REDIS_ERROR = ("open", "closed")
+DEFAULT_KEY_CACHE_S = 2.0
 _UPSTREAM_KEYS = {"provider", "base_url", "api_key_env", "models", "timeout_s", "connect_timeout_s",
                   "headers", "api", "auth", "api_version"}  # fmt: skip
 _ROUTE_KEYS = {"upstreams"}
@@ -71,6 +75,16 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    """Where the per-key RPM/TPM buckets live: this sidecar, or one Redis for the fleet."""
+
+    redis: str | None = None
+    # open: a call goes on unlimited while Redis is unreachable; closed: it gets a 503.
+    on_redis_error: str = "open"
+    prefix: str = "aue:rl"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     upstreams: Mapping[str, UpstreamConfig]
     routes: Mapping[str, RouteConfig]
@@ -80,6 +94,9 @@ class GatewayConfig:
     # `proxy`: GET /v1/models answers with the default route's first upstream's list;
     # `aggregate`: the union over every upstream of the default route.
     models_endpoint: str = "proxy"
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
+    # How long a key looked up in the ledger is trusted: a revoke takes effect within it.
+    key_cache_s: float = DEFAULT_KEY_CACHE_S
     # API -> the route its un-prefixed native paths use (/v1/messages, /v1beta/models/...).
     default_routes: Mapping[str, str] = field(default_factory=dict)
 
@@ -274,7 +291,26 @@ def parse_gateway(value: Any, where: str) -> GatewayConfig:
             f"{located(path, sec, 'models_endpoint')}: models_endpoint must be proxy or "
             f"aggregate, got {models_endpoint!r}"
         )
-    return GatewayConfig(upstreams, routes, default, tokens, models_endpoint, default_routes)
+    rate_limits = (
+        _rate_limits(sec["rate_limits"], located(path, sec, "rate_limits"))
+        if "rate_limits" in sec
+        else RateLimitConfig()
+    )
+    key_cache_s = (
+        _float(sec["key_cache_s"], located(path, sec, "key_cache_s"))
+        if "key_cache_s" in sec
+        else DEFAULT_KEY_CACHE_S
+    )
+    return GatewayConfig(
+        upstreams,
+        routes,
+        default,
+        tokens,
+        models_endpoint,
+        rate_limits,
+        key_cache_s,
+        default_routes,
+    )
 
 
 def _default_routes(
@@ -301,6 +337,32 @@ def _default_routes(
             )
         out[api] = name
     return out
+
+
+def _rate_limits(value: Any, where: str) -> RateLimitConfig:
+    path = _file(where)
+    sec = _mapping(value, where, _RATE_LIMIT_KEYS)
+    url = sec.get("redis")
+    if url is not None:
+        url_where = located(path, sec, "redis")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"{url_where}: rate_limits.redis must be a redis://, rediss:// or unix:// URL, "
+                f"got {url!r}"
+            )
+    on_error = sec.get("on_redis_error", "open")
+    if on_error not in ON_REDIS_ERROR:
+        raise ConfigError(
+            f"{located(path, sec, 'on_redis_error')}: rate_limits.on_redis_error must be open or "
+            f"closed, got {on_error!r}"
+        )
+    prefix = sec.get("prefix", "aue:rl")
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError(
+            f"{located(path, sec, 'prefix')}: rate_limits.prefix must be a non-empty string, "
+            f"got {prefix!r}"
+        )
+    return RateLimitConfig(url, on_error, prefix)
 
 
 def read_keys(config: GatewayConfig, environ: Mapping[str, str]) -> dict[str, str | None]:

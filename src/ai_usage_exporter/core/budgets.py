@@ -25,6 +25,8 @@ SCOPES: dict[str, str | None] = {
     "workflow_id": "workflow_id",
     "task": "task",
     "service": "service",
+    # A gateway key (its name): the per-key budgets the gateway enforces show as these.
+    "key": "key",
 }
 # The event fields a budget can be summed per (the sidecar's /api/budget-usage `field`).
 BUDGET_FIELDS: frozenset[str] = frozenset(f for f in SCOPES.values() if f is not None)

@@ -66,7 +66,7 @@ LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")
 
 # Attribution fields a deployment may promote to Prometheus labels; each is a rollup
 # key, so counters with it can still be rebuilt from the ledger at start.
-OPTIONAL_LABELS: tuple[str, ...] = ("tenant", "agent", "tool", "task", "node")
+OPTIONAL_LABELS: tuple[str, ...] = ("tenant", "agent", "tool", "task", "node", "key")
 
 OTHER = "__other__"
 
@@ -80,6 +80,7 @@ DEFAULT_LABEL_CAPS: dict[str, int] = {
     "tool": 200,
     "task": 200,
     "node": 200,
+    "key": 1000,
 }
 
 HELP = {

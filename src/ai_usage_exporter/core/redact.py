@@ -17,6 +17,7 @@ _SECRET = re.compile(
     | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                           # AWS access key ids
     | \bAIza[0-9A-Za-z_\-]{30,}                               # Google API keys
     | \bgh[pousr]_[A-Za-z0-9]{20,}                            # GitHub tokens
+    | \baue_[A-Za-z0-9_\-]{20,}                               # this gateway's own keys
     | \bxox[abprs]-[A-Za-z0-9\-]{10,}                         # Slack tokens
     | \beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]+  # JWTs
     """,

@@ -22,7 +22,7 @@ from ai_usage_exporter.core.rollup import NANO, STEPS, VALUE_COLUMNS
 from ai_usage_exporter.core.shapes import TOKEN_FIELDS
 from ai_usage_exporter.core.timeseries import ParamError, parse_time
 
-REPORTS: tuple[str, ...] = ("daily", "queries", "agents", "models", "tenants", "services")
+REPORTS: tuple[str, ...] = ("daily", "queries", "agents", "models", "tenants", "services", "keys")
 FORMATS: tuple[str, ...] = ("text", "json", "csv", "markdown")
 DEFAULT_DAYS = 30
 DAY = 86400
@@ -33,6 +33,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "models": ("provider", "model"),
     "tenants": ("tenant",),
     "services": ("service",),
+    "keys": ("key",),
     "agents": ("agent", "task", "tool", "node", "operation"),
 }
 # What reports filter by: CLI flags and HTTP parameters of the same names, each an

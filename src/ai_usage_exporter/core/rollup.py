@@ -29,6 +29,7 @@ KEY_FIELDS: tuple[str, ...] = (
     "tool",
     "task",
     "node",
+    "key",
 )
 
 # The sidecar that committed a rollup row. It leads the rollup table's primary key
@@ -153,6 +154,7 @@ def rollup_key(e: UsageEvent) -> RollupKey:
         e.tool or "",
         e.task or "",
         e.node or "",
+        e.key or "",
     )
 
 

@@ -34,7 +34,15 @@ def json_view(
             level: summary["by_level"].get(level, 0) for level in ("debug", "info", "warn", "error")
         },
     }
-    for name in ("by_service", "by_model", "by_agent", "by_tool", "by_tenant", "by_node"):
+    for name in (
+        "by_service",
+        "by_model",
+        "by_agent",
+        "by_tool",
+        "by_tenant",
+        "by_node",
+        "by_key",
+    ):
         view[name] = summary[name]
         if f"{name}_truncated" in summary:
             view[f"{name}_truncated"] = summary[f"{name}_truncated"]

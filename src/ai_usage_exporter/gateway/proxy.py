@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,8 @@ from ai_usage_exporter.core.errortypes import (
 from ai_usage_exporter.core.events.model import EventError
 from ai_usage_exporter.core.redact import redact_text
 from ai_usage_exporter.core.shapes.streams import StreamFolder
+from ai_usage_exporter.gateway.admission import Admitter
+from ai_usage_exporter.gateway.admission_metrics import AdmissionCounters
 from ai_usage_exporter.gateway.apis import APIS, Api, Operation, api_for_request
 from ai_usage_exporter.gateway.apis import openai as openai_api
 from ai_usage_exporter.gateway.apis._base import JSONResponse
@@ -39,9 +41,13 @@ from ai_usage_exporter.gateway.fallback import (
     fallback_reason_for_exception,
     fallback_reason_for_status,
 )
+from ai_usage_exporter.gateway.limits import LocalLimiter, RedisLimiter
 from ai_usage_exporter.gateway.metrics import FallbackCounter
+from ai_usage_exporter.gateway.rejections import Rejection, anthropic_body, gemini_body, openai_body
+from ai_usage_exporter.gateway.rejections import headers as rejection_headers
 from ai_usage_exporter.gateway.relay import StreamOutcome, StreamRelay
 from ai_usage_exporter.gateway.upstream import TRANSPORT_ERRORS, UpstreamClient, response_headers
+from ai_usage_exporter.ledger.keys import KeyRecord
 from ai_usage_exporter.recorder.recorder import Recorder
 
 log = logging.getLogger("ai_usage_exporter.gateway")
@@ -82,6 +88,19 @@ def gateway_error(
     return api.error_response(status, None, message, code=code, extra=extra)
 
 
+# Each API's spelling of a refusal (gateway/rejections.py), so its SDK surfaces it.
+_REJECTION_BODIES = {"openai": openai_body, "anthropic": anthropic_body, "gemini": gemini_body}
+
+
+def rejection_response(rejection: Rejection, api: Api = openai_api) -> JSONResponse:
+    """A refused call in the client's API's error shape, with Retry-After on a 429."""
+    return JSONResponse(
+        _REJECTION_BODIES[api.NAME](rejection),
+        status_code=rejection.status,
+        headers=rejection_headers(rejection),
+    )
+
+
 @dataclass(slots=True)
 class _Call:
     """One client request as it moves through the route's upstreams."""
@@ -98,6 +117,11 @@ class _Call:
     request_id: str
     headers: list[tuple[bytes, bytes]]
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # The gateway key it was admitted with; None for a client token or an open gateway.
+    key: KeyRecord | None = None
+    # What the client said about itself; kept in metadata, never as attribution.
+    client_tenant: str | None = None
+    client_user: str | None = None
 
 
 # A served call waiting to be recorded: call, event, HTTP status, error_type, body.
@@ -114,6 +138,8 @@ class Gateway:
         *,
         keys: Mapping[str, str | None],
         logger: CallLogger | None = None,
+        admitter: Admitter | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
@@ -124,16 +150,45 @@ class Gateway:
             else CallLogger(secrets=[*self.client.keys, *config.client_tokens])
         )
         self.fallbacks = FallbackCounter()
+        self.admission_counters = AdmissionCounters()
         self._served: list[_Served] = []
         recorder.registry.register(self.fallbacks)
+        recorder.registry.register(self.admission_counters)
+        # `clock` (epoch seconds) decides budget periods and expiry; tests move it.
+        self.admission = admitter if admitter is not None else self.make_admitter(clock)
+        recorder.add_budget_source(self.admission.budget_rows)
+
+    def make_admitter(self, clock: Callable[[], float] | None = None) -> Admitter:
+        """The admission step this config describes, counting into this gateway's metrics."""
+        rl = self.config.rate_limits
+        limiter: LocalLimiter | RedisLimiter = (
+            RedisLimiter(
+                rl.redis,
+                prefix=rl.prefix,
+                fail_open=rl.on_redis_error == "open",
+                on_error=self.admission_counters.limiter_error,
+            )
+            if rl.redis is not None
+            else LocalLimiter()
+        )
+        return Admitter(
+            self.recorder.ledger,
+            client_tokens=self.config.client_tokens,
+            limiter=limiter,
+            key_cache_s=self.config.key_cache_s,
+            on_reject=lambda r: self.admission_counters.rejected(r.reason),
+            clock=clock if clock is not None else time.time,
+        )
 
     async def aclose(self) -> None:
         self._flush_served()
+        await self.admission.aclose()
         await self.client.aclose()
-        try:
-            self.recorder.registry.unregister(self.fallbacks)
-        except KeyError:
-            pass
+        for collector in (self.fallbacks, self.admission_counters):
+            try:
+                self.recorder.registry.unregister(collector)
+            except KeyError:
+                pass
 
     # ------------------------------------------------------------ client tokens
 
@@ -215,6 +270,15 @@ class Gateway:
             )
             refusal.headers["Retry-After"] = str(LEDGER_RETRY_AFTER)
             return refusal
+        token = api.client_token(call.headers, call.query)
+        admitted = await self.admission.admit(
+            token.decode("latin-1") if token is not None else None, route.name, call.model
+        )
+        if isinstance(admitted, Rejection):
+            refused = rejection_response(admitted, api)
+            refused.headers["x-request-id"] = call.request_id
+            return refused
+        call.key = admitted.key
         upstreams = [self.config.upstreams[n] for n in route.upstreams]
         for i, up in enumerate(upstreams, start=1):
             nxt = upstreams[i] if i < len(upstreams) else None
@@ -287,6 +351,7 @@ class Gateway:
         rid = request.headers.get("x-request-id", "").strip()
         if not rid or len(rid) > MAX_REQUEST_ID or not rid.isprintable():
             rid = uuid.uuid4().hex
+        user = payload.get("user")
         return _Call(
             route=route,
             api=api,
@@ -299,6 +364,8 @@ class Gateway:
             body=body,
             request_id=rid,
             headers=list(request.scope["headers"]),
+            client_tenant=request.headers.get("x-tenant") or None,
+            client_user=user if isinstance(user, str) and user else None,
         )
 
     async def _attempt(
@@ -385,7 +452,16 @@ class Gateway:
         started_at: float,
         duration_ms: float,
     ) -> dict[str, Any]:
-        return {
+        metadata: dict[str, Any] = {
+            "upstream": up.name,
+            "attempt": i,
+            "request_id": call.request_id,
+        }
+        if call.client_tenant is not None:
+            metadata["client_tenant"] = call.client_tenant[:256]
+        if call.client_user is not None:
+            metadata["client_user"] = call.client_user[:256]
+        event: dict[str, Any] = {
             "provider": up.provider,
             "model": model,
             "operation": call.op.recorded,
@@ -393,8 +469,19 @@ class Gateway:
             "duration_ms": round(duration_ms, 3),
             "timestamp": started_at,
             "idempotency_key": f"{call.request_id}:{i}",
-            "metadata": {"upstream": up.name, "attempt": i, "request_id": call.request_id},
+            "metadata": metadata,
         }
+        key = call.key
+        if key is not None:
+            # The key's own attribution: what the caller says cannot override it.
+            event["key"] = key.name
+            if key.service is not None:
+                event["service"] = key.service
+            if key.tenant is not None:
+                event["tenant"] = key.tenant
+            if key.user is not None:
+                event["user"] = key.user
+        return event
 
     def _failed(
         self,
@@ -544,10 +631,15 @@ class Gateway:
         for (call, event, status, error_type, response_body), cost in zip(
             served, costs, strict=True
         ):
+            if call.key is not None and cost is not None:
+                self.admission.charge(
+                    call.key, cost["input_tokens"] + cost["output_tokens"], cost["cost_usd"]
+                )
             line = self.logger.line(
                 "error" if error_type else "info",
                 "gateway call",
                 route=call.route.name,
+                **({"key": call.key.name} if call.key is not None else {}),
                 upstream=event["metadata"]["upstream"],
                 provider=event["provider"],
                 model=event["model"],
@@ -621,6 +713,13 @@ class Gateway:
                 api=APIS[api_name],
             )
         route = self.config.routes[route_name]
+        api = APIS[api_name]
+        token = api.client_token(request.scope["headers"], request.scope.get("query_string", b""))
+        admitted = await self.admission.admit(
+            token.decode("latin-1") if token is not None else None, route.name, None
+        )
+        if isinstance(admitted, Rejection):
+            return rejection_response(admitted, api)
         if api_name == "anthropic":
             return await self._anthropic_models(request, route)
         ups = [self.config.upstreams[n] for n in route.upstreams]

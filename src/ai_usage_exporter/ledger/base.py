@@ -42,6 +42,8 @@ from ai_usage_exporter.core.rollup import (
 )
 from ai_usage_exporter.core.shapes import USAGE_FIELDS
 from ai_usage_exporter.ledger import buckets, provider_usage
+from ai_usage_exporter.ledger import keys as gateway_keys
+from ai_usage_exporter.ledger.keys import KeyQueries, KeyRecord
 from ai_usage_exporter.ledger.provider_usage import ProviderUsageStore
 from ai_usage_exporter.ledger.queries import INDEXES, OLD_INDEXES, EventQueries
 
@@ -115,6 +117,7 @@ BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "by_tool": ("tool",),
     "by_tenant": ("tenant",),
     "by_node": ("node",),
+    "by_key": ("key",),
 }
 
 
@@ -216,6 +219,13 @@ class Ledger(ReportSource, Protocol):
         self, provider: str, start: int, end: int
     ) -> tuple[list[provider_usage.ProviderUsage], dict[tuple[int, str], bool]]: ...
     def get_meta(self, key: str) -> str | None: ...
+    def key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
+    def key_by_name(self, name: str) -> KeyRecord | None: ...
+    def list_keys(self) -> list[KeyRecord]: ...
+    def count_keys(self) -> int: ...
+    def insert_key(self, record: KeyRecord) -> None: ...
+    def update_key(self, name: str, changes: Mapping[str, Any]) -> KeyRecord | None: ...
+    def key_usage(self, name: str, since: float, step: int = 86400) -> tuple[int, int, int]: ...
     def set_meta(self, key: str, value: str) -> None: ...
     def close(self) -> None: ...
 
@@ -261,6 +271,7 @@ def event_row(
         e.tool,
         e.node,
         e.step,
+        e.key,
         orjson.dumps(e.metadata).decode() if e.metadata is not None else None,
         e.prompt_text if store_text else None,
         e.response_text if store_text else None,
@@ -271,7 +282,7 @@ def event_row(
     )
 
 
-class SQLLedger(EventQueries, ProviderUsageStore):
+class SQLLedger(EventQueries, ProviderUsageStore, KeyQueries):
     """Dialect-neutral ledger; subclasses supply connections and a few SQL words."""
 
     url: str
@@ -323,6 +334,7 @@ class SQLLedger(EventQueries, ProviderUsageStore):
             *(self._per_instance_table(t, t) for t in PER_INSTANCE_TABLES),
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
             *provider_usage.schema(self.int_type),
+            gateway_keys.schema(self.int_type, self.real_type),
         ]
 
     def indexes(self) -> list[str]:

@@ -24,6 +24,7 @@ EVENT_FILTERS: dict[str, str] = {
     "model": "model",
     "service": "service",
     "tenant": "tenant",
+    "key": "key",
 }
 
 # Partial: most events carry no user, query, workflow or session, and a row a

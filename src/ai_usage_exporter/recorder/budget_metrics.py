@@ -9,7 +9,7 @@ config file. The JSON view shows the same rows.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -58,9 +58,14 @@ class BudgetCollector(Collector):
         self.ledger = ledger
         self.specs = tuple(specs)
         self.run_started = run_started
+        # More rows of the same gauges from elsewhere (the gateway's per-key budgets).
+        self.sources: list[Callable[[], list[dict[str, Any]]]] = []
 
     def rows(self) -> list[dict[str, Any]]:
-        return budget_rows(self.ledger, self.specs, time.time(), self.run_started)
+        rows = budget_rows(self.ledger, self.specs, time.time(), self.run_started)
+        for source in self.sources:
+            rows.extend(source())
+        return rows
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:

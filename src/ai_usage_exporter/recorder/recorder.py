@@ -463,6 +463,13 @@ class Recorder:
         except LedgerError as exc:
             log.debug("%s", exc)
 
+    def add_budget_source(self, source: Callable[[], list[dict[str, Any]]]) -> None:
+        """Show more budget rows (e.g. the gateway's per-key budgets) as ai_budget_* gauges."""
+        if self.budget_collector is None:
+            self.budget_collector = BudgetCollector(self.ledger, (), self.started_at)
+            self.registry.register(self.budget_collector)
+        self.budget_collector.sources.append(source)
+
     def view(self, limit: int = 100, scope: str = "instance") -> dict[str, Any]:
         """The JSON view: totals and breakdowns from the ledger's rollup.
 

@@ -368,6 +368,10 @@ def create_app(
         from ai_usage_exporter.gateway.routes import gateway_routes
 
         routes.extend(gateway_routes(gateway))
+        # The gateway's admission checks its client tokens beside its keys (see
+        # gateway/admission.py), so the middleware leaves its paths alone.
+        gateway.admission.set_client_tokens(gateway_tokens)
+        gateway_tokens = ()
     # With no token configured every path is open, and the middleware would only cost
     # a hop per request.
     middleware = (

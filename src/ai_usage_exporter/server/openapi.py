@@ -526,9 +526,18 @@ def _gateway_paths() -> dict[str, Any]:
                 "200": {
                     "description": "the upstream's answer, as it sent it (JSON, or an SSE stream)"
                 },
-                "401": _error("missing or wrong gateway client token"),
+                "401": _error(
+                    "missing or wrong client token or gateway key, or the key is revoked or "
+                    "expired (`code` unauthorized or expired)"
+                ),
+                "403": _error("the key may not use this route or model"),
                 "404": _error("no such route"),
+                "429": _error(
+                    "the key's budget is used up (`code` budget, with `used`, `limit`, "
+                    "`resets_at`) or it is over its RPM/TPM (`code` rate_limit); see Retry-After"
+                ),
                 "502": _error("every upstream failed; `attempts` names each failure"),
+                "503": _error("the shared rate limiter is down and configured to fail closed"),
             },
         }
         if named:
@@ -545,7 +554,7 @@ def _gateway_paths() -> dict[str, Any]:
                 "security": security,
                 "responses": {
                     "200": {"description": "an OpenAI model list"},
-                    "401": _error("missing or wrong gateway client token"),
+                    "401": _error("missing or wrong client token or gateway key"),
                 },
             }
         },

@@ -30,6 +30,8 @@ ATTRIBUTION_FIELDS: tuple[str, ...] = (
     "tool",
     "node",
     "step",
+    # The gateway key a call was made with (its name, never the secret); see gateway/keys.py.
+    "key",
 )
 
 LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")
@@ -117,6 +119,7 @@ class UsageEvent:
     tool: str | None = None
     node: str | None = None
     step: str | None = None
+    key: str | None = None
     idempotency_key: str | None = None
     # Built directly (not parsed), an event happens now; prices that change over time use it.
     timestamp: float = field(default_factory=time.time)

@@ -226,6 +226,7 @@
     const nodes = (view.by_node || []).filter((r) => r.node);
     $("b-node").hidden = nodes.length === 0;
     table("b-node", view.by_node, [["Node", (r) => label(r.node)], ...SUMS], none);
+    table("b-key", view.by_key || [], [["Gateway key", (r) => label(r.key)], ...SUMS], none);
     table("b-unpriced", view.unpriced_models,
       // A model may be listed once per reason: unknown_model, or priced only approximately.
       [["Provider", (r) => r.provider], ["Model", (r) => r.model], ["Reason", (r) => (r.reason || "").replace(/_/g, " ")],
@@ -317,7 +318,7 @@
 
   // ------------------------------------------------------------ exports
 
-  const EXPORTS = ["daily", "services", "models", "agents", "tenants", "queries"];
+  const EXPORTS = ["daily", "services", "models", "agents", "tenants", "keys", "queries"];
 
   function exportButtons(container, report, range) {
     container.replaceChildren();
