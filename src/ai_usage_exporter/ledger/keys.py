@@ -12,8 +12,8 @@ sidecar's spend counts.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +129,7 @@ class KeyQueries:
 
     placeholder: str
     url: str
-    _read_lock: threading.Lock
+    _read_lock: AbstractContextManager[None]
 
     def _read_conn(self) -> Any:
         raise NotImplementedError
