@@ -31,7 +31,7 @@ from ai_usage_exporter.core.errortypes import (
 from ai_usage_exporter.core.events.model import EventError
 from ai_usage_exporter.core.redact import redact_text
 from ai_usage_exporter.core.shapes.streams import StreamFolder
-from ai_usage_exporter.gateway.admission import Admitter
+from ai_usage_exporter.gateway.admission import Admitter, credential
 from ai_usage_exporter.gateway.admission_metrics import AdmissionCounters
 from ai_usage_exporter.gateway.apis import APIS, Api, Operation, api_for_request
 from ai_usage_exporter.gateway.apis import openai as openai_api
@@ -99,6 +99,13 @@ def rejection_response(rejection: Rejection, api: Api = openai_api) -> JSONRespo
         status_code=rejection.status,
         headers=rejection_headers(rejection),
     )
+
+
+def _credential(api: Api, headers: Sequence[tuple[bytes, bytes]], query: bytes) -> str | None:
+    """The caller's secret: where its API puts it first (Gemini's ?key= included), else
+    any header a client may carry one in (`admission.credential`)."""
+    token = api.client_token(headers, query)
+    return token.decode("latin-1") if token is not None else credential(headers)
 
 
 @dataclass(slots=True)
@@ -270,9 +277,8 @@ class Gateway:
             )
             refusal.headers["Retry-After"] = str(LEDGER_RETRY_AFTER)
             return refusal
-        token = api.client_token(call.headers, call.query)
         admitted = await self.admission.admit(
-            token.decode("latin-1") if token is not None else None, route.name, call.model
+            _credential(api, call.headers, call.query), route.name, call.model
         )
         if isinstance(admitted, Rejection):
             refused = rejection_response(admitted, api)
@@ -714,9 +720,10 @@ class Gateway:
             )
         route = self.config.routes[route_name]
         api = APIS[api_name]
-        token = api.client_token(request.scope["headers"], request.scope.get("query_string", b""))
         admitted = await self.admission.admit(
-            token.decode("latin-1") if token is not None else None, route.name, None
+            _credential(api, request.scope["headers"], request.scope.get("query_string", b"")),
+            route.name,
+            None,
         )
         if isinstance(admitted, Rejection):
             return rejection_response(admitted, api)
