@@ -15,9 +15,10 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("ai_usage_exporter.reconcile")
 
@@ -68,6 +69,11 @@ class AdminClient:
         sleep: Callable[[float], None] = time.sleep,
         max_wait: float = MAX_WAIT,
     ) -> None:
+        # Imported here, not at the top: `serve` imports this module at start even when
+        # nothing is reconciled, and httpx costs it 0.1-0.3 s on a loaded machine.
+        import httpx
+
+        self._httpx = httpx
         self.provider = provider
         self.key_env = key_env
         self._sleep = sleep
@@ -95,7 +101,7 @@ class AdminClient:
             self.requests += 1
             try:
                 r = self._http.get(path, params=list(params))
-            except httpx.HTTPError as exc:
+            except self._httpx.HTTPError as exc:
                 # str(exc) names the URL, never the headers.
                 raise FetchError(f"{self.provider}: GET {path} failed: {exc}") from None
             if r.status_code in (429, 503) and attempt < MAX_ATTEMPTS:

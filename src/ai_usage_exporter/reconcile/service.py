@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import httpx
 import orjson
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -58,7 +57,6 @@ def fetch(
     until: int,
     now: float,
     environ: Mapping[str, str] | None = None,
-    transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Fetched:
     """The provider's bill for the whole UTC days in [since, until)."""
@@ -76,7 +74,6 @@ def fetch(
         key,
         p.admin_key_env,
         module.auth_headers,
-        transport=transport,
         sleep=sleep,
     ) as client:
         fetched: Fetched = module.fetch(client, since, until, now, p.scope, p.ids)
@@ -232,14 +229,13 @@ def fetch_and_store(
     until: int,
     now: float,
     environ: Mapping[str, str] | None = None,
-    transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, str]:
     """Fetch and store each provider; the error of each that failed (none: {})."""
     errors: dict[str, str] = {}
     for name in names:
         try:
-            fetched = fetch(settings.provider(name), since, until, now, environ, transport, sleep)
+            fetched = fetch(settings.provider(name), since, until, now, environ, sleep)
             store(ledger, fetched)
             record_fetch(ledger, name, time.time(), True)
             log.info(
