@@ -180,16 +180,18 @@ async def _connection(
 
 
 # The API's path and the client's auth header, as its SDK sends them.
+# Each wire API's path, and its header lines with `{token}` for the client's secret.
 APIS = {
-    "openai": ("/v1/chat/completions", f"Authorization: Bearer {TOKEN}"),
-    "anthropic": ("/v1/messages", f"x-api-key: {TOKEN}\r\nanthropic-version: 2023-06-01"),
+    "openai": ("/v1/chat/completions", "Authorization: Bearer {token}"),
+    "anthropic": ("/v1/messages", "x-api-key: {token}\r\nanthropic-version: 2023-06-01"),
 }
 
 
 async def _load(
-    port: int, api: str, stream: bool, clients: int, seconds: float
+    port: int, api: str, stream: bool, clients: int, seconds: float, token: str = TOKEN
 ) -> dict[str, float]:
-    path, auth = APIS[api]
+    path, auth_lines = APIS[api]
+    auth = auth_lines.format(token=token)
     payload: dict[str, Any] = {
         "model": "gpt-3.5-turbo-0125" if api == "openai" else "claude-sonnet-4-5",
         "messages": [{"role": "user", "content": "Say hi"}],
@@ -254,7 +256,13 @@ def rss_kib(pid: int) -> int:
 
 
 def run_load(
-    port: int, api: str, stream: bool, clients: int, seconds: float, server: int
+    port: int,
+    api: str,
+    stream: bool,
+    clients: int,
+    seconds: float,
+    server: int,
+    token: str = TOKEN,
 ) -> dict[str, float]:
     """Run the generator in its own process, so it shares no interpreter with a server.
 
@@ -264,7 +272,7 @@ def run_load(
     cpu0 = cpu_seconds(server)
     out = subprocess.run(
         [sys.executable, "-m", "bench.gateway", "--role", "load", "--port", str(port),
-         "--api", api, "--clients", str(clients), "--seconds", str(seconds)]
+         "--api", api, "--clients", str(clients), "--seconds", str(seconds), "--token", token]
         + (["--stream"] if stream else []),
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=seconds + 120,
     ).stdout  # fmt: skip
@@ -315,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = uvloop.run
         except ImportError:
             pass
-        result = run(_load(args.port, args.api, args.stream, args.clients, args.seconds))
+        result = run(
+            _load(args.port, args.api, args.stream, args.clients, args.seconds, args.token)
+        )
         print(orjson.dumps(result).decode())
         return 0
 
@@ -382,14 +392,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             wait_healthy(f"http://127.0.0.1:{up_port}/healthz", upstream)
             wait_healthy(f"http://127.0.0.1:{gw_port}/healthz", sidecar)
+            if litellm is not None:
+                wait_healthy(f"http://127.0.0.1:{ll_port}/health/liveliness", litellm, 600.0)
             results: dict[tuple[str, bool, int], Pair] = {}
             for api in APIS:
                 for stream in (False, True):
                     for clients in concurrency:
                         results[(api, stream, clients)] = Pair(
                             run_load(up_port, api, stream, clients, seconds, upstream.pid),
-                            run_load(gw_port, api, stream, clients, seconds, sidecar.pid),
-                        )
+                            run_load(gw_port, api, stream, clients, seconds, sidecar.pid,
+                                     gateway_key),
+                            # LiteLLM beside ours on the OpenAI path it serves natively.
+                            run_load(ll_port, api, stream, clients, seconds, litellm.pid,
+                                     LITELLM_KEY)
+                            if litellm is not None and api == "openai" else None,
+                        )  # fmt: skip
+            rss = {"gateway": rss_kib(sidecar.pid)}
+            if litellm is not None:
+                rss["litellm"] = rss_kib(litellm.pid)
         finally:
             stop(sidecar)
             if litellm is not None:
@@ -445,8 +465,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"openai: throughput at {high} clients, gateway / direct (worst): {ratio:.2f} "
           f"(target >= {TARGET_THROUGHPUT}) {verdict(ratio >= TARGET_THROUGHPUT)}")  # fmt: skip
-    if all(p.litellm is not None for p in results.values()):
-        _versus_litellm(results, low, high, rss)
+    openai_rows = {(st, c): p for (a, st, c), p in results.items() if a == "openai"}
+    if all(p.litellm is not None for p in openai_rows.values()):
+        _versus_litellm(openai_rows, low, high, rss)
     return 0
 
 
