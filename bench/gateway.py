@@ -17,9 +17,9 @@ Three processes on 127.0.0.1, plus the load generator in a fourth:
   body byte; time to first token is send -> first body chunk.
 
 The same load runs against the upstream directly and through the gateway, plain and
-streamed, for OpenAI Chat Completions and Anthropic Messages: once with 1 client (added p50 latency and TTFT with nothing queued) and once
-with 32 concurrent clients (throughput, and p50 under that load). Targets from the
-issue: added p50 latency <= 1 ms, throughput >= 0.5x of direct at 32 clients, added
+streamed, for OpenAI Chat Completions and Anthropic Messages (``APIS``): once with 1
+client (added p50 latency and TTFT with nothing queued) and once with 32 concurrent
+clients (throughput, and p50 under that load). Targets from the issue: added p50 latency <= 1 ms, throughput >= 0.5x of direct at 32 clients, added
 time to first token <= 1 ms.
 
 The gateway runs with a gateway key (``keys create``) whose dollar budget, RPM and
@@ -27,11 +27,15 @@ TPM limits are all enforced on every call (set high enough never to refuse one),
 the figures include admission: key lookup, budget check, rate-limit check, charge.
 
 LiteLLM's proxy (``litellm[proxy]``, installed in the side venv ``.bench-venv``; it is
-not a dependency) runs in the same run against the same upstream, with its master key
-(its virtual keys, budgets and limits need its PostgreSQL schema and Prisma, which
-cannot be set up offline here, so LiteLLM does less work per call than we do). Targets
-from issue 21: our added p50 <= 0.25x LiteLLM's, our throughput >= 4x, our RSS <= 0.5x.
-Without the side venv the LiteLLM column is skipped with a message saying so.
+not a dependency) runs in the same run against the same upstream, on the OpenAI Chat
+Completions rows only, with its master key (its virtual keys, budgets and limits need
+its PostgreSQL schema and Prisma, which cannot be set up offline here, so LiteLLM does
+less work per call than we do). Targets from issue 21: our added p50 <= 0.25x LiteLLM's,
+our throughput >= 4x, our RSS <= 0.5x. The side venv is ``$BENCH_LITELLM_VENV`` if set,
+else ``.bench-venv`` in this checkout, else the first ``.bench-venv`` in another git
+worktree of the repository (it is untracked, so one is made per machine, not per
+worktree). Without one the LiteLLM column is skipped with a message saying so; ``--smoke``
+always skips it.
 """
 
 from __future__ import annotations
@@ -64,7 +68,6 @@ TARGET_ADDED_TTFT_MS = 1.0
 TARGET_VS_LITELLM_P50 = 0.25
 TARGET_VS_LITELLM_RPS = 4.0
 TARGET_VS_LITELLM_RSS = 0.5
-LITELLM = ROOT / ".bench-venv" / "bin" / "litellm"
 LITELLM_KEY = "sk-litellm-bench-master"
 
 
@@ -179,7 +182,6 @@ async def _connection(
     return errors
 
 
-# The API's path and the client's auth header, as its SDK sends them.
 # Each wire API's path, and its header lines with `{token}` for the client's secret.
 APIS = {
     "openai": ("/v1/chat/completions", "Authorization: Bearer {token}"),
@@ -282,6 +284,21 @@ def run_load(
     return result
 
 
+def find_litellm() -> Path | None:
+    """The side venv's ``litellm`` (see the module's docstring for where it is looked for)."""
+    venvs = [Path(v) for v in [os.environ.get("BENCH_LITELLM_VENV", "")] if v]
+    venvs.append(ROOT / ".bench-venv")
+    try:
+        out = subprocess.run(
+            ["git", "worktree", "list", "--porcelain"],
+            cwd=ROOT, capture_output=True, text=True, timeout=10,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    venvs += [Path(ln[9:]) / ".bench-venv" for ln in out.splitlines() if ln.startswith("worktree ")]
+    return next((v / "bin" / "litellm" for v in venvs if (v / "bin" / "litellm").exists()), None)
+
+
 # ---------------------------------------------------------------- running it
 
 
@@ -331,14 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seconds = 0.5 if args.smoke else args.seconds
     concurrency = (1, 4) if args.smoke else (1, 32)
-    with_litellm = LITELLM.exists() and not args.smoke and not args.no_litellm
+    litellm_bin = None if args.smoke or args.no_litellm else find_litellm()
     if args.no_litellm:
         print("LiteLLM column skipped (--no-litellm)")
-    elif not LITELLM.exists():
-        print(f"LiteLLM column skipped: no side venv at {LITELLM.parent.parent} (make it with "
-              f"`python3 -m venv .bench-venv && .bench-venv/bin/pip install 'litellm[proxy]'`)")  # fmt: skip
     elif args.smoke:
         print("LiteLLM column skipped in --smoke (its proxy takes a minute to start)")
+    elif litellm_bin is None:
+        print(f"LiteLLM column skipped: no side venv ($BENCH_LITELLM_VENV, {ROOT / '.bench-venv'} "
+              "or another worktree's; make it with `python3 -m venv .bench-venv && "
+              ".bench-venv/bin/pip install 'litellm[proxy]'`)")  # fmt: skip
+    else:
+        print(f"LiteLLM proxy from the side venv {litellm_bin.parent.parent}")
     with tempfile.TemporaryDirectory() as tmp:
         up_port, gw_port, ll_port = free_port(), free_port(), free_port()
         upstream = subprocess.Popen(
@@ -373,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         litellm: subprocess.Popen[bytes] | None = None
-        if with_litellm:
+        if litellm_bin is not None:
             ll_config = Path(tmp) / "litellm.yaml"
             ll_config.write_text(
                 "model_list:\n  - model_name: gpt-3.5-turbo-0125\n    litellm_params:\n"
@@ -384,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             ll_log = open(Path(tmp) / "litellm.log", "wb")  # noqa: SIM115 - closed below
             litellm = subprocess.Popen(
-                [str(LITELLM), "--config", str(ll_config), "--host", "127.0.0.1",
+                [str(litellm_bin), "--config", str(ll_config), "--host", "127.0.0.1",
                  "--port", str(ll_port)],
                 cwd=tmp, stdout=ll_log, stderr=subprocess.STDOUT,
                 env={**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
