@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ai_usage_exporter.core.events.model import ATTRIBUTION_FIELDS, LEVELS, STATUSES, Limits
 from ai_usage_exporter.core.events.parse import parse_events
-from ai_usage_exporter.core.events.validate import _build, _fast_build
+from ai_usage_exporter.core.events.validate import _build, _fast_build, typed_event
 from ai_usage_exporter.core.shapes import USAGE_FIELDS, Invalid
 
 NOW = 1_800_000_000.0
@@ -117,3 +117,105 @@ def test_fast_path_takes_the_usual_lines_and_leaves_the_rest() -> None:
     # Through parse_events, the answer is the same either way.
     (event,) = parse_events([usual], LIMITS, NOW)
     assert (event.input_tokens, event.level, event.timestamp) == (10, "info", NOW - 5)
+
+
+# typed_event: the same event from fields whose kinds the caller knows (the OTLP path).
+TYPED_LABELS = ("provider", "model", "operation", "service", "error_type", "idempotency_key",
+                "service_tier")  # fmt: skip
+# Mostly good values, so the typed path is taken often; each bad kind now and then.
+LABEL_VALUES = st.sampled_from(
+    ["openai", "gpt-4o", "a" * 6, "chat"] * 6 + ["", "a" * 7, "x\ty", "é"]
+)
+TYPED = st.fixed_dictionaries(
+    {
+        "labels": st.fixed_dictionaries(
+            {"provider": LABEL_VALUES, "model": LABEL_VALUES},
+            optional={name: LABEL_VALUES for name in TYPED_LABELS[2:]},
+        ),
+        "attribution": st.dictionaries(
+            st.sampled_from(("agent", "workflow_id", "session_id", "user", "tenant")),
+            st.sampled_from(["u1", "a" * 9] * 6 + ["", "a" * 10, "ü", "x\ny"]),
+            max_size=3,
+        ),
+        "counts": st.one_of(
+            st.fixed_dictionaries(
+                {"input_tokens": st.integers(0, 1100)},
+                optional={
+                    "output_tokens": st.integers(0, 1100),
+                    "cached_input_tokens": st.integers(0, 30),
+                },
+            ),
+            st.dictionaries(st.sampled_from(USAGE_FIELDS), st.integers(0, 1100), max_size=5),
+        ),  # fmt: skip
+        "timestamp": st.floats(NOW - 110, NOW + 12),
+        "status": st.sampled_from([*STATUSES] * 4 + ["oops"]),
+        "level": st.one_of(st.none(), st.none(), st.sampled_from([*LEVELS, "warning"])),
+        "duration_ms": st.one_of(st.none(), st.floats(-1, 5500)),
+        "ttft_ms": st.one_of(st.none(), st.floats(0, 6000)),
+        "metadata": st.one_of(
+            st.none(), st.dictionaries(st.sampled_from(("a", "b")), st.integers(), max_size=2)
+        ),
+    }
+)
+
+
+GOOD_TYPED = st.fixed_dictionaries(
+    {
+        "labels": st.fixed_dictionaries(
+            {"provider": st.just("openai"), "model": st.sampled_from(["gpt-4o", "m"])},
+            optional={"service": st.just("svc"), "idempotency_key": st.just("k1")},
+        ),
+        "attribution": st.dictionaries(st.sampled_from(("agent", "user")), st.just("u1")),
+        "counts": st.fixed_dictionaries(
+            {"input_tokens": st.integers(30, 1000)},
+            optional={
+                "output_tokens": st.integers(0, 1000),
+                "cached_input_tokens": st.integers(0, 30),
+            },
+        ),  # fmt: skip
+        "timestamp": st.floats(NOW - 90, NOW + 5),
+        "status": st.sampled_from(STATUSES),
+        "level": st.none(),
+        "duration_ms": st.one_of(st.none(), st.floats(0, 4000)),
+        "ttft_ms": st.none(),
+        "metadata": st.none(),
+    }
+)
+
+
+def test_typed_event_equals_the_validator() -> None:
+    taken: list[bool] = []
+
+    @settings(deadline=None, max_examples=500, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(TYPED, GOOD_TYPED))
+    def agree(t: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {**t["labels"], **t["attribution"], **t["counts"]}
+        for name in ("timestamp", "status", "level", "duration_ms", "ttft_ms", "metadata"):
+            if t[name] is not None:
+                fields[name] = t[name]
+        kinds = {k: t.pop(k) for k in ("labels", "attribution", "counts")}
+        typed = typed_event(
+            kinds["labels"], kinds["attribution"], kinds["counts"], LIMITS, NOW, **t
+        )
+        taken.append(typed is not None)
+        if typed is None:
+            return  # the caller parses `fields`, which gives `_build`'s answer
+        slow, errors = _slow(fields)
+        assert errors == [] and typed == slow, (fields, typed, slow, errors)
+
+    agree()
+    # Not passed by declining everything: the typed path took a good share.
+    assert sum(taken) >= len(taken) // 5, (sum(taken), len(taken))
+
+
+def test_typed_event_takes_a_plain_call() -> None:
+    typed = typed_event(
+        {"provider": "openai", "model": "gpt-4o"}, {"user": "u1"},
+        {"input_tokens": 10, "cached_input_tokens": 4}, LIMITS, NOW, timestamp=NOW - 1,
+        duration_ms=12.0,
+    )  # fmt: skip
+    assert typed is not None
+    assert (typed.input_tokens, typed.cached_input_tokens, typed.user, typed.level) == (
+        10, 4, "u1", "info")  # fmt: skip
+    assert typed_event({"provider": "p", "model": "m"}, {}, {"cached_input_tokens": 1},
+                       LIMITS, NOW, timestamp=NOW) is None  # fmt: skip

@@ -9,7 +9,7 @@ does, so a family that reports them beside the input has them added back.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Our count field -> the attributes that carry it, the first one present wins.
@@ -121,6 +121,16 @@ class Family:
     cost: tuple[str, ...] = ()
     # Extra counts only this family can read (JSON-encoded provider metadata, ...).
     extra: Callable[[Mapping[str, Any], dict[str, int], str], None] | None = None
+    # attribute -> (our field, its rank among that field's names): a span is read by
+    # walking its own attributes once, not by probing every name of the table.
+    index: Mapping[str, tuple[str, int]] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, tuple[str, int]] = {}
+        for ours, names in self.tokens:
+            for rank, name in enumerate(names):
+                index.setdefault(name, (ours, rank))
+        object.__setattr__(self, "index", index)
 
 
 def _vercel_provider_metadata(

@@ -188,13 +188,53 @@ class _Call:
 
 
 @dataclass(slots=True)
-class Mapped:
-    """An export's events (with the span each came from) and what became of the rest."""
+class Parts:
+    """One call's event, its fields already sorted by kind (see `typed_event`)."""
 
-    events: list[dict[str, Any]]
-    spans: list[str]  # "trace_id/span_id" of each event, to name a refused one
+    labels: dict[str, str]
+    attribution: dict[str, str]
+    counts: dict[str, int]
+    timestamp: float
+    status: str
+    level: str | None = None
+    duration_ms: float | None = None
+    ttft_ms: float | None = None
+    metadata: dict[str, Any] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The event as the mapping POST /api/usage takes."""
+        out: dict[str, Any] = {**self.labels, "timestamp": self.timestamp, "status": self.status}
+        for name, value in (
+            ("level", self.level),
+            ("duration_ms", self.duration_ms),
+            ("ttft_ms", self.ttft_ms),
+            ("metadata", self.metadata),
+        ):
+            if value is not None:
+                out[name] = value
+        out.update(self.counts)
+        out.update(self.attribution)
+        return out
+
+
+@dataclass(slots=True)
+class Mapped:
+    """An export's calls (with the span each came from) and what became of the rest."""
+
+    parts: list[Parts]
+    sources: list[SpanView]  # the span each call's event came from
     outcomes: Counter[str]
     rejected: list[str]
+
+    @property
+    def spans(self) -> list[str]:
+        """ "trace_id/span_id" of each call's span, to name a refused one."""
+        return [f"{s.trace_id}/{s.span_id}" for s in self.sources]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The calls as the mappings POST /api/usage takes."""
+        return [p.fields() for p in self.parts]
 
 
 def count(name: str, raw: object) -> int:
@@ -234,13 +274,17 @@ def _first_str(attrs: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
 def read_counts(span: SpanView, family: Family, provider: str) -> dict[str, int] | None:
     """The span's usage in our convention, or None when it carries no usage at all."""
     attrs = span.attrs
-    counts: dict[str, int] = {}
-    for ours, names in family.tokens:
-        for name in names:
-            raw = attrs.get(name)
-            if raw is not None:
-                counts[ours] = count(name, raw)
-                break
+    index = family.index
+    found: dict[str, tuple[int, str]] = {}
+    for name, raw in attrs.items():
+        hit = index.get(name)
+        if hit is None or raw is None:
+            continue
+        ours, rank = hit
+        held = found.get(ours)
+        if held is None or rank < held[0]:  # the table's first name present wins
+            found[ours] = (rank, name)
+    counts: dict[str, int] = {ours: count(name, attrs[name]) for ours, (_, name) in found.items()}
     if family.extra is not None:
         family.extra(attrs, counts, provider)
     if not counts:
@@ -334,10 +378,6 @@ def provider_of(span: SpanView) -> str:
     return "unknown"
 
 
-def _label(value: str | None) -> str | None:
-    return value[:_MAX_LABEL] if value is not None else None
-
-
 def map_batch(batch: Batch) -> Mapped:
     """Every GenAI span of an export mapped: events, and an outcome for every other span."""
     outcomes: Counter[str] = Counter()
@@ -382,20 +422,17 @@ def map_batch(batch: Batch) -> Mapped:
                 break
             pid = parents.get(pid, b"")
 
-    events: list[dict[str, Any]] = []
-    names: list[str] = []
-    leaves: list[_Call] = []
-    for call in calls.values():
-        if call.children:
-            if len(call.children) == 1:
-                outcomes["merged"] += 1  # one call split over nested spans
-            else:
-                outcomes["aggregate"] += 1  # a span over several calls
+    # Leaves are the calls; a span over one call is that call split (its parts fold
+    # into the leaf: a part's count fills a field the leaf left empty, never adds to
+    # one it has); a span over several is an aggregate. Sibling spans of one response
+    # (a request span and a streaming-response span) are one call too.
+    by_response: dict[tuple[str, str], _Call] = {}
+    kept: list[_Call] = []
+    for leaf in calls.values():
+        children = leaf.children
+        if children:
+            outcomes["merged" if len(children) == 1 else "aggregate"] += 1
             continue
-        leaves.append(call)
-    for leaf in leaves:
-        # Fold the split parts above this leaf into it: a part's count fills a field
-        # the leaf left empty, never adds to one it has.
         up = leaf.parent
         while up is not None and len(up.children) == 1:
             if up.counts:
@@ -406,11 +443,6 @@ def map_batch(batch: Batch) -> Mapped:
                         if not leaf.counts.get(k):
                             leaf.counts[k] = v
             up = up.parent
-
-    # Sibling spans of one response (a request span and a streaming-response span).
-    by_response: dict[tuple[str, str], _Call] = {}
-    kept: list[_Call] = []
-    for leaf in leaves:
         rid = _first_str(leaf.span.attrs, RESPONSE_ID_ATTRS)
         if rid is not None:
             key = (leaf.span.trace_id, rid)
@@ -427,10 +459,9 @@ def map_batch(batch: Batch) -> Mapped:
             by_response[key] = leaf
         kept.append(leaf)
 
-    for leaf in kept:
-        events.append(_event(leaf, calls, aggregates, parents))
-        names.append(f"{leaf.span.trace_id}/{leaf.span.span_id}")
-    return Mapped(events, names, outcomes, rejected)
+    # After every merge, which may still add to a kept call's counts.
+    parts = [_event(leaf, aggregates, parents) for leaf in kept]
+    return Mapped(parts, [leaf.span for leaf in kept], outcomes, rejected)
 
 
 def _attribution(
@@ -439,9 +470,11 @@ def _attribution(
     parents: Mapping[bytes, bytes],
 ) -> tuple[str | None, str | None]:
     """The agent and workflow a call ran under: its own attributes, else its ancestors'."""
+    pid = span.pid
+    if not (pid and aggregates) and _AGENT_WORKFLOW.isdisjoint(span.attrs):
+        return None, None  # nothing of its own, and no agent or workflow above it
     agent = _first_str(span.attrs, AGENT_ATTRS)
     workflow = _first_str(span.attrs, WORKFLOW_ATTRS)
-    pid = span.pid
     for _ in range(_MAX_ANCESTORS):
         if (agent is not None and workflow is not None) or not pid:
             break
@@ -463,42 +496,44 @@ def _attribution(
     return agent, workflow
 
 
+_AGENT_WORKFLOW = frozenset((*AGENT_ATTRS, *WORKFLOW_ATTRS))
+# Attribution a span may carry itself; most carry none, which one check tells.
+_OPTIONAL = frozenset(
+    (*AGENT_ATTRS, *WORKFLOW_ATTRS, *SESSION_ATTRS, *USER_ATTRS, *TENANT_ATTRS, *TIER_ATTRS)
+)
+
+
 def _event(
     call: _Call,
-    calls: Mapping[bytes, _Call],
     aggregates: Mapping[bytes, SpanView],
     parents: Mapping[bytes, bytes],
-) -> dict[str, Any]:
+) -> Parts:
     span = call.span
     a = span.attrs
-    provider = call.provider
-    model = _first_str(a, MODEL_ATTRS) or "unknown"
     service = span.resource.get("service.name")
-    agent, workflow = _attribution(span, aggregates, parents)
-    event: dict[str, Any] = {
-        "provider": _label(provider),
-        "model": _label(model),
+    labels: dict[str, str] = {
+        "provider": call.provider[:_MAX_LABEL],
+        "model": (_first_str(a, MODEL_ATTRS) or "unknown")[:_MAX_LABEL],
         "operation": call.op,
-        "service": _label(service) if isinstance(service, str) and service else "default",
+        "service": service[:_MAX_LABEL] if isinstance(service, str) and service else "default",
         "idempotency_key": f"otlp:{span.trace_id}:{span.span_id}",
-        "timestamp": span.start_ns / 1e9,
-        "status": "error" if span.error else "ok",
     }
+    parts = Parts(labels, {}, {}, span.start_ns / 1e9, "error" if span.error else "ok")
     if span.end_ns >= span.start_ns > 0:
-        event["duration_ms"] = (span.end_ns - span.start_ns) / 1e6
+        parts.duration_ms = (span.end_ns - span.start_ns) / 1e6
     ttft = a.get("gen_ai.response.time_to_first_chunk")
     if isinstance(ttft, int | float) and not isinstance(ttft, bool) and ttft >= 0:
-        event["ttft_ms"] = float(ttft) * 1000.0
+        parts.ttft_ms = float(ttft) * 1000.0
     else:
         ms = a.get("ai.response.msToFirstChunk")
         if isinstance(ms, int | float) and not isinstance(ms, bool) and ms >= 0:
-            event["ttft_ms"] = float(ms)
+            parts.ttft_ms = float(ms)
     if span.error:
-        event["error_type"] = _label(
-            _first_str(a, ("error.type",)) or span.exception_type or "error"
-        )
+        labels["error_type"] = (_first_str(a, ("error.type",)) or span.exception_type or "error")[
+            :_MAX_LABEL
+        ]
     # Only what a person needs beside the counts, so a plain call stays a plain event
-    # (the validator's fast path) and its ledger row carries no JSON.
+    # and its ledger row carries no JSON.
     metadata: dict[str, Any] = {}
     for name in call.family.cost:
         cost = a.get(name)
@@ -508,25 +543,30 @@ def _event(
                 metadata["sender_cost_usd"] = float(cost)
             break
     if call.counts is None:
-        event["level"] = "warn"
+        parts.level = "warn"
         metadata[USAGE_UNKNOWN] = (
             f"the {call.family.name} span {span.name!r} carries no token counts"
         )
     else:
-        event.update(call.counts)
+        parts.counts = call.counts
     if metadata:
         metadata["otlp_family"] = call.family.name
-        event["metadata"] = metadata
-    for name, value in (
-        ("agent", agent),
-        ("workflow_id", workflow),
-        ("session_id", _first_str(a, SESSION_ATTRS)),
-        ("user", _first_str(a, USER_ATTRS)),
-        ("tenant", _first_str(a, TENANT_ATTRS)),
-    ):
-        if value is not None:
-            event[name] = value[:1024]
-    tier = _first_str(a, TIER_ATTRS)
-    if tier is not None:
-        event["service_tier"] = tier[:_MAX_LABEL]
-    return event
+        parts.metadata = metadata
+    agent, workflow = _attribution(span, aggregates, parents)
+    attribution = parts.attribution
+    if agent is not None:
+        attribution["agent"] = agent[:1024]
+    if workflow is not None:
+        attribution["workflow_id"] = workflow[:1024]
+    if not _OPTIONAL.isdisjoint(a):
+        for name, value in (
+            ("session_id", _first_str(a, SESSION_ATTRS)),
+            ("user", _first_str(a, USER_ATTRS)),
+            ("tenant", _first_str(a, TENANT_ATTRS)),
+        ):
+            if value is not None:
+                attribution[name] = value[:1024]
+        tier = _first_str(a, TIER_ATTRS)
+        if tier is not None:
+            labels["service_tier"] = tier[:_MAX_LABEL]
+    return parts

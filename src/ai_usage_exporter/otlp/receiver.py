@@ -1,14 +1,16 @@
 """The OTLP edge: POST /v1/traces (protobuf, JSON) and the gRPC TraceService.
 
 Both hand the decoded request to `OtlpReceiver.export`, which maps the spans (pure,
-genai.py), validates the events as POST /api/usage does (`Recorder.parse`), and waits
-for the one commit that records them; only then is the export acknowledged.
+genai.py), validates the events by the rules POST /api/usage applies (`typed_event`, or
+`Recorder.parse` for what it cannot vouch for), and waits for the one commit that
+records them; only then is the export acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ai_usage_exporter.core.events.model import EventError
+from ai_usage_exporter.core.events.model import EventError, UsageEvent
+from ai_usage_exporter.core.events.validate import typed_event
 from ai_usage_exporter.ledger import LedgerError
 from ai_usage_exporter.otlp import decode
 from ai_usage_exporter.otlp.genai import OUTCOMES, map_batch
@@ -71,6 +74,16 @@ class ExportFailed(Exception):
 class ExportResult:
     rejected: int
     message: str
+
+
+@dataclass(slots=True)
+class Prepared:
+    """An export's events, ready to commit, and what became of its other spans."""
+
+    events: list[UsageEvent]
+    outcomes: Counter[str]
+    messages: list[str]
+    rejected: int
 
 
 class SpanCollector(Collector):
@@ -111,8 +124,8 @@ class OtlpReceiver:
         except ValueError:  # a second app over the same registry: its own counts stay apart
             pass
 
-    async def export(self, body: bytes) -> ExportResult:
-        """Record an encoded ExportTraceServiceRequest's GenAI calls; returns once committed."""
+    def prepare(self, body: bytes) -> Prepared:
+        """An encoded ExportTraceServiceRequest's calls as validated events (no I/O)."""
         recorder = self.recorder
         try:
             batch = collect(body)
@@ -121,32 +134,65 @@ class OtlpReceiver:
             raise ExportFailed(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         mapped = map_batch(batch)
         messages = list(mapped.rejected)
-        events: list[Any] = []
-        items = mapped.events
+        parts = mapped.parts
         limit = recorder.limits.max_events_per_request
-        if len(items) > limit:
-            recorder.count_rejected("too_large", len(items))
+        if len(parts) > limit:
+            recorder.count_rejected("too_large", len(parts))
             raise ExportFailed(
                 413,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the export holds {len(items)} GenAI calls; the limit is {limit} per export: "
+                f"the export holds {len(parts)} GenAI calls; the limit is {limit} per export: "
                 "lower the span processor's batch size (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)",
             )
         rejected = mapped.outcomes["rejected"]
-        if items:
+        events: list[UsageEvent] = []
+        # The calls `typed_event` cannot vouch for go through the validator POST
+        # /api/usage uses, which accepts them or names what is wrong.
+        rest: list[int] = []
+        limits = recorder.limits
+        now = time.time()
+        for i, p in enumerate(parts):
+            event = typed_event(
+                p.labels,
+                p.attribution,
+                p.counts,
+                limits,
+                now,
+                timestamp=p.timestamp,
+                status=p.status,
+                level=p.level,
+                duration_ms=p.duration_ms,
+                ttft_ms=p.ttft_ms,
+                metadata=p.metadata,
+            )
+            if event is None:
+                rest.append(i)
+            else:
+                events.append(event)
+        if rest:
+            items = [parts[i].fields() for i in rest]
             try:
-                events = recorder.parse(items)
+                events += recorder.parse(items)
             except EventError as exc:
                 # All-or-nothing for /api/usage; a trace export is answered per span.
                 bad = {d.index for d in exc.details}
+                names = mapped.spans
                 for d in exc.details:
                     if len(messages) < _MAX_MESSAGES:
-                        messages.append(f"span {mapped.spans[d.index]}: {d.field}: {d.message}")
-                good = [item for i, item in enumerate(items) if i not in bad]
+                        messages.append(f"span {names[rest[d.index]]}: {d.field}: {d.message}")
+                good = [item for j, item in enumerate(items) if j not in bad]
                 rejected += len(bad)
                 mapped.outcomes["rejected"] += len(bad)
                 recorder.count_rejected("invalid", len(bad))
-                events = recorder.parse(good) if good else []
+                if good:
+                    events += recorder.parse(good)
+        return Prepared(events, mapped.outcomes, messages, rejected)
+
+    async def export(self, body: bytes) -> ExportResult:
+        """Record an encoded ExportTraceServiceRequest's GenAI calls; returns once committed."""
+        recorder = self.recorder
+        prepared = self.prepare(body)
+        events, outcomes, messages = prepared.events, prepared.outcomes, prepared.messages
         if events:
             try:
                 result = await recorder.submit(events)
@@ -166,13 +212,13 @@ class OtlpReceiver:
                     f"spans not stored: {exc}; nothing was recorded, retry",
                     5,
                 ) from None
-            mapped.outcomes["counted"] += result.accepted
-            mapped.outcomes["duplicate"] += result.duplicates
-        self.spans.add(mapped.outcomes)
+            outcomes["counted"] += result.accepted
+            outcomes["duplicate"] += result.duplicates
+        self.spans.add(outcomes)
         message = "; ".join(messages[:_MAX_MESSAGES])
         if len(messages) > _MAX_MESSAGES:
             message += f" (and {len(messages) - _MAX_MESSAGES} more)"
-        return ExportResult(rejected, message)
+        return ExportResult(prepared.rejected, message)
 
     # ------------------------------------------------------------------ HTTP
 

@@ -129,6 +129,79 @@ def _light_request_type() -> type[Message]:
 
 
 _Outline = _light_request_type()
+
+
+def _keyed_span_type() -> type[Message]:
+    """`Span` with its attributes read as a map of key to AnyValue.
+
+    OTLP's `repeated KeyValue` (key = 1, value = 2) is, on the wire, exactly a protobuf
+    map entry, so protobuf's runtime reads it either way; as a map the keys come out
+    without a KeyValue wrapper each, which is most of what converting a span costs.
+    A repeated key keeps its last value, as the dict built from the list would.
+    """
+    fdp = descriptor_pb2.FileDescriptorProto()
+    Span.DESCRIPTOR.file.CopyToProto(fdp)
+    kept = next(m for m in fdp.message_type if m.name == "Span")
+    del fdp.message_type[:]
+    fdp.message_type.append(kept)
+    span = fdp.message_type[0]  # the appended copy, which is what the file holds
+    del fdp.enum_type[:]
+    fdp.name = "ai_usage_exporter/otlp/keyed_span.proto"
+    fdp.package = "ai_usage_exporter.otlp.keyed"
+    entry = span.nested_type.add(name="AttributesEntry")
+    entry.options.map_entry = True
+    f = descriptor_pb2.FieldDescriptorProto
+    entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    entry.field.add(
+        name="value",
+        number=2,
+        type=f.TYPE_MESSAGE,
+        label=f.LABEL_OPTIONAL,
+        type_name=".opentelemetry.proto.common.v1.AnyValue",
+    )
+    own = ".opentelemetry.proto.trace.v1.Span."
+    for message in (span, *span.nested_type):
+        for field_ in message.field:
+            if field_.name == "attributes" and message is span:
+                field_.type_name = ".ai_usage_exporter.otlp.keyed.Span.AttributesEntry"
+            elif field_.type_name.startswith(own):
+                field_.type_name = (
+                    ".ai_usage_exporter.otlp.keyed.Span." + field_.type_name[len(own) :]
+                )
+    del fdp.dependency[:]
+    fdp.dependency.extend(
+        ("opentelemetry/proto/common/v1/common.proto", "opentelemetry/proto/trace/v1/trace.proto")
+    )
+    pool = descriptor_pool.DescriptorPool()
+    for dep in (AnyValue, Span):
+        dep_proto = descriptor_pb2.FileDescriptorProto()
+        dep.DESCRIPTOR.file.CopyToProto(dep_proto)
+        for name in dep_proto.dependency:
+            _add_file(pool, name)
+        _add_file(pool, dep_proto.name)
+    pool.Add(fdp)
+    cls: type[Message] = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("ai_usage_exporter.otlp.keyed.Span")
+    )
+    return cls
+
+
+def _add_file(pool: descriptor_pool.DescriptorPool, name: str) -> None:
+    try:
+        pool.FindFileByName(name)
+        return
+    except KeyError:
+        pass
+    source = descriptor_pool.Default().FindFileByName(name)
+    proto = descriptor_pb2.FileDescriptorProto()
+    source.CopyToProto(proto)
+    for dep in proto.dependency:
+        _add_file(pool, dep)
+    pool.Add(proto)
+
+
+_KeyedSpan = _keyed_span_type()
+_SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
 # Every GenAI attribute key holds one of these; "ai." covers gen_ai., spring.ai. and the
 # AI SDK's ai.*. A span without any is not GenAI and is never decoded. (A match in a
 # value, "openai.com", only costs the span its full decode.)
@@ -158,6 +231,8 @@ def collect(body: bytes) -> Batch:
     skipped = 0
     total = 0
     prefixes = GENAI_PREFIXES
+    scalars = _SCALARS
+    decode_span = _KeyedSpan.FromString
     a, b, c, d = _NEEDLES
     for rs in outline.resource_spans:
         resource: dict[str, Any] | None = None
@@ -169,46 +244,64 @@ def collect(body: bytes) -> Batch:
                     skipped += 1
                     continue
                 try:
-                    span = Span.FromString(raw)
+                    span: Any = decode_span(raw)
                 except (_ProtobufDecodeError, RecursionError) as exc:
                     undecodable.append(f"span {total - 1} of the export does not decode: {exc}")
                     continue
-                kvs = span.attributes
-                if not any(kv.key.startswith(prefixes) for kv in kvs):
+                attrs: dict[str, Any] = {}
+                genai = False
+                for key, v in span.attributes.items():
+                    # Most values are strings: a non-empty one is told without WhichOneof.
+                    text = v.string_value
+                    if text:
+                        attrs[key] = text
+                    else:
+                        kind = v.WhichOneof("value")
+                        attrs[key] = getattr(v, kind) if kind in scalars else value(v)
+                    if not genai and key.startswith(prefixes):
+                        genai = True
+                if not genai:
                     skipped += 1
                     continue
                 if resource is None:
                     resource = _decode_attrs(Resource, rs.resource)
                 if scope is None:
                     scope = _scope_name(ss.scope)
-                parents[span.span_id] = span.parent_span_id
-                exception_type = None
-                for ev in span.events:
-                    if ev.name == "exception":
-                        for kv in ev.attributes:
-                            if kv.key == "exception.type":
-                                exception_type = kv.value.string_value or None
-                        break
+                sid = span.span_id
+                pid = span.parent_span_id
+                parents[sid] = pid
                 status = span.status
+                error = status.code == STATUS_ERROR
                 out.append(
                     SpanView(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_id=span.parent_span_id.hex(),
-                        name=span.name,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        error=status.code == STATUS_ERROR,
-                        status_message=status.message,
-                        attrs={kv.key: value(kv.value) for kv in kvs},
-                        sid=span.span_id,
-                        pid=span.parent_span_id,
-                        scope=scope,
-                        resource=resource,
-                        exception_type=exception_type,
+                        span.trace_id.hex(),
+                        sid.hex(),
+                        pid.hex(),
+                        span.name,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        error,
+                        status.message,
+                        attrs,
+                        sid,
+                        pid,
+                        scope,
+                        resource,
+                        _exception_type(span) if error else None,
                     )
                 )
     return Batch(out, parents, skipped, total, undecodable)
+
+
+def _exception_type(span: Any) -> str | None:
+    """The `exception.type` of a failed span's first exception event."""
+    for ev in span.events:
+        if ev.name == "exception":
+            for kv in ev.attributes:
+                if kv.key == "exception.type":
+                    return str(kv.value.string_value) or None
+            return None
+    return None
 
 
 def _decode_attrs(message: Any, raw: bytes) -> dict[str, Any]:

@@ -345,6 +345,93 @@ def _fast_build(obj: Mapping[str, Any], limits: Limits, now: float) -> UsageEven
     return UsageEvent(**kw)
 
 
+_USAGE_SET = frozenset(USAGE_FIELDS)
+_TYPED_LABELS = frozenset(name for name, code in _FAST_KIND.items() if code == _F_LABEL)
+_ATTRIBUTION_SET = frozenset(ATTRIBUTION_FIELDS)
+# Counts no subset rule bounds from above: with only these, `_check_subsets` holds.
+_PARENT_COUNTS = frozenset(("input_tokens", "output_tokens", "web_search_requests"))
+
+
+def typed_event(
+    labels: Mapping[str, str],
+    attribution: Mapping[str, str],
+    counts: Mapping[str, int],
+    limits: Limits,
+    now: float,
+    *,
+    timestamp: float,
+    status: str = "ok",
+    level: str | None = None,
+    duration_ms: float | None = None,
+    ttft_ms: float | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> UsageEvent | None:
+    """The event `_build` would make of fields whose kinds the caller already knows.
+
+    For a sender that holds typed values (the OTLP mapper): the checks `_fast_build`
+    makes, without its per-field dispatch. `labels` are label fields (provider, model,
+    operation, service, error_type, idempotency_key, service_tier), `attribution` the
+    attribution fields, `counts` canonical token counts. None asks the caller to parse
+    the same fields as a mapping, which words the error (or accepts what only `_build`
+    reads, a non-ASCII label say); tests/test_events_fast.py checks the two agree.
+    """
+    if not (_TYPED_LABELS.issuperset(labels) and _ATTRIBUTION_SET.issuperset(attribution)):
+        return None
+    limit = limits.max_label_length
+    for v in labels.values():
+        if type(v) is not str or not v or len(v) > limit or not (v.isascii() and v.isprintable()):
+            return None
+    if "provider" not in labels or "model" not in labels:
+        return None
+    limit = limits.max_string_length
+    for v in attribution.values():
+        if type(v) is not str or not v or len(v) > limit or not (v.isascii() and v.isprintable()):
+            return None
+    max_tokens = limits.max_tokens
+    for n in counts.values():
+        if type(n) is not int or not 0 <= n <= max_tokens:  # a bool is refused, as in _build
+            return None
+    if not _USAGE_SET.issuperset(counts):
+        return None
+    if not _PARENT_COUNTS.issuperset(counts):  # a sub-count: the subset rules apply
+        full = dict.fromkeys(USAGE_FIELDS, 0)
+        full.update(counts)
+        try:
+            _check_subsets(full)
+        except _Invalid:
+            return None
+    if not now - limits.max_age_seconds <= timestamp <= now + limits.max_future_seconds:
+        return None
+    if status not in STATUSES or (level is not None and level not in LEVELS):
+        return None
+    max_ms = limits.max_duration_ms
+    if duration_ms is not None:
+        if not 0 <= duration_ms <= max_ms:
+            return None
+        duration_ms = float(duration_ms)
+    if ttft_ms is not None:
+        if not 0 <= ttft_ms <= max_ms:
+            return None
+        ttft_ms = float(ttft_ms)
+    if metadata is not None:
+        try:
+            metadata = _metadata(metadata, limits)
+        except _Invalid:
+            return None
+    # One call with the kinds apart; mypy cannot see that the three maps hold disjoint
+    # fields of the right types, which the checks above ensure.
+    fields: dict[str, Any] = {**labels, **attribution, **counts}
+    return UsageEvent(
+        **fields,
+        timestamp=float(timestamp),
+        status=status,
+        level=level if level is not None else ("error" if status == "error" else "info"),
+        duration_ms=duration_ms,
+        ttft_ms=ttft_ms,
+        metadata=metadata,
+    )
+
+
 def _timestamp_in_window(value: object, now: float, limits: Limits, assume_utc: bool) -> float:
     ts = parse_timestamp("timestamp", value, assume_utc=assume_utc, zone=limits.naive_timezone)
     if ts < now - limits.max_age_seconds:
