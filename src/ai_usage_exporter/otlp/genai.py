@@ -284,7 +284,11 @@ def read_counts(span: SpanView, family: Family, provider: str) -> dict[str, int]
         held = found.get(ours)
         if held is None or rank < held[0]:  # the table's first name present wins
             found[ours] = (rank, name)
-    counts: dict[str, int] = {ours: count(name, attrs[name]) for ours, (_, name) in found.items()}
+    counts: dict[str, int] = {}
+    for ours, (_, name) in found.items():
+        raw = attrs[name]
+        # A plain non-negative int is most senders' count; `count` reads the rest.
+        counts[ours] = raw if type(raw) is int and raw >= 0 else count(name, raw)
     if family.extra is not None:
         family.extra(attrs, counts, provider)
     if not counts:

@@ -233,14 +233,20 @@ def collect(body: bytes) -> Batch:
     prefixes = GENAI_PREFIXES
     scalars = _SCALARS
     decode_span = _KeyedSpan.FromString
-    a, b, c, d = _NEEDLES
+    first, *others = _NEEDLES
     for rs in outline.resource_spans:
         resource: dict[str, Any] | None = None
         for ss in rs.scope_spans:
             scope: str | None = None
-            for raw in ss.spans:
+            raws = ss.spans
+            # The rarer needles are looked for once in the scope's spans together (a
+            # search per span costs more than decoding it); only if one is there
+            # anywhere is each span searched for it.
+            together = b"".join(raws) if len(raws) > 1 else b""
+            rare = [n for n in others if n in together] if together else others
+            for raw in raws:
                 total += 1
-                if not (a in raw or b in raw or c in raw or d in raw):
+                if not (first in raw or (rare and any(n in raw for n in rare))):
                     skipped += 1
                     continue
                 try:
