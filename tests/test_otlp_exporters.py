@@ -90,9 +90,11 @@ def test_real_exporters_and_instrumentations_count_to_the_token(
         ant_inst = openllmetry_anthropic.AnthropicInstrumentor()
         oai_inst.instrument(tracer_provider=http_tp)
         ant_inst.instrument(tracer_provider=grpc_tp)
+        # Closed at the end: a dropped client's keep-alive socket would be closed by the GC
+        # in whichever test runs then, as a ResourceWarning pytest reports there.
+        oai = openai.OpenAI(base_url=f"{provider}/v1", api_key="k", max_retries=0)
+        ant = anthropic.Anthropic(base_url=provider, api_key="k", max_retries=0)
         try:
-            oai = openai.OpenAI(base_url=f"{provider}/v1", api_key="k", max_retries=0)
-            ant = anthropic.Anthropic(base_url=provider, api_key="k", max_retries=0)
             oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
             for _ in oai.chat.completions.create(
                 model="gpt-4o-mini",
@@ -109,6 +111,8 @@ def test_real_exporters_and_instrumentations_count_to_the_token(
             assert http_tp.force_flush(10_000)
             assert grpc_tp.force_flush(10_000)
         finally:
+            oai.close()
+            ant.close()
             oai_inst.uninstrument()
             ant_inst.uninstrument()
             http_tp.shutdown()

@@ -114,9 +114,6 @@ def test_no_token_is_401(server: tuple[str, Recorder]) -> None:
     ids=["garbage", "truncated", "bad-json", "json-array", "bad-hex-id", "deep-json",
          "wrong-type", "unknown-encoding", "gzip-bomb", "too-large", "truncated-gzip"],
 )  # fmt: skip
-# An answered hostile request can leave a keep-alive socket for the GC to close; its
-# ResourceWarning then lands in whichever test runs next. Not a receiver fault (see note).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_hostile_bodies_are_4xx_store_nothing_and_the_server_lives(
     server: tuple[str, Recorder], body: bytes, headers: dict[str, str], status: int
 ) -> None:

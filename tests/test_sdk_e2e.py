@@ -160,6 +160,7 @@ def test_raise_budget_stops_the_call_and_the_gauges_show_it(provider: str, tmp_p
         # Another tenant has its own (unused) budget key; the call goes through.
         with usage_context(tenant="globex"):
             client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        client.close()
         assert flush(10)
         samples = scrape(s.url)
         labels = frozenset(
