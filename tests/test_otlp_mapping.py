@@ -90,6 +90,16 @@ EXPECTED: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
         [{"provider": "openai", "model": "gpt-4o", "level": "warn"}],
         {},
     ),
+    "langsmith_runs.json": (
+        [
+            {"provider": "openai", "model": "gpt-4o-mini-2024-07-18",
+             "input_tokens": 1200, "output_tokens": 80, "cached_input_tokens": 1024},
+            {"provider": "anthropic", "model": "claude-sonnet-4-5",
+             "input_tokens": 10438, "output_tokens": 48, "cached_input_tokens": 10426},
+            {"provider": "ollama", "model": "llama3.1:8b", "input_tokens": 30, "output_tokens": 12},
+        ],
+        {"aggregate": 1, "not_inference": 2},
+    ),
 }  # fmt: skip
 
 
@@ -175,3 +185,38 @@ def test_non_genai_spans_are_skipped_and_counted() -> None:
     spans = [span("GET /", {"http.method": "GET"}), span("SELECT", {"db.system": "postgresql"})]
     m = map_batch(collect(request([*spans, chat_span()]).SerializeToString()))
     assert len(m.events) == 1 and m.outcomes["not_genai"] == 2
+
+
+def _langsmith_llm(details: str) -> list[dict[str, Any]]:
+    s = span(
+        "ChatAnthropic",
+        {
+            "langsmith.span.kind": "llm",
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "anthropic",
+            "gen_ai.request.model": "claude-sonnet-4-5",
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 10,
+            "gen_ai.usage.input_token_details": details,
+        },
+    )
+    return map_batch(collect(request([s]).SerializeToString())).events
+
+
+def test_langsmith_details_as_python_literals_with_the_hour_long_cache_writes() -> None:
+    (e,) = _langsmith_llm(
+        "{'cache_read': 100, 'cache_creation': 500, 'ephemeral_1h_input_tokens': 200}"
+    )
+    assert (e["input_tokens"], e["cached_input_tokens"], e["cache_write_tokens"]) == (
+        1000, 100, 500)  # fmt: skip
+    assert e["cache_write_1h_tokens"] == 200
+
+
+@pytest.mark.parametrize(
+    "details",
+    ["{'cache_read': __import__('os').getpid()}", "{" * 3000, "{'cache_read': -5}", "{1: 2,"],
+)
+def test_langsmith_details_that_are_no_plain_counts_are_ignored(details: str) -> None:
+    (e,) = _langsmith_llm(details)
+    assert (e["input_tokens"], e["output_tokens"]) == (1000, 10)
+    assert "cached_input_tokens" not in e

@@ -167,6 +167,54 @@ def _vercel_provider_metadata(
         counts["cache_write_tokens"] = write
 
 
+# LangChain's usage_metadata details (langchain-core UsageMetadata): parts of its
+# input_tokens, which is the sum of every input kind, and of its output_tokens.
+_LANGCHAIN_INPUT_DETAILS = (
+    ("cache_read", "cached_input_tokens"),
+    ("cache_creation", "cache_write_tokens"),
+    ("audio", "audio_input_tokens"),
+)
+_LANGCHAIN_OUTPUT_DETAILS = (("reasoning", "reasoning_tokens"), ("audio", "audio_output_tokens"))
+
+
+def _langsmith_details(attrs: Mapping[str, Any], counts: dict[str, int], provider: str) -> None:
+    """LangSmith's `gen_ai.usage.{input,output}_token_details`: a run's usage_metadata details.
+
+    The Python SDK writes them with `str(dict)` (a Python literal), the JS SDK with
+    JSON.stringify; both are read. The details are parts of the totals, as in LangChain.
+    """
+    for name, table in (
+        ("gen_ai.usage.input_token_details", _LANGCHAIN_INPUT_DETAILS),
+        ("gen_ai.usage.output_token_details", _LANGCHAIN_OUTPUT_DETAILS),
+    ):
+        details = _literal_object(attrs.get(name))
+        if details is None:
+            continue
+        for key, ours in table:
+            if _is_count(details.get(key)) and ours not in counts:
+                counts[ours] = int(details[key])
+        hour = details.get("ephemeral_1h_input_tokens")
+        if name.startswith("gen_ai.usage.input") and isinstance(hour, int) and _is_count(hour):
+            if hour <= counts.get("cache_write_tokens", 0):  # a part of the cache writes
+                counts["cache_write_1h_tokens"] = hour
+
+
+def _literal_object(raw: object) -> Mapping[str, Any] | None:
+    """A JSON object, or the `str()` of a Python dict of plain values; else None."""
+    value = _json_object(raw)
+    if value is not None or not isinstance(raw, str) or not raw.startswith("{"):
+        return value
+    if len(raw) > 4096:
+        return None
+    import ast
+
+    try:
+        value = ast.literal_eval(raw)  # literals only: a str(dict) of counts, nothing runs
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return None
+    return value if isinstance(value, Mapping) else None
+
+
 def _json_object(raw: object) -> Mapping[str, Any] | None:
     if isinstance(raw, Mapping):
         return raw
@@ -235,6 +283,16 @@ VERCEL_AI = Family(
     _vercel_provider_metadata,
 )
 
+LANGSMITH = Family(
+    "langsmith",
+    "LangSmith's OpenTelemetry export (`LANGSMITH_OTEL_ENABLED`, Python and JS SDKs)",
+    SEMCONV_TOKENS[:2],
+    # usage_metadata.input_tokens is the sum of every input kind, the cache included.
+    WITH_CACHE,
+    (),
+    _langsmith_details,
+)
+
 FAMILIES: tuple[Family, ...] = (
     SEMCONV,
     OPENLLMETRY,
@@ -242,6 +300,7 @@ FAMILIES: tuple[Family, ...] = (
     PYDANTIC_AI,
     OPENINFERENCE,
     VERCEL_AI,
+    LANGSMITH,
 )
 
 # Instrumentation scope names (tracer names) of OpenLLMetry's packages; the contrib
@@ -261,6 +320,8 @@ def family_of(scope: str, attrs: Mapping[str, Any], resource: Mapping[str, Any])
         return VERCEL_AI
     if "openinference.span.kind" in attrs or scope.startswith("openinference."):
         return OPENINFERENCE
+    if scope == "langsmith" or "langsmith.span.kind" in attrs:
+        return LANGSMITH
     if scope.startswith("openlit") or resource.get("telemetry.sdk.name") == "openlit":
         return OPENLIT
     if scope.startswith(("pydantic-ai", "pydantic_ai", "logfire")):
@@ -293,6 +354,9 @@ def mapping_table() -> str:
             head = f"{family.name} ({family.title})" if i == 0 else ""
             cache = family.input_cache if i == 0 else ""
             rows.append(f"| {head} | {cache} | `{ours}` | {', '.join(f'`{n}`' for n in names)} |")
+        if family.extra is not None:
+            doc = (family.extra.__doc__ or "").strip().splitlines()[0]
+            rows.append(f"| | | counts read beside the table | {doc} |")
         if family.cost:
             rows.append(
                 f"| | | sender's cost (kept beside ours) | {', '.join(f'`{n}`' for n in family.cost)} |"

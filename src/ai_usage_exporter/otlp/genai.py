@@ -18,6 +18,7 @@ from typing import Any
 
 from ai_usage_exporter.core.pricing.book import USAGE_UNKNOWN
 from ai_usage_exporter.otlp.families import (
+    LANGSMITH,
     OPENINFERENCE,
     VERCEL_AI,
     Family,
@@ -94,6 +95,10 @@ PROVIDER_NAMES: dict[str, str] = {
     "ollama": "ollama",
     "openrouter": "openrouter",
 }
+# Names senders put in gen_ai.system that are frameworks, not providers.
+FRAMEWORKS = frozenset(
+    ("langchain", "langgraph", "llamaindex", "llama_index", "crewai", "haystack")
+)
 # Model name prefixes that name their provider unambiguously.
 MODEL_PROVIDERS: tuple[tuple[str, str], ...] = (
     ("claude", "anthropic"),
@@ -132,6 +137,7 @@ MODEL_ATTRS = (
     "llm.model_name",
     "ai.response.model",
     "ai.model.id",
+    "langsmith.metadata.ls_model_name",
 )
 PROVIDER_ATTRS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 AGENT_ATTRS = ("gen_ai.agent.name", "agent_name")
@@ -141,12 +147,18 @@ SESSION_ATTRS = (
     "session.id",
     "traceloop.association.properties.session_id",
     "ai.telemetry.metadata.sessionId",
+    # LangSmith threads: the metadata keys its docs name (langsmith.trace.session_id is
+    # the LangSmith project, not a conversation).
+    "langsmith.metadata.session_id",
+    "langsmith.metadata.thread_id",
+    "langsmith.metadata.conversation_id",
 )
 USER_ATTRS = (
     "user.id",
     "enduser.id",
     "traceloop.association.properties.user_id",
     "ai.telemetry.metadata.userId",
+    "langsmith.metadata.user_id",
 )
 TENANT_ATTRS = ("tenant.id", "traceloop.association.properties.tenant")
 RESPONSE_ID_ATTRS = ("gen_ai.response.id", "ai.response.id")
@@ -323,6 +335,18 @@ def classify(span: SpanView, family: Family) -> tuple[str, str]:
             return "inference", "embeddings"
         if name in VERCEL_OUTER:
             return "aggregate", ""
+    if family is LANGSMITH:
+        # Its gen_ai.operation.name is derived from the run type and says "chat" for a
+        # prompt template and "embeddings" for a retriever; the run type itself is exact.
+        run_type = a.get("langsmith.span.kind")
+        if run_type == "llm":
+            return "inference", "chat"
+        if run_type == "embedding":
+            return "inference", "embeddings"
+        if run_type in ("chain", "agent"):
+            return "aggregate", ""
+        if isinstance(run_type, str):
+            return "skip", "not_inference"
     if family is OPENINFERENCE:
         kind = a.get("openinference.span.kind")
         if kind == "LLM":
@@ -359,6 +383,10 @@ def provider_of(span: SpanView) -> str:
     """From the attributes, else the model name, else the server address; else 'unknown'."""
     a = span.attrs
     raw = _first_str(a, PROVIDER_ATTRS)
+    if raw is not None and raw.lower() in FRAMEWORKS:
+        # A framework's name where the provider belongs (LangSmith writes "langchain"
+        # when it cannot tell); LangChain's own ls_provider says which, if it is there.
+        raw = _first_str(a, ("langsmith.metadata.ls_provider",))
     if raw is None:
         vercel = a.get("ai.model.provider")
         if isinstance(vercel, str) and vercel:
