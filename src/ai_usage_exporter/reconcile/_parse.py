@@ -114,6 +114,10 @@ class Page:
     buckets: list[tuple[int, int | None, list[Mapping[str, Any]]]]  # start, end, results
     next_page: str | None
 
+    def days(self, window: range) -> list[tuple[int, int | None, list[Mapping[str, Any]]]]:
+        """The buckets that are one whole UTC day starting inside `window`."""
+        return [b for b in self.buckets if whole_day(b[0], b[1]) is not None and b[0] in window]
+
 
 def page(body: Any, where: str, start_key: str, end_key: str) -> Page:
     """A page of buckets, as both providers shape them: data[], has_more, next_page."""

@@ -29,7 +29,6 @@ from ai_usage_exporter.reconcile._parse import (
     page,
     pages,
     rfc3339,
-    whole_day,
 )
 from ai_usage_exporter.reconcile.client import AdminClient
 
@@ -76,7 +75,7 @@ def cost_kind(r: Mapping[str, Any]) -> str:
 
 
 def add_costs(tally: Tally, p: Page, scope: str | None, wanted: set[str], window: range) -> None:
-    for start, _end, results in _days(p, window):
+    for start, _end, results in p.days(window):
         tally.cost_days.add(start)
         for j, r in enumerate(results):
             s = _scope_of(r, scope)
@@ -94,7 +93,7 @@ def add_costs(tally: Tally, p: Page, scope: str | None, wanted: set[str], window
 
 def add_usage(tally: Tally, p: Page, scope: str | None, wanted: set[str], window: range) -> None:
     seen = tally.usage_days.setdefault(USAGE, set())
-    for start, _end, results in _days(p, window):
+    for start, _end, results in p.days(window):
         seen.add(start)
         for j, r in enumerate(results):
             s = _scope_of(r, scope)
@@ -131,9 +130,6 @@ def add_usage(tally: Tally, p: Page, scope: str | None, wanted: set[str], window
                 count(tools.get("web_search_requests"), f"{at}: web_search_requests"),
             )
 
-
-def _days(p: Page, window: range) -> list[tuple[int, int | None, list[Mapping[str, Any]]]]:
-    return [b for b in p.buckets if whole_day(b[0], b[1]) is not None and b[0] in window]
 
 
 def fetch(

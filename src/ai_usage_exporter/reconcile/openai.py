@@ -29,7 +29,6 @@ from ai_usage_exporter.reconcile._parse import (
     nanodollars,
     page,
     pages,
-    whole_day,
 )
 from ai_usage_exporter.reconcile.client import AdminClient
 
@@ -113,7 +112,7 @@ def _scope_of(r: Mapping[str, Any], scope: str | None) -> str:
 
 def add_costs(tally: Tally, p: Page, scope: str | None, wanted: set[str], window: range) -> None:
     """Add a costs page's amounts (whole-day buckets inside the window) to the tally."""
-    for start, _end, results in _days(p, window):
+    for start, _end, results in p.days(window):
         tally.cost_days.add(start)
         for j, r in enumerate(results):
             s = _scope_of(r, scope)
@@ -143,7 +142,7 @@ def add_usage(
 ) -> None:
     """Add a usage page's tokens (whole-day buckets inside the window) to the tally."""
     seen = tally.usage_days.setdefault(endpoint, set())
-    for start, _end, results in _days(p, window):
+    for start, _end, results in p.days(window):
         seen.add(start)
         for j, r in enumerate(results):
             s = _scope_of(r, scope)
@@ -160,9 +159,6 @@ def add_usage(
             tally.add_quantity((*key, "output"), count(r.get("output_tokens"), at))
             tally.add_quantity((*key, "audio_output"), count(r.get("output_audio_tokens"), at))
 
-
-def _days(p: Page, window: range) -> list[tuple[int, int | None, list[Mapping[str, Any]]]]:
-    return [b for b in p.buckets if whole_day(b[0], b[1]) is not None and b[0] in window]
 
 
 def fetch(
