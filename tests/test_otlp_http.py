@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from _otlp import chat_span, load_fixture, request, span
-from _server import serve_app
+from _server import scrape, serve_app
 from ai_usage_exporter.core.events.model import Limits
 from ai_usage_exporter.recorder import Recorder
 from ai_usage_exporter.server.app import create_app
@@ -241,3 +241,19 @@ def test_a_call_without_usage_is_stored_as_unknown_not_as_priced(
     assert (row["cost_source"], row["cost_total"], row["input_tokens"]) == ("usage-unknown", 0.0, 0)
     assert "no token counts" in orjson.loads(row["metadata"])["usage_unknown"]
     assert recorder.view()["by_level"]["warn"] == 1
+
+
+def test_a_call_whose_spans_arrive_in_two_exports_is_stored_once(
+    server: tuple[str, Recorder],
+) -> None:
+    url, recorder = server
+    inner = chat_span(input_tokens=40, output_tokens=4, span_id="00000000000000f2",
+                      parent="00000000000000f1")  # fmt: skip
+    outer = chat_span(input_tokens=40, output_tokens=4, span_id="00000000000000f1")
+    for s in (inner, outer):
+        r = httpx.post(f"{url}/v1/traces", content=request([s]).SerializeToString(), headers=PB)
+        assert r.status_code == 200 and r.content == b""
+    assert stored(recorder) == 1
+    samples = scrape(url)
+    for outcome, n in (("counted", 1), ("merged", 1), ("duplicate", 0)):
+        assert samples[("ai_exporter_otlp_spans_total", frozenset({("outcome", outcome)}))] == n

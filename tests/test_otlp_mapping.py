@@ -10,7 +10,7 @@ import pytest
 
 from _otlp import chat_span, load_fixture, request, span
 from ai_usage_exporter.otlp import decode
-from ai_usage_exporter.otlp.genai import BadSpan, count, map_batch
+from ai_usage_exporter.otlp.genai import BadSpan, Recent, count, map_batch
 from ai_usage_exporter.otlp.spans import collect
 
 COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
@@ -220,3 +220,61 @@ def test_langsmith_details_that_are_no_plain_counts_are_ignored(details: str) ->
     (e,) = _langsmith_llm(details)
     assert (e["input_tokens"], e["output_tokens"]) == (1000, 10)
     assert "cached_input_tokens" not in e
+
+
+# ---------------------------------------------------------------- across exports
+
+
+def _export(recent: Recent, *spans: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    m = map_batch(collect(request(list(spans)).SerializeToString()), recent)
+    recent.note(m.remember)  # as the receiver does once the export is committed
+    return m.events, {k: v for k, v in m.outcomes.items() if v}
+
+
+def test_a_wrapper_span_exported_after_its_call_does_not_count_it_again() -> None:
+    recent = Recent()
+    wrapper = "00000000000000a1"
+    inner = chat_span(input_tokens=40, output_tokens=4, span_id="00000000000000a2", parent=wrapper)
+    outer = chat_span(input_tokens=40, output_tokens=4, span_id=wrapper)
+    first, _ = _export(recent, inner)
+    second, outcomes = _export(recent, outer)
+    assert [e["input_tokens"] for e in first] == [40] and second == []
+    assert outcomes == {"merged": 1}
+
+
+def test_a_call_exported_after_the_span_around_it_does_not_count_again() -> None:
+    recent = Recent()
+    outer = chat_span(span_id="00000000000000b1")
+    inner = chat_span(span_id="00000000000000b2", parent="00000000000000b1")
+    assert len(_export(recent, outer)[0]) == 1
+    assert _export(recent, inner) == ([], {"merged": 1})
+
+
+def test_the_two_spans_of_one_response_in_two_exports_count_once() -> None:
+    recent = Recent()
+    rid = {"gen_ai.response.id": "chatcmpl-split"}
+    assert len(_export(recent, chat_span(attrs=rid))[0]) == 1
+    assert _export(recent, chat_span(input_tokens=None, attrs=rid)) == ([], {"merged": 1})
+
+
+def test_two_calls_under_one_agent_in_two_exports_both_count() -> None:
+    recent = Recent()
+    agent = span("invoke_agent helper", {"gen_ai.operation.name": "invoke_agent",
+                                          "gen_ai.agent.name": "helper"},
+                 span_id="00000000000000c1")  # fmt: skip
+    one = chat_span(span_id="00000000000000c2", parent="00000000000000c1")
+    two = chat_span(span_id="00000000000000c3", parent="00000000000000c1")
+    assert len(_export(recent, one)[0]) == 1
+    events, outcomes = _export(recent, two, agent)
+    assert len(events) == 1 and events[0]["agent"] == "helper"
+    assert outcomes == {"aggregate": 1}
+    # The same span again (an exporter's retry) is still offered: the ledger's
+    # idempotency key makes it a duplicate, not this memory.
+    assert len(_export(recent, two)[0]) == 1
+
+
+def test_recent_calls_are_bounded() -> None:
+    recent = Recent(capacity=3)
+    for i in range(5):
+        _export(recent, chat_span(span_id=f"{0xD0 + i:016x}", parent=f"{0xE0 + i:016x}"))
+    assert len(recent.calls) == 3 and len(recent.above) == 3

@@ -11,7 +11,7 @@ prices them exactly like posted ones.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,6 +197,7 @@ class _Call:
     provider: str = "unknown"
     children: list[_Call] = field(default_factory=list)
     parent: _Call | None = None
+    rid: str | None = None  # the response id, once read
 
 
 @dataclass(slots=True)
@@ -237,6 +238,8 @@ class Mapped:
     sources: list[SpanView]  # the span each call's event came from
     outcomes: Counter[str]
     rejected: list[str]
+    # For `Recent.note` once the calls are committed.
+    remember: list[tuple[str, bytes, tuple[bytes, ...], str | None]] = field(default_factory=list)
 
     @property
     def spans(self) -> list[str]:
@@ -410,8 +413,56 @@ def provider_of(span: SpanView) -> str:
     return "unknown"
 
 
-def map_batch(batch: Batch) -> Mapped:
-    """Every GenAI span of an export mapped: events, and an outcome for every other span."""
+class Recent:
+    """Calls counted from earlier exports, so that one call never counts twice.
+
+    A call's spans can land in different exports: the batch processor exports spans as
+    they end, and a wrapper span (a framework's span over the client library's span of
+    the same call, or a request span beside its streaming-response span) may end just
+    after a batch was cut. Within one export the tree says which span is the call; across
+    exports this remembers, for the most recent calls, the span counted, its ancestors
+    and its response id. Bounded: the oldest are forgotten first. Only the mapping reads
+    it (`map_batch`); the receiver adds a batch's calls once they are committed.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self.calls: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self.above: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self.responses: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def covers(self, span: SpanView, parents: Mapping[bytes, bytes], rid: str | None) -> bool:
+        """Whether a counted call is this span's own (nested in it, around it, same id)."""
+        trace = span.trace_id
+        if (trace, span.sid) in self.above or (rid is not None and (trace, rid) in self.responses):
+            return True
+        pid = span.pid
+        for _ in range(_MAX_ANCESTORS):
+            if not pid:
+                return False
+            if (trace, pid) in self.calls:
+                return True
+            pid = parents.get(pid, b"")
+        return False
+
+    def note(self, calls: list[tuple[str, bytes, tuple[bytes, ...], str | None]]) -> None:
+        """Remember committed calls: (trace id, span id, ancestor span ids, response id)."""
+        for trace, sid, ancestors, rid in calls:
+            self.calls[(trace, sid)] = None
+            for up in ancestors:
+                self.above[(trace, up)] = None
+            if rid is not None:
+                self.responses[(trace, rid)] = None
+        for table in (self.calls, self.above, self.responses):
+            while len(table) > self.capacity:
+                table.popitem(last=False)
+
+
+def map_batch(batch: Batch, recent: Recent | None = None) -> Mapped:
+    """Every GenAI span of an export mapped: events, and an outcome for every other span.
+
+    With `recent`, a call already counted from an earlier export is not counted again.
+    """
     outcomes: Counter[str] = Counter()
     outcomes["not_genai"] = batch.not_genai
     rejected: list[str] = list(batch.undecodable)
@@ -476,6 +527,9 @@ def map_batch(batch: Batch) -> Mapped:
                             leaf.counts[k] = v
             up = up.parent
         rid = _first_str(leaf.span.attrs, RESPONSE_ID_ATTRS)
+        if recent is not None and recent.covers(leaf.span, parents, rid):
+            outcomes["merged"] += 1  # the rest of a call an earlier export counted
+            continue
         if rid is not None:
             key = (leaf.span.trace_id, rid)
             first = by_response.get(key)
@@ -490,10 +544,27 @@ def map_batch(batch: Batch) -> Mapped:
                 continue
             by_response[key] = leaf
         kept.append(leaf)
+        leaf.rid = rid
 
     # After every merge, which may still add to a kept call's counts.
     parts = [_event(leaf, aggregates, parents) for leaf in kept]
-    return Mapped(parts, [leaf.span for leaf in kept], outcomes, rejected)
+    return Mapped(parts, [leaf.span for leaf in kept], outcomes, rejected, _remember(kept, parents))
+
+
+def _remember(
+    kept: list[_Call], parents: Mapping[bytes, bytes]
+) -> list[tuple[str, bytes, tuple[bytes, ...], str | None]]:
+    """What `Recent` keeps of each counted call: its trace, span, ancestors, response id."""
+    out = []
+    for leaf in kept:
+        span = leaf.span
+        ancestors: list[bytes] = []
+        pid = span.pid
+        while pid and len(ancestors) < _MAX_ANCESTORS:
+            ancestors.append(pid)
+            pid = parents.get(pid, b"")
+        out.append((span.trace_id, span.sid, tuple(ancestors), leaf.rid))
+    return out
 
 
 def _attribution(

@@ -42,7 +42,7 @@ from ai_usage_exporter.core.events.model import EventError, UsageEvent
 from ai_usage_exporter.core.events.validate import typed_event
 from ai_usage_exporter.ledger import LedgerError
 from ai_usage_exporter.otlp import decode
-from ai_usage_exporter.otlp.genai import OUTCOMES, map_batch
+from ai_usage_exporter.otlp.genai import OUTCOMES, Recent, map_batch
 from ai_usage_exporter.otlp.spans import SpanDecodeError, collect
 from ai_usage_exporter.recorder.recorder import Recorder, RecorderBusyError, RecorderClosedError
 
@@ -84,6 +84,7 @@ class Prepared:
     outcomes: Counter[str]
     messages: list[str]
     rejected: int
+    calls: list[tuple[str, bytes, tuple[bytes, ...], str | None]]
 
 
 class SpanCollector(Collector):
@@ -119,6 +120,8 @@ class OtlpReceiver:
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.spans = SpanCollector()
+        # One process's memory: sidecars behind a balancer each know their own exports.
+        self.recent = Recent()
         try:
             recorder.registry.register(self.spans)
         except ValueError:  # a second app over the same registry: its own counts stay apart
@@ -132,7 +135,7 @@ class OtlpReceiver:
         except SpanDecodeError as exc:
             recorder.count_rejected("malformed")
             raise ExportFailed(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        mapped = map_batch(batch)
+        mapped = map_batch(batch, self.recent)
         messages = list(mapped.rejected)
         parts = mapped.parts
         limit = recorder.limits.max_events_per_request
@@ -149,6 +152,7 @@ class OtlpReceiver:
         # The calls `typed_event` cannot vouch for go through the validator POST
         # /api/usage uses, which accepts them or names what is wrong.
         rest: list[int] = []
+        refused: set[int] = set()
         limits = recorder.limits
         now = time.time()
         for i, p in enumerate(parts):
@@ -181,12 +185,15 @@ class OtlpReceiver:
                     if len(messages) < _MAX_MESSAGES:
                         messages.append(f"span {names[rest[d.index]]}: {d.field}: {d.message}")
                 good = [item for j, item in enumerate(items) if j not in bad]
+                refused = {rest[j] for j in bad}
                 rejected += len(bad)
                 mapped.outcomes["rejected"] += len(bad)
                 recorder.count_rejected("invalid", len(bad))
                 if good:
                     events += recorder.parse(good)
-        return Prepared(events, mapped.outcomes, messages, rejected)
+        # A refused call is not remembered: a later span of it may still count it.
+        calls = [c for i, c in enumerate(mapped.remember) if i not in refused]
+        return Prepared(events, mapped.outcomes, messages, rejected, calls)
 
     async def export(self, body: bytes) -> ExportResult:
         """Record an encoded ExportTraceServiceRequest's GenAI calls; returns once committed."""
@@ -214,6 +221,7 @@ class OtlpReceiver:
                 ) from None
             outcomes["counted"] += result.accepted
             outcomes["duplicate"] += result.duplicates
+            self.recent.note(prepared.calls)
         self.spans.add(outcomes)
         message = "; ".join(messages[:_MAX_MESSAGES])
         if len(messages) > _MAX_MESSAGES:

@@ -131,7 +131,6 @@ def add_usage(tally: Tally, p: Page, scope: str | None, wanted: set[str], window
             )
 
 
-
 def fetch(
     client: AdminClient,
     since: int,

@@ -160,7 +160,6 @@ def add_usage(
             tally.add_quantity((*key, "audio_output"), count(r.get("output_audio_tokens"), at))
 
 
-
 def fetch(
     client: AdminClient,
     since: int,
