@@ -146,6 +146,19 @@ def test_postgres_cut_for_seconds_under_steady_posting(tmp_path: Path) -> None:
             assert before > 0 and poster.unavailable > 0
             # The refused gateway call never reached the upstream: nothing unrecorded spent.
             assert len(up.requests) == served_upstream + 1
+            # The gateway answers before its record of the call is committed (it is queued
+            # for the writer), so the last call reaches the counters a moment later.
+            want = len(poster.acked) + 2
+
+            def requests_counted() -> float:
+                text = httpx.get(f"{server.url}/metrics", timeout=10).text
+                return sum(
+                    v
+                    for (name, _), v in exposition_samples(text).items()
+                    if name == "ai_requests_total"
+                )
+
+            _wait(lambda: requests_counted() >= want, 10, "every acknowledged call counted")
             scraped = exposition_samples(httpx.get(f"{server.url}/metrics", timeout=10).text)
             assert server.terminate() == 0
         finally:
