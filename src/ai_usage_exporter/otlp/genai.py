@@ -286,6 +286,9 @@ def _first_str(attrs: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
     return None
 
 
+_TOTALS = frozenset(("input_tokens", "output_tokens"))
+
+
 def read_counts(span: SpanView, family: Family, provider: str) -> dict[str, int] | None:
     """The span's usage in our convention, or None when it carries no usage at all."""
     attrs = span.attrs
@@ -308,6 +311,8 @@ def read_counts(span: SpanView, family: Family, provider: str) -> dict[str, int]
         family.extra(attrs, counts, provider)
     if not counts:
         return None
+    if len(counts) <= 2 and _TOTALS.issuperset(counts):
+        return counts  # input and output alone: nothing below to reconcile
     cache = counts.get("cached_input_tokens", 0) + counts.get("cache_write_tokens", 0)
     # A family that leaves the cache out of its input count (or a sender that does,
     # whatever its family: the input cannot be smaller than its part) has it added.
