@@ -415,7 +415,7 @@ class Gateway:
                 StreamFolder(call.op.stream_format), started, first_byte=time.perf_counter()
             )
 
-            async def done(outcome: StreamOutcome) -> None:
+            def done(outcome: StreamOutcome) -> None:
                 self._served_stream(call, i, up, model, started_at, status, outcome)
 
             return StreamRelay(

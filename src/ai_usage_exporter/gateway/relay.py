@@ -9,13 +9,13 @@ is closed and the call is still recorded, once, with what was seen.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -53,7 +53,7 @@ class StreamRelay(Response):
         headers: list[tuple[bytes, bytes]],
         outcome: StreamOutcome,
         strip_usage: bool,
-        on_done: Callable[[StreamOutcome], Awaitable[None]],
+        on_done: Callable[[StreamOutcome], None],
         framer: Framer | None = None,
         stream_error: Callable[[Any], str | None] | None = None,
     ) -> None:
@@ -95,21 +95,23 @@ class StreamRelay(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = self._outcome
+        # A client that goes away is noticed while the pump waits on the upstream: a
+        # watcher task cancels the pump. One plain task per stream, not a task group:
+        # anyio's costs several times as much per call and nothing else runs in it.
+        pump = asyncio.current_task()
+        assert pump is not None
+        watcher = asyncio.get_running_loop().create_task(self._watch(receive, pump))
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            outcome.client_gone = True
-                            tg.cancel_scope.cancel()
-                            return
-
-                tg.start_soon(watch_disconnect)
+            try:
                 await self._pump(send)
-                tg.cancel_scope.cancel()
+            except asyncio.CancelledError:
+                # Ours (the client left) is absorbed; any other cancellation goes on.
+                if not outcome.client_gone or pump.uncancel() > 0:
+                    raise
         finally:
+            # Before any await: once the response is complete `receive` answers
+            # http.disconnect, which must not count as the client leaving.
+            watcher.cancel()
             outcome.ended = time.perf_counter()
             # A stream read to its end gives its connection back to the pool; one cut
             # short (client gone, upstream error) is closed, as its rest is unread.
@@ -117,8 +119,16 @@ class StreamRelay(Response):
                 self._upstream.release()
             else:
                 self._upstream.close()
-            with anyio.CancelScope(shield=True):
-                await self._on_done(outcome)
+            # Not awaited: nothing here can be cancelled halfway.
+            self._on_done(outcome)
+
+    async def _watch(self, receive: Receive, pump: asyncio.Task[Any]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self._outcome.client_gone = True
+                pump.cancel()
+                return
 
     async def _pump(self, send: Send) -> None:
         outcome = self._outcome
