@@ -6,6 +6,7 @@ import asyncio
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -135,6 +136,130 @@ def test_framer_keeps_every_byte_across_any_split() -> None:
     assert data_of(b": keep-alive\n\n") is None
     # A field line without a colon is that field with an empty value (WHATWG).
     assert data_of(b"data\n\n") == ""
+
+
+def test_the_one_data_line_reading_agrees_with_the_sse_parser() -> None:
+    from ai_usage_exporter.core.shapes.sse import parse_sse
+
+    def parsed(block: bytes) -> str | None:
+        events = parse_sse(block)
+        return events[0][1] if events else None
+
+    blocks = [
+        b'data: {"a":1}\n\n',
+        b'event: message_start\ndata: {"type":"message_start"}\n\n',
+        b"data: [DONE]\n\n",
+        b"data:x\n\n",  # no space: the parser's reading
+        b"data: \xff\xfe\n\n",  # not UTF-8: replaced alike
+        b"event: e\ndata: a\ndata: b\n\n",
+        b"event: e\n\n",
+        b"event:\ndata: \n\n",
+        b"\xef\xbb\xbfdata: bom\n\n",
+        b"data: cr\r\n\r\n",
+        b"data: a\rdata: b\n\n",
+        b"data: unterminated",
+        b"id: 1\ndata: x\n\n",
+    ]
+    for block in blocks:
+        assert data_of(block) == parsed(block), block
+    for block in SSEFramer().feed(CHAT_STREAM):
+        assert data_of(block) == parsed(block), block
+
+
+class _Content:
+    def __init__(self, eof: bool) -> None:
+        self.eof = eof
+
+    def at_eof(self) -> bool:
+        return self.eof
+
+
+class _Upstream:
+    """What StreamRelay uses of an aiohttp response."""
+
+    def __init__(self, eof: bool) -> None:
+        self.content = _Content(eof)
+        self.ended: list[str] = []
+
+    def release(self) -> None:
+        self.ended.append("released")
+
+    def close(self) -> None:
+        self.ended.append("closed")
+
+
+def _relay(upstream: _Upstream, body: Any, first: bytes, done: list[Any]) -> Any:
+    from ai_usage_exporter.core.shapes.streams import StreamFolder
+    from ai_usage_exporter.gateway.relay import StreamOutcome, StreamRelay
+
+    return StreamRelay(
+        upstream,  # type: ignore[arg-type]
+        body,
+        first,
+        status_code=200,
+        headers=[],
+        outcome=StreamOutcome(StreamFolder("openai_chat"), time.perf_counter()),
+        strip_usage=False,
+        on_done=done.append,
+    )
+
+
+def test_a_stream_that_came_whole_goes_out_in_one_body_without_a_watcher() -> None:
+    sent: list[dict[str, Any]] = []
+    done: list[Any] = []
+    upstream = _Upstream(eof=True)
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("nothing waits on the client when the upstream has ended")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def nothing() -> Any:
+        if False:
+            yield b""
+
+    relay = _relay(upstream, nothing(), CHAT_STREAM, done)
+    asyncio.run(relay({}, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert (sent[1]["body"], sent[1]["more_body"]) == (CHAT_STREAM, False)
+    assert upstream.ended == ["released"] and len(done) == 1
+    assert done[0].folder.finished and not done[0].client_gone
+
+
+def test_a_client_leaving_ends_the_relay_but_another_cancellation_goes_on() -> None:
+    async def hang() -> Any:
+        await asyncio.sleep(3600)
+        yield b""
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def leaves() -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    done: list[Any] = []
+    upstream = _Upstream(eof=False)
+    first = CHAT_STREAM[:40]
+    asyncio.run(_relay(upstream, hang(), first, done)({}, leaves, send))
+    assert upstream.ended == ["closed"] and len(done) == 1 and done[0].client_gone
+
+    async def stays() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def cancelled_from_outside() -> None:
+        task = asyncio.create_task(_relay(upstream, hang(), first, done)({}, stays, send))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    done.clear()
+    upstream.ended.clear()
+    asyncio.run(cancelled_from_outside())
+    assert upstream.ended == ["closed"] and len(done) == 1 and not done[0].client_gone
 
 
 def test_fallback_policy() -> None:

@@ -238,69 +238,51 @@ class Admitter:
                 f"allowed: {', '.join(key.models)}",
                 key=key.name,
             )
-        over = await self._over_budget(key, now)
-        if over is not None:
-            return over
+        if key.budget_nusd is not None or key.budget_tokens is not None:
+            start, resets = self._period(key.period, now)
+            use = self._known_use(key.name, start)
+            if use is None:
+                use = await self._read_use(key.name, start)
+            over = _over_budget(key, use, now, resets)
+            if over is not None:
+                return over
         if key.rpm is not None or key.tpm is not None:
-            try:
-                limited = await self.limiter.check(key.name, key.rpm, key.tpm)
-            except LimiterUnavailable as exc:
-                return Rejection(503, "rate_limiter_unavailable", str(exc), key=key.name)
+            limiter = self.limiter
+            if isinstance(limiter, LocalLimiter):
+                # Nothing to wait for in memory: no coroutine per call.
+                limited = limiter.check_now(key.name, key.rpm, key.tpm)
+            else:
+                try:
+                    limited = await limiter.check(key.name, key.rpm, key.tpm)
+                except LimiterUnavailable as exc:
+                    return Rejection(503, "rate_limiter_unavailable", str(exc), key=key.name)
             if limited is not None:
                 return _rate_limited(key, limited, now)
         return Admission(key)
 
     # ------------------------------------------------------------ budgets
 
-    async def _over_budget(self, key: KeyRecord, now: float) -> Rejection | None:
-        if key.budget_nusd is None and key.budget_tokens is None:
-            return None
-        start, resets = self._period(key.period, now)
-        use = await self._current_use(key.name, start)
-        used_tokens = use.tokens + use.local_tokens
-        used_nusd = use.nusd + use.local_nusd
-        word = PERIOD_WORDS.get(key.period, key.period)
-        if key.budget_nusd is not None and used_nusd >= key.budget_nusd:
-            used, limit = used_nusd / NANO, key.budget_nusd / NANO
-            return Rejection(
-                429,
-                "budget",
-                f"gateway key {key.name!r} has used its {word} budget: ${_dollars(used)} of "
-                f"${_dollars(limit)}; it resets at {iso(resets)}",
-                key=key.name,
-                unit="usd",
-                used=used,
-                limit=limit,
-                resets_at=resets,
-                retry_after=resets - now,
-            )
-        if key.budget_tokens is not None and used_tokens >= key.budget_tokens:
-            return Rejection(
-                429,
-                "budget",
-                f"gateway key {key.name!r} has used its {word} budget: {used_tokens} of "
-                f"{key.budget_tokens} tokens; it resets at {iso(resets)}",
-                key=key.name,
-                unit="tokens",
-                used=float(used_tokens),
-                limit=float(key.budget_tokens),
-                resets_at=resets,
-                retry_after=resets - now,
-            )
-        return None
+    def _known_use(self, name: str, start: float) -> _Use | None:
+        """The key's use this period as known here, or None when it must be read first.
 
-    async def _current_use(self, name: str, start: float) -> _Use:
+        A figure older than `usage_ttl_s` still serves this call; a refresh for the next
+        ones starts in the background.
+        """
         use = self._use.get(name)
-        mono = time.monotonic()
         if use is None or use.start != start:
-            tokens, nusd, _ = await asyncio.to_thread(self.ledger.key_usage, name, start)
-            use = self._use.get(name)
-            if use is None or use.start != start:
-                use = self._use[name] = _Use(start, tokens, nusd, mono)
-        elif mono - use.read_at >= self.usage_ttl_s and not use.refreshing:
-            # Serve this call from what we know; the fresh figure is for the next ones.
+            return None
+        if not use.refreshing and time.monotonic() - use.read_at >= self.usage_ttl_s:
             use.refreshing = True
             self._spawn(self._refresh(name, use))
+        return use
+
+    async def _read_use(self, name: str, start: float) -> _Use:
+        """The key's use from the ledger, for its first call of a period."""
+        mono = time.monotonic()
+        tokens, nusd, _ = await asyncio.to_thread(self.ledger.key_usage, name, start)
+        use = self._use.get(name)
+        if use is None or use.start != start:
+            use = self._use[name] = _Use(start, tokens, nusd, mono)
         return use
 
     async def _refresh(self, name: str, use: _Use) -> None:
@@ -365,6 +347,40 @@ class Admitter:
                 )
             )
         return rows
+
+
+def _over_budget(key: KeyRecord, use: _Use, now: float, resets: float) -> Rejection | None:
+    used_tokens = use.tokens + use.local_tokens
+    used_nusd = use.nusd + use.local_nusd
+    word = PERIOD_WORDS.get(key.period, key.period)
+    if key.budget_nusd is not None and used_nusd >= key.budget_nusd:
+        used, limit = used_nusd / NANO, key.budget_nusd / NANO
+        return Rejection(
+            429,
+            "budget",
+            f"gateway key {key.name!r} has used its {word} budget: ${_dollars(used)} of "
+            f"${_dollars(limit)}; it resets at {iso(resets)}",
+            key=key.name,
+            unit="usd",
+            used=used,
+            limit=limit,
+            resets_at=resets,
+            retry_after=resets - now,
+        )
+    if key.budget_tokens is not None and used_tokens >= key.budget_tokens:
+        return Rejection(
+            429,
+            "budget",
+            f"gateway key {key.name!r} has used its {word} budget: {used_tokens} of "
+            f"{key.budget_tokens} tokens; it resets at {iso(resets)}",
+            key=key.name,
+            unit="tokens",
+            used=float(used_tokens),
+            limit=float(key.budget_tokens),
+            resets_at=resets,
+            retry_after=resets - now,
+        )
+    return None
 
 
 def _dollars(amount: float) -> str:

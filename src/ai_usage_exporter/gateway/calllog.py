@@ -18,11 +18,14 @@ from typing import Any, TextIO
 
 import orjson
 
-from ai_usage_exporter.core.redact import REDACTED, redact_value
+from ai_usage_exporter.core.redact import REDACTED, is_secret_key, redact_text, redact_value
 
 LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 _ALIASES = {"warning": "warn", "err": "error", "critical": "error"}
 _TRUE = ("1", "true", "yes", "on")
+# Redacted strings remembered per logger (route, upstream, model and key names repeat on
+# every line); forgotten all at once when this many are held.
+_MAX_REMEMBERED = 4096
 
 
 def parse_level(value: str) -> str:
@@ -50,6 +53,9 @@ class CallLogger:
         # Longest first, so a key that contains another is cut whole.
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._lock = threading.Lock()
+        # `redact_text` and `is_secret_key` are pure: their answers, by argument.
+        self._texts: dict[str, str] = {}
+        self._secret_names: dict[str, bool] = {}
 
     @classmethod
     def from_env(
@@ -77,12 +83,35 @@ class CallLogger:
         """One sanitised JSON line (newline included), or None below the level."""
         if LEVELS[level] < self._threshold:
             return None
-        record = {"ts": _now(), "level": level, "msg": message, **redact_value(fields)}
+        record = {"ts": _now(), "level": level, "msg": message, **self._redacted(fields)}
         line = orjson.dumps(record, default=str).decode()
         for secret in self._secrets:
             if secret in line:
                 line = line.replace(secret, REDACTED)
         return line + "\n"
+
+    def _redacted(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`redact_value(fields)`, with the answers for names and strings seen before reused."""
+        out: dict[str, Any] = {}
+        names, texts = self._secret_names, self._texts
+        for k, v in fields.items():
+            secret = names.get(k)
+            if secret is None:
+                secret = names[k] = is_secret_key(k)
+            if secret and v not in (None, ""):
+                out[k] = REDACTED
+            elif v is None or isinstance(v, bool | int | float):
+                out[k] = v
+            elif type(v) is str:
+                text = texts.get(v)
+                if text is None:
+                    if len(texts) >= _MAX_REMEMBERED:
+                        texts.clear()
+                    text = texts[v] = redact_text(v)
+                out[k] = text
+            else:
+                out[k] = redact_value(v)
+        return out
 
     def write(self, lines: list[str]) -> None:
         """Write lines from `line` with one write, so a batch costs one system call."""
@@ -99,6 +128,12 @@ class CallLogger:
             self.log("debug", message, **fields)
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def _now() -> str:
     t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+    whole = int(t)
+    if _second[0] != whole:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int(t % 1 * 1000):03d}Z"

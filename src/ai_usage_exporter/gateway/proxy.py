@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ai_usage_exporter.config.gateway import GatewayConfig, RouteConfig, UpstreamConfig
@@ -325,15 +325,24 @@ class Gateway:
         limit = self.recorder.limits.max_body_bytes
         chunks: list[bytes] = []
         size = 0
-        # Read as it comes, so an oversized body is refused without being held whole.
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return gateway_error(
-                    413, f"request body exceeds {limit} bytes", code="too_large", api=api
-                )
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        receive = request.receive
+        # Read as it comes, so an oversized body is refused without being held whole
+        # (`Request.stream`'s loop, without its async generator).
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    return gateway_error(
+                        413, f"request body exceeds {limit} bytes", code="too_large", api=api
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -354,7 +363,16 @@ class Gateway:
                 code="invalid_model",
                 api=api,
             )
-        rid = request.headers.get("x-request-id", "").strip()
+        headers = request.scope["headers"]
+        given_rid = tenant = None
+        for name, value in headers:
+            # The first of each, as `request.headers.get` would answer.
+            if name == b"x-request-id":
+                if given_rid is None:
+                    given_rid = value
+            elif name == b"x-tenant" and tenant is None:
+                tenant = value
+        rid = given_rid.decode("latin-1").strip() if given_rid is not None else ""
         if not rid or len(rid) > MAX_REQUEST_ID or not rid.isprintable():
             rid = uuid.uuid4().hex
         user = payload.get("user")
@@ -369,8 +387,8 @@ class Gateway:
             payload=payload,
             body=body,
             request_id=rid,
-            headers=list(request.scope["headers"]),
-            client_tenant=request.headers.get("x-tenant") or None,
+            headers=list(headers),
+            client_tenant=(tenant.decode("latin-1") or None) if tenant is not None else None,
             client_user=user if isinstance(user, str) and user else None,
         )
 
@@ -415,7 +433,7 @@ class Gateway:
                 StreamFolder(call.op.stream_format), started, first_byte=time.perf_counter()
             )
 
-            async def done(outcome: StreamOutcome) -> None:
+            def done(outcome: StreamOutcome) -> None:
                 self._served_stream(call, i, up, model, started_at, status, outcome)
 
             return StreamRelay(

@@ -9,13 +9,13 @@ is closed and the call is still recorded, once, with what was seen.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -53,7 +53,7 @@ class StreamRelay(Response):
         headers: list[tuple[bytes, bytes]],
         outcome: StreamOutcome,
         strip_usage: bool,
-        on_done: Callable[[StreamOutcome], Awaitable[None]],
+        on_done: Callable[[StreamOutcome], None],
         framer: Framer | None = None,
         stream_error: Callable[[Any], str | None] | None = None,
     ) -> None:
@@ -70,6 +70,7 @@ class StreamRelay(Response):
         self._framer: Framer = framer if framer is not None else SSEFramer()
         self._stream_error = stream_error
         self._drained = False
+        self._watcher: asyncio.Task[None] | None = None
 
     def _fold(self, blocks: list[bytes]) -> list[bytes]:
         """Feed each event to the folder; the blocks to forward (all but a stripped one)."""
@@ -95,21 +96,20 @@ class StreamRelay(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = self._outcome
+        pump = asyncio.current_task()
+        assert pump is not None
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            outcome.client_gone = True
-                            tg.cancel_scope.cancel()
-                            return
-
-                tg.start_soon(watch_disconnect)
-                await self._pump(send)
-                tg.cancel_scope.cancel()
+            try:
+                await self._pump(send, receive, pump)
+            except asyncio.CancelledError:
+                # Ours (the client left) is absorbed; any other cancellation goes on.
+                if not outcome.client_gone or pump.uncancel() > 0:
+                    raise
         finally:
+            # Before any await: once the response is complete `receive` answers
+            # http.disconnect, which must not count as the client leaving.
+            if self._watcher is not None:
+                self._watcher.cancel()
             outcome.ended = time.perf_counter()
             # A stream read to its end gives its connection back to the pool; one cut
             # short (client gone, upstream error) is closed, as its rest is unread.
@@ -117,29 +117,55 @@ class StreamRelay(Response):
                 self._upstream.release()
             else:
                 self._upstream.close()
-            with anyio.CancelScope(shield=True):
-                await self._on_done(outcome)
+            # Not awaited: nothing here can be cancelled halfway.
+            self._on_done(outcome)
 
-    async def _pump(self, send: Send) -> None:
+    def _watch(self, receive: Receive, pump: asyncio.Task[Any]) -> None:
+        """Notice a client that goes away while the pump waits on the upstream.
+
+        One plain task that cancels the pump, not a task group (anyio's costs several
+        times as much per call), and only once the pump has to wait: a stream that
+        arrived whole before the first byte went out needs none.
+        """
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self._outcome.client_gone = True
+                    pump.cancel()
+                    return
+
+        self._watcher = asyncio.get_running_loop().create_task(watch())
+
+    async def _pump(self, send: Send, receive: Receive, pump: asyncio.Task[Any]) -> None:
         outcome = self._outcome
+        content = self._upstream.content
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         out = self._forward(self._first)
-        if out:
-            await send({"type": "http.response.body", "body": out, "more_body": True})
         try:
-            async for chunk in self._body:
-                out = self._forward(chunk)
+            # The upstream's end already read (often the whole stream came in the first
+            # read): what is left goes out with the end of the response, in one write.
+            while not content.at_eof():
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
+                if self._watcher is None:
+                    self._watch(receive, pump)
+                chunk = await anext(self._body, None)
+                if chunk is None:
+                    out = b""
+                    break
+                out = self._forward(chunk)
             self._drained = True
         except TRANSPORT_ERRORS as exc:
             # After the first byte nothing can fall back; the client gets what came.
             outcome.error = exc
+            out = b""
         tail = self._framer.tail()
         if tail:
             kept = self._fold([tail])
             if self._strip and kept:
-                await send({"type": "http.response.body", "body": tail, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                out += tail
+        await send({"type": "http.response.body", "body": out, "more_body": False})

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from ai_usage_exporter.gateway.apis import gemini
 from ai_usage_exporter.gateway.proxy import Gateway
@@ -21,15 +22,33 @@ from ai_usage_exporter.gateway.proxy import Gateway
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class _Asgi:
+    """A gateway endpoint as a plain ASGI app, so Starlette routes to it directly.
+
+    A function endpoint gets Starlette's per-request wrapper (two closures and a hop on
+    every message sent) to run the exception handlers, which the app's
+    ExceptionMiddleware around every route runs anyway.
+    """
+
+    __slots__ = ("endpoint",)
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
-    def relay(api: str, operation: str, named: bool) -> Endpoint:
+    def relay(api: str, operation: str, named: bool) -> _Asgi:
         async def endpoint(request: Request) -> Response:
             route = request.path_params["route"] if named else None
             return await gateway.handle(request, route, api, operation)
 
-        return endpoint
+        return _Asgi(endpoint)
 
-    def gemini_relay(version: str, named: bool) -> Endpoint:
+    def gemini_relay(version: str, named: bool) -> _Asgi:
         async def endpoint(request: Request) -> Response:
             route = request.path_params["route"] if named else None
             # `{model}:{method}`; a model name never holds a colon.
@@ -37,7 +56,7 @@ def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
             params = {"version": version, "model": model, "method": method}
             return await gateway.handle(request, route, "gemini", method, params)
 
-        return endpoint
+        return _Asgi(endpoint)
 
     routes: list[BaseRoute] = [Route("/v1/models", gateway.models, methods=["GET"])]
     for prefix, named in (("", False), ("/api/ai/{route}", True)):

@@ -45,5 +45,19 @@ class SSEFramer:
 
 def data_of(block: bytes) -> str | None:
     """The event's data (its `data` lines joined by newlines), or None when it has none."""
+    # The shapes providers send, `data: X` alone or after one `event: name` line, ended
+    # by LF LF: read without the general parser, with the same answer (every other
+    # shape, CR anywhere, a BOM, comments, several data lines, takes the parser).
+    if block[-2:] == b"\n\n" and b"\r" not in block:
+        if block[:6] == b"data: ":
+            line = block[6:-2]
+            if b"\n" not in line:
+                return line.decode("utf-8", "replace")
+        elif block[:6] == b"event:":
+            nl = block.find(b"\n")
+            if block[nl + 1 : nl + 7] == b"data: ":
+                line = block[nl + 7 : -2]
+                if b"\n" not in line:
+                    return line.decode("utf-8", "replace")
     events = parse_sse(block)
     return events[0][1] if events else None

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from starlette.responses import Response
 
+from ai_usage_exporter.core.errortypes import OTHER, error_type_for_status
 from ai_usage_exporter.gateway.sse import SSEFramer
 
 
@@ -60,6 +61,19 @@ def header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def error_json(body: Any, status: int, headers: Mapping[str, str] | None) -> Response:
+    """An API's error body as the response every API's `error_response` returns."""
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def header_token(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """A token sent bare in header `name` (``x-api-key``, ``x-goog-api-key``), if not blank."""
+    value = header(headers, name)
+    if value is not None and value.strip():
+        return bytes(value.strip())
+    return None
+
+
 def bearer(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     value = header(headers, b"authorization")
     if value is None:
@@ -88,3 +102,17 @@ def sse_framer() -> Framer:
 def usage_model(parsed: Mapping[str, Any]) -> tuple[Any, Any]:
     """`usage` and `model` of a plain body, where OpenAI and Anthropic both put them."""
     return parsed.get("usage"), parsed.get("model")
+
+
+def error_object_type(event: Any) -> str | None:
+    """The error_type of an error object sent inside a stream (`{"error": {...}}`), as
+    OpenAI-compatible providers and Gemini send one: by its HTTP `code`, else other."""
+    if not isinstance(event, dict):
+        return None
+    error = event.get("error")
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code")
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return error_type_for_status(code)
+    return OTHER

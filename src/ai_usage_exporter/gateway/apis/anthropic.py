@@ -19,11 +19,11 @@ from ai_usage_exporter.config.gateway import UpstreamConfig
 from ai_usage_exporter.core.errortypes import OTHER, RATE_LIMIT, SERVER, TIMEOUT
 from ai_usage_exporter.gateway.apis._base import (
     Framer,
-    JSONResponse,
     Operation,
     Outgoing,
     bearer,
-    header,
+    error_json,
+    header_token,
     sse_framer,
     usage_model,
 )
@@ -72,18 +72,14 @@ def error_response(
         error["code"] = code
     if extra:
         error.update(extra)
-    return JSONResponse(
-        {"type": "error", "error": error}, status_code=status, headers=dict(headers or {})
-    )
+    return error_json({"type": "error", "error": error}, status, headers)
 
 
 def client_token(headers: Iterable[tuple[bytes, bytes]], query: bytes) -> bytes | None:
     # The SDKs send `x-api-key` for an API key and `Authorization: Bearer` for an auth
     # token (Claude Code's ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN).
-    key = header(headers, b"x-api-key")
-    if key is not None and key.strip():
-        return bytes(key.strip())
-    return bearer(headers)
+    key = header_token(headers, b"x-api-key")
+    return key if key is not None else bearer(headers)
 
 
 def model_of(payload: Mapping[str, Any], params: Mapping[str, str]) -> Any:

@@ -17,14 +17,14 @@ from urllib.parse import parse_qsl, quote
 from starlette.responses import Response
 
 from ai_usage_exporter.config.gateway import UpstreamConfig
-from ai_usage_exporter.core.errortypes import OTHER, error_type_for_status
 from ai_usage_exporter.gateway.apis._base import (
     Framer,
-    JSONResponse,
     Operation,
     Outgoing,
     bearer,
-    header,
+    error_json,
+    error_object_type,
+    header_token,
     sse_framer,
     without_params,
 )
@@ -89,13 +89,13 @@ def error_response(
         ]
     if extra:
         error.update(extra)
-    return JSONResponse({"error": error}, status_code=status, headers=dict(headers or {}))
+    return error_json({"error": error}, status, headers)
 
 
 def client_token(headers: Iterable[tuple[bytes, bytes]], query: bytes) -> bytes | None:
-    key = header(headers, b"x-goog-api-key")
-    if key is not None and key.strip():
-        return bytes(key.strip())
+    key = header_token(headers, b"x-goog-api-key")
+    if key is not None:
+        return key
     if b"key=" in query:
         for k, v in parse_qsl(query.decode("latin-1")):
             if k == "key" and v.strip():
@@ -141,14 +141,5 @@ def usage_of(parsed: Mapping[str, Any]) -> tuple[Any, Any]:
     )
 
 
-def stream_error(event: Any) -> str | None:
-    """The error_type of an error object sent inside a stream (`{"error": {...}}`)."""
-    if not isinstance(event, dict):
-        return None
-    error = event.get("error")
-    if not isinstance(error, dict):
-        return None
-    code = error.get("code")
-    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
-        return error_type_for_status(code)
-    return OTHER
+# An error object inside a stream (`{"error": {...}}`) -> its error_type.
+stream_error = error_object_type

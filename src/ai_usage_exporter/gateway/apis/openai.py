@@ -10,13 +10,13 @@ import orjson
 from starlette.responses import Response
 
 from ai_usage_exporter.config.gateway import UpstreamConfig
-from ai_usage_exporter.core.errortypes import OTHER, error_type_for_status
 from ai_usage_exporter.gateway.apis._base import (
     Framer,
-    JSONResponse,
     Operation,
     Outgoing,
     bearer,
+    error_json,
+    error_object_type,
     sse_framer,
     usage_model,
 )
@@ -44,7 +44,7 @@ def error_response(
     body: dict[str, Any] = {"message": message, "type": type or "gateway_error", "code": code}
     if extra:
         body.update(extra)
-    return JSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
+    return error_json({"error": body}, status, headers)
 
 
 def client_token(headers: Iterable[tuple[bytes, bytes]], query: bytes) -> bytes | None:
@@ -95,14 +95,5 @@ def stream_framer(content_type: str, params: Mapping[str, str]) -> Framer | None
 usage_of = usage_model
 
 
-def stream_error(event: Any) -> str | None:
-    """The error_type of an error object sent inside a stream (`{"error": {...}}`)."""
-    if not isinstance(event, dict):
-        return None
-    error = event.get("error")
-    if not isinstance(error, dict):
-        return None
-    code = error.get("code")
-    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
-        return error_type_for_status(code)
-    return OTHER
+# An error object inside a stream (`{"error": {...}}`) -> its error_type.
+stream_error = error_object_type
