@@ -22,7 +22,7 @@ def mapped(name: str) -> Any:
 
 
 def short(e: dict[str, Any]) -> dict[str, Any]:
-    keep = ("provider", "model", "agent", "workflow_id", "level", *COUNTS)
+    keep = ("provider", "model", "agent", "workflow_id", "session_id", "level", *COUNTS)
     return {k: e[k] for k in keep if e.get(k)}
 
 
@@ -54,7 +54,7 @@ EXPECTED: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
     ),
     "openinference_anthropic.json": (
         [{"provider": "anthropic", "model": "claude-sonnet-4-5", "agent": "support_agent",
-          "input_tokens": 10438, "output_tokens": 48, "cached_input_tokens": 10426}],
+          "session_id": "s-9", "input_tokens": 10438, "output_tokens": 48, "cached_input_tokens": 10426}],
         {"aggregate": 1},
     ),
     "openlit_anthropic.json": (
@@ -76,6 +76,16 @@ EXPECTED: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
         ],
         {"aggregate": 2, "not_inference": 1},
     ),
+    "agent_framework_workflow.json": (
+        [
+            {"provider": "openai", "model": "gpt-4o-mini-2024-07-18", "agent": "WeatherAgent",
+             "session_id": "thread_9f8e7d", "input_tokens": 74, "output_tokens": 17},
+            {"provider": "openai", "model": "gpt-4o-mini-2024-07-18", "agent": "WeatherAgent",
+             "session_id": "thread_9f8e7d", "input_tokens": 112, "output_tokens": 26},
+        ],
+        # The agent span repeats its last call's response id and carries the run's totals.
+        {"aggregate": 1, "not_inference": 1, "not_genai": 2},
+    ),
     "split_stream.json": (
         [{"provider": "openai", "model": "gpt-4o-mini-2024-07-18",
           "input_tokens": 19, "output_tokens": 10}],
@@ -92,7 +102,7 @@ EXPECTED: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
     ),
     "langsmith_runs.json": (
         [
-            {"provider": "openai", "model": "gpt-4o-mini-2024-07-18",
+            {"provider": "openai", "model": "gpt-4o-mini-2024-07-18", "session_id": "thread-42",
              "input_tokens": 1200, "output_tokens": 80, "cached_input_tokens": 1024},
             {"provider": "anthropic", "model": "claude-sonnet-4-5",
              "input_tokens": 10438, "output_tokens": 48, "cached_input_tokens": 10426},

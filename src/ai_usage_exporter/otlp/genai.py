@@ -576,19 +576,27 @@ def _attribution(
     span: SpanView,
     aggregates: Mapping[bytes, SpanView],
     parents: Mapping[bytes, bytes],
-) -> tuple[str | None, str | None]:
-    """The agent and workflow a call ran under: its own attributes, else its ancestors'."""
+) -> tuple[str | None, str | None, str | None]:
+    """The agent, workflow and conversation a call ran under: its own, else its ancestors'.
+
+    The conversation is only looked for above: a framework puts its thread id on the
+    agent span and not always on the calls it makes (Agent Framework, Google ADK).
+    """
     pid = span.pid
     if not (pid and aggregates) and _AGENT_WORKFLOW.isdisjoint(span.attrs):
-        return None, None  # nothing of its own, and no agent or workflow above it
+        return None, None, None  # nothing of its own, and no agent or workflow above it
     agent = _first_str(span.attrs, AGENT_ATTRS)
     workflow = _first_str(span.attrs, WORKFLOW_ATTRS)
+    session = _first_str(span.attrs, SESSION_ATTRS)
+    inherited: str | None = None
     for _ in range(_MAX_ANCESTORS):
-        if (agent is not None and workflow is not None) or not pid:
+        if (agent is not None and workflow is not None and session is not None) or not pid:
             break
         up = aggregates.get(pid)
         if up is not None:
             a = up.attrs
+            if session is None:
+                session = inherited = _first_str(a, SESSION_ATTRS)
             if agent is None:
                 agent = _first_str(a, AGENT_ATTRS)
                 if agent is None and (
@@ -601,7 +609,7 @@ def _attribution(
                 if workflow is None and a.get("traceloop.span.kind") == "workflow":
                     workflow = _first_str(a, ("traceloop.entity.name",))
         pid = parents.get(pid, b"")
-    return agent, workflow
+    return agent, workflow, inherited
 
 
 _AGENT_WORKFLOW = frozenset((*AGENT_ATTRS, *WORKFLOW_ATTRS))
@@ -660,12 +668,14 @@ def _event(
     if metadata:
         metadata["otlp_family"] = call.family.name
         parts.metadata = metadata
-    agent, workflow = _attribution(span, aggregates, parents)
+    agent, workflow, session = _attribution(span, aggregates, parents)
     attribution = parts.attribution
     if agent is not None:
         attribution["agent"] = agent[:1024]
     if workflow is not None:
         attribution["workflow_id"] = workflow[:1024]
+    if session is not None:
+        attribution["session_id"] = session[:1024]
     if not _OPTIONAL.isdisjoint(a):
         for name, value in (
             ("session_id", _first_str(a, SESSION_ATTRS)),
