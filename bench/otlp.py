@@ -13,6 +13,9 @@ settings (SQLite, synchronous=normal):
   - the time an all-GenAI export spends before its commit (`OtlpReceiver.prepare`:
     decode, map, validate), and the floor under it: `spans.collect` alone, the export
     split and its GenAI spans converted to Python values with opentelemetry-proto;
+  - the same all-GenAI export sent as OTLP/JSON (the JavaScript exporters' default),
+    before its commit: read straight from the parsed object (`decode.trace_batch`), and
+    the route it replaced, protobuf's JSON mapping then `spans.collect`;
   - what bounds the targets from below: the JSON path's own time before its commit
     (orjson.loads -> Recorder.parse), the bare construction of the 512 `UsageEvent`s
     both paths make, and the mixed export's commit of its 52 events.
@@ -23,6 +26,7 @@ p50 added per export <= 5 ms.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import gc
 import statistics
@@ -34,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ai_usage_exporter.core.events.model import UsageEvent
+from ai_usage_exporter.otlp import decode
 from ai_usage_exporter.otlp.genai import map_batch
 from ai_usage_exporter.otlp.receiver import OtlpReceiver
 from ai_usage_exporter.otlp.spans import collect
@@ -81,6 +87,18 @@ def _batch(genai_every: int, round_: int) -> bytes:
     return bytes(request(spans, service="shop").SerializeToString())
 
 
+def _otlp_json(body: bytes) -> bytes:
+    """An export as OTLP/JSON writes it: protobuf's JSON mapping with hex ids."""
+    value = json_format.MessageToDict(ExportTraceServiceRequest.FromString(body))
+    for rs in value["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in s:
+                        s[key] = base64.b64decode(s[key]).hex()
+    return bytes(orjson.dumps(value))
+
+
 def _cpu(fn: Any, arg: bytes, repeat: int = 1) -> float:
     t0 = time.process_time()
     for _ in range(repeat):
@@ -113,6 +131,14 @@ async def _run(rounds: int) -> dict[str, float]:
     def json_prepare(raw: bytes) -> None:
         recorder.parse(orjson.loads(raw))
 
+    otlp_jsons = [_otlp_json(body) for body in genai]
+
+    def otlp_json_direct(raw: bytes) -> None:
+        receiver.prepare_batch(decode.trace_batch(raw, decode.JSON))
+
+    def otlp_json_mapped(raw: bytes) -> None:
+        receiver.prepare_batch(collect(decode.trace_body(raw, decode.JSON)))
+
     # The events' fields as keyword arguments: what making them costs with nothing read.
     made = receiver.prepare(genai[0]).events
     kwargs = [{f.name: getattr(e, f.name) for f in dataclasses.fields(e)} for e in made]
@@ -137,6 +163,8 @@ async def _run(rounds: int) -> dict[str, float]:
             "decode",
             "json_prepare",
             "construct",
+            "otlp_json",
+            "otlp_json_mapping",
         )
     }
     for r in range(rounds):
@@ -147,6 +175,8 @@ async def _run(rounds: int) -> dict[str, float]:
         t["decode"].append(_cpu(ExportTraceServiceRequest.FromString, mbody, 10))
         t["json_prepare"].append(_cpu(json_prepare, js))
         t["construct"].append(_cpu(construct, body))
+        t["otlp_json"].append(_cpu(otlp_json_direct, otlp_jsons[r]))
+        t["otlp_json_mapping"].append(_cpu(otlp_json_mapped, otlp_jsons[r]))
         if r % 2:  # which goes first alternates too
             t["genai"].append(await _acpu(receiver.export, body))
             t["json"].append(await _acpu(ingest, js))
@@ -185,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"p50 added per all-GenAI export: {m['prepare'] * 1e3:.2f} ms (target <= 5 ms); "
         f"of which the protobuf-to-Python floor (spans.collect): {m['collect'] * 1e3:.2f} ms"
+    )
+    print(
+        f"the same export as OTLP/JSON, before the commit: {m['otlp_json'] * 1e3:.2f} ms "
+        f"read directly; {m['otlp_json_mapping'] * 1e3:.2f} ms through protobuf's JSON "
+        f"mapping ({m['otlp_json_mapping'] / m['otlp_json']:.1f}x as long)"
     )
     floor = m["collect"] + m["construct"]
     print("what bounds the targets (same rounds):")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import zlib
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from ai_usage_exporter.otlp.jsonspans import NotPlain, collect_json
+from ai_usage_exporter.otlp.spans import Batch, SpanDecodeError, collect
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -93,20 +96,24 @@ def parse(message: type[M], body: bytes, mt: str) -> M:
                 400, f"body is not a valid protobuf {message.__name__}: {exc}"
             ) from None
         return out
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise DecodeError(
-            400, f"body must be a JSON object ({message.__name__}), got {type(value).__name__}"
-        )
+    value = json_object(body, message.__name__)
     try:
         _hex_ids_to_base64(value, 0)
         json_format.ParseDict(value, out, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
         raise DecodeError(400, f"body is not a valid OTLP/JSON {message.__name__}: {exc}") from None
     return out
+
+
+def json_object(body: bytes, name: str) -> dict[str, Any]:
+    """A JSON body's top-level object; 400 when it is not JSON or not an object."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise DecodeError(400, f"body must be a JSON object ({name}), got {type(value).__name__}")
+    return value
 
 
 def _hex_ids_to_base64(value: object, depth: int) -> None:
@@ -127,6 +134,24 @@ def _hex_ids_to_base64(value: object, depth: int) -> None:
         for item in value:
             if isinstance(item, dict | list):
                 _hex_ids_to_base64(item, depth + 1)
+
+
+def trace_batch(body: bytes, mt: str) -> Batch:
+    """A decompressed /v1/traces body's GenAI spans, protobuf or JSON alike.
+
+    Plain OTLP/JSON is read straight from the parsed object (`jsonspans`); any other
+    JSON goes through protobuf's JSON mapping and `collect`, like protobuf itself.
+    """
+    if mt == JSON:
+        value = json_object(body, ExportTraceServiceRequest.__name__)
+        try:
+            return collect_json(value)
+        except (NotPlain, RecursionError):
+            pass
+    try:
+        return collect(trace_body(body, mt))
+    except SpanDecodeError as exc:
+        raise DecodeError(400, str(exc)) from None
 
 
 def trace_body(body: bytes, mt: str) -> bytes:

@@ -43,7 +43,7 @@ from ai_usage_exporter.core.events.validate import typed_event
 from ai_usage_exporter.ledger import LedgerError
 from ai_usage_exporter.otlp import decode
 from ai_usage_exporter.otlp.genai import OUTCOMES, Recent, map_batch
-from ai_usage_exporter.otlp.spans import SpanDecodeError, collect
+from ai_usage_exporter.otlp.spans import Batch, SpanDecodeError, collect
 from ai_usage_exporter.recorder.recorder import Recorder, RecorderBusyError, RecorderClosedError
 
 log = logging.getLogger("ai_usage_exporter.otlp")
@@ -129,12 +129,16 @@ class OtlpReceiver:
 
     def prepare(self, body: bytes) -> Prepared:
         """An encoded ExportTraceServiceRequest's calls as validated events (no I/O)."""
-        recorder = self.recorder
         try:
             batch = collect(body)
         except SpanDecodeError as exc:
-            recorder.count_rejected("malformed")
+            self.recorder.count_rejected("malformed")
             raise ExportFailed(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        return self.prepare_batch(batch)
+
+    def prepare_batch(self, batch: Batch) -> Prepared:
+        """An export's GenAI spans, however they were decoded, as validated events (no I/O)."""
+        recorder = self.recorder
         mapped = map_batch(batch, self.recent)
         messages = list(mapped.rejected)
         parts = mapped.parts
@@ -197,8 +201,15 @@ class OtlpReceiver:
 
     async def export(self, body: bytes) -> ExportResult:
         """Record an encoded ExportTraceServiceRequest's GenAI calls; returns once committed."""
+        return await self.record(self.prepare(body))
+
+    async def export_batch(self, batch: Batch) -> ExportResult:
+        """Record an export's GenAI spans already decoded; returns once committed."""
+        return await self.record(self.prepare_batch(batch))
+
+    async def record(self, prepared: Prepared) -> ExportResult:
+        """Commit a prepared export's events and count what became of its spans."""
         recorder = self.recorder
-        prepared = self.prepare(body)
         events, outcomes, messages = prepared.events, prepared.outcomes, prepared.messages
         if events:
             try:
@@ -263,12 +274,12 @@ class OtlpReceiver:
         mt = decode.media_type(request.headers.get("content-type"))
         try:
             body, mt = await self._body(request)
-            encoded = decode.trace_body(body, mt)
+            batch = decode.trace_batch(body, mt)
         except decode.DecodeError as exc:
             self.recorder.count_rejected(_REJECT_REASON.get(exc.status, "malformed"))
             return _status(exc.status, exc.message, mt)
         try:
-            result = await self.export(encoded)
+            result = await self.export_batch(batch)
         except ExportFailed as exc:
             return _status(exc.status, exc.message, mt, exc.retry_after)
         response = ExportTraceServiceResponse()
