@@ -270,3 +270,12 @@ def test_values_deeper_than_eight_levels_are_cut_as_protobuf_reading_cuts_them()
     for _ in range(4):  # a list and a map: two levels a round
         cut = cut[0]["k"]
     assert cut is None
+
+
+def test_the_node_exporters_json_takes_the_direct_path() -> None:
+    body = (
+        Path(__file__).parent / "fixtures" / "otlp_json" / "node_exporter_http.json"
+    ).read_bytes()
+    fast = collect_json(orjson.loads(body))
+    same(fast, oracle(body))
+    assert (fast.total, len(fast.spans)) == (4, 4)
