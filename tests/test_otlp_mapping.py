@@ -288,3 +288,20 @@ def test_recent_calls_are_bounded() -> None:
     for i in range(5):
         _export(recent, chat_span(span_id=f"{0xD0 + i:016x}", parent=f"{0xE0 + i:016x}"))
     assert len(recent.calls) == 3 and len(recent.above) == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("gen_ai.usage.cached_tokens", "cached_input_tokens"),
+        ("gen_ai.usage.input_cached_tokens", "cached_input_tokens"),
+        ("gen_ai.usage.cached_input_tokens", "cached_input_tokens"),
+        ("gen_ai.usage.cache_read_tokens", "cached_input_tokens"),
+        ("gen_ai.usage.cache_write_tokens", "cache_write_tokens"),
+    ],
+)
+def test_hand_made_cache_spellings_are_read(name: str, field: str) -> None:
+    # As LiveKit Agents writes an OpenAI call: input 100 with 80 of it read from the cache.
+    call = chat_span(input_tokens=100, output_tokens=4, attrs={name: 80})
+    (event,) = map_batch(collect(request([call]).SerializeToString())).events
+    assert (event["input_tokens"], event[field], event["output_tokens"]) == (100, 80, 4)

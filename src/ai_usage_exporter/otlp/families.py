@@ -30,6 +30,12 @@ SEMCONV_TOKENS: TokenTable = (
             "gen_ai.usage.cache_read.input_tokens",
             "gen_ai.usage.cache_read_input_tokens",
             "gen_ai.usage.details.cache_read_tokens",
+            # Spellings hand-made instrumentations use (LiveKit Agents writes the second
+            # beside the registry's name, for the backends that read it).
+            "gen_ai.usage.cached_tokens",
+            "gen_ai.usage.input_cached_tokens",
+            "gen_ai.usage.cached_input_tokens",
+            "gen_ai.usage.cache_read_tokens",
         ),
     ),
     (
@@ -39,6 +45,7 @@ SEMCONV_TOKENS: TokenTable = (
             "gen_ai.usage.cache_write.input_tokens",
             "gen_ai.usage.cache_creation_input_tokens",
             "gen_ai.usage.details.cache_write_tokens",
+            "gen_ai.usage.cache_write_tokens",
         ),
     ),
     (
