@@ -86,6 +86,13 @@ EXPECTED: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
         # The agent span repeats its last call's response id and carries the run's totals.
         {"aggregate": 1, "not_inference": 1, "not_genai": 2},
     ),
+    "strands_bedrock_agent.json": (
+        [{"provider": "bedrock", "model": "us.anthropic.claude-sonnet-4-20250514-v1:0",
+          "agent": "Strands Agents", "input_tokens": 12 + 900, "output_tokens": 40,
+          "cached_input_tokens": 900}],
+        # The event-loop cycle span carries only gen_ai.event.* times.
+        {"aggregate": 1, "not_inference": 2},
+    ),
     "split_stream.json": (
         [{"provider": "openai", "model": "gpt-4o-mini-2024-07-18",
           "input_tokens": 19, "output_tokens": 10}],
@@ -305,3 +312,8 @@ def test_hand_made_cache_spellings_are_read(name: str, field: str) -> None:
     call = chat_span(input_tokens=100, output_tokens=4, attrs={name: 80})
     (event,) = map_batch(collect(request([call]).SerializeToString())).events
     assert (event["input_tokens"], event[field], event["output_tokens"]) == (100, 80, 4)
+
+
+def test_strands_time_to_first_token_is_read_in_milliseconds() -> None:
+    (event,) = mapped("strands_bedrock_agent.json").events
+    assert event["ttft_ms"] == 420.0

@@ -45,6 +45,7 @@ SEMCONV_TOKENS: TokenTable = (
             "gen_ai.usage.cache_write.input_tokens",
             "gen_ai.usage.cache_creation_input_tokens",
             "gen_ai.usage.details.cache_write_tokens",
+            "gen_ai.usage.cache_write_input_tokens",
             "gen_ai.usage.cache_write_tokens",
         ),
     ),
@@ -290,6 +291,15 @@ VERCEL_AI = Family(
     _vercel_provider_metadata,
 )
 
+STRANDS = Family(
+    "strands",
+    "Strands Agents (`strands.telemetry.tracer`)",
+    SEMCONV_TOKENS,
+    # Its usage is the model provider's own: Bedrock's and Anthropic's inputTokens leave
+    # the cache out, OpenAI's prompt_tokens hold it.
+    AS_PROVIDER,
+)
+
 LANGSMITH = Family(
     "langsmith",
     "LangSmith's OpenTelemetry export (`LANGSMITH_OTEL_ENABLED`, Python and JS SDKs)",
@@ -308,6 +318,7 @@ FAMILIES: tuple[Family, ...] = (
     OPENINFERENCE,
     VERCEL_AI,
     LANGSMITH,
+    STRANDS,
 )
 
 # Instrumentation scope names (tracer names) of OpenLLMetry's packages; the contrib
@@ -333,6 +344,8 @@ def family_of(scope: str, attrs: Mapping[str, Any], resource: Mapping[str, Any])
         return OPENLIT
     if scope.startswith(("pydantic-ai", "pydantic_ai", "logfire")):
         return PYDANTIC_AI
+    if scope.startswith("strands."):
+        return STRANDS
     if scope.startswith("opentelemetry.instrumentation.") and not scope.startswith(_CONTRIB_SCOPES):
         return OPENLLMETRY
     if "traceloop.span.kind" in attrs or "llm.request.type" in attrs:

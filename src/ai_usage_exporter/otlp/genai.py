@@ -11,6 +11,7 @@ prices them exactly like posted ones.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from ai_usage_exporter.core.pricing.book import USAGE_UNKNOWN
 from ai_usage_exporter.otlp.families import (
     LANGSMITH,
     OPENINFERENCE,
+    STRANDS,
     VERCEL_AI,
     Family,
     family_of,
@@ -97,7 +99,21 @@ PROVIDER_NAMES: dict[str, str] = {
 }
 # Names senders put in gen_ai.system that are frameworks, not providers.
 FRAMEWORKS = frozenset(
-    ("langchain", "langgraph", "llamaindex", "llama_index", "crewai", "haystack")
+    (
+        "langchain",
+        "langgraph",
+        "llamaindex",
+        "llama_index",
+        "crewai",
+        "haystack",
+        "strands-agents",
+    )
+)
+# A Bedrock model id: an optional cross-region inference prefix, the model's vendor, a
+# dot (us.anthropic.claude-sonnet-4-20250514-v1:0, amazon.nova-pro-v1:0).
+_BEDROCK_MODEL = re.compile(
+    r"(?:(?:us|eu|apac|global|us-gov|ca|jp|au)\.)?"
+    r"(?:anthropic|amazon|meta|mistral|cohere|ai21|deepseek|openai|qwen|writer)\.[a-z0-9]"
 )
 # Model name prefixes that name their provider unambiguously.
 MODEL_PROVIDERS: tuple[tuple[str, str], ...] = (
@@ -407,6 +423,8 @@ def provider_of(span: SpanView) -> str:
         head = low.split(".", 1)[0]
         return PROVIDER_NAMES.get(head, low)
     model = (_first_str(a, MODEL_ATTRS) or "").lower()
+    if _BEDROCK_MODEL.match(model):
+        return "bedrock"
     for prefix, provider in MODEL_PROVIDERS:
         if model.startswith(prefix):
             return provider
@@ -641,7 +659,12 @@ def _event(
     if isinstance(ttft, int | float) and not isinstance(ttft, bool) and ttft >= 0:
         parts.ttft_ms = float(ttft) * 1000.0
     else:
-        ms = a.get("ai.response.msToFirstChunk")
+        # The AI SDK's, and Strands' (milliseconds under a name semconv gives a metric).
+        ms = a.get(
+            "gen_ai.server.time_to_first_token"
+            if call.family is STRANDS
+            else "ai.response.msToFirstChunk"
+        )
         if isinstance(ms, int | float) and not isinstance(ms, bool) and ms >= 0:
             parts.ttft_ms = float(ms)
     if span.error:
