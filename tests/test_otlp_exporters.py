@@ -6,6 +6,10 @@ counts once."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _binaries import in_ci
 from _fake_provider import (
     ANTHROPIC_DELTA_USAGE,
     ANTHROPIC_START_USAGE,
@@ -172,3 +177,74 @@ def test_a_retried_export_counts_once_also_after_a_restart(tmp_path: Path) -> No
             samples = scrape(s.url, {"authorization": f"Bearer {TOKEN}"})
     assert totals(samples, "ai_tokens_total", "type")["input"] == 100
     assert totals(samples, "ai_requests_total", "provider") == {"openai": 1}
+
+
+_APP = """
+import openai
+
+client = openai.OpenAI(max_retries=0)  # OPENAI_BASE_URL and OPENAI_API_KEY from the environment
+client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+for _ in client.chat.completions.create(
+    model="gpt-4o-mini",
+    messages=[{"role": "user", "content": "hi"}],
+    stream=True,
+    stream_options={"include_usage": True},
+):
+    pass
+client.close()
+"""
+
+
+def _readme_exports(after: str) -> dict[str, str]:
+    """The `export` lines of the README's first shell block after the line `after`."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme[readme.index(after) :].split("```sh\n", 1)[1].split("```", 1)[0]
+    env: dict[str, str] = {}
+    for line in block.splitlines():
+        if line.startswith("export "):
+            for word in shlex.split(line[len("export ") :]):
+                name, _, value = word.partition("=")
+                env[name] = value
+    return env
+
+
+def test_the_readme_opentelemetry_instrument_setup_counts_to_the_token(
+    provider: str, tmp_path: Path
+) -> None:
+    """The README's no-code-change setup, run as it is written: its variables, its command."""
+    exe = Path(sys.executable).parent / "opentelemetry-instrument"
+    if not exe.exists():
+        message = "opentelemetry-instrument is missing: pip install -e '.[test]'"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    readme = _readme_exports("Python, any contrib GenAI instrumentation, no code change")
+    assert readme["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
+    app = tmp_path / "app.py"
+    app.write_text(_APP)
+    with server_process(tmp_path / "ledger.db", env={"AI_USAGE_EXPORTER_WRITE_TOKEN": TOKEN}) as s:
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": f"{provider}/v1",
+            "OPENAI_API_KEY": "k",
+            **{
+                name: value.replace("http://127.0.0.1:9478", s.url).replace(
+                    "$AI_USAGE_EXPORTER_WRITE_TOKEN", TOKEN
+                )
+                for name, value in readme.items()
+            },
+        }
+        proc = subprocess.run(
+            [str(exe), sys.executable, str(app)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        samples = scrape(s.url, {"authorization": f"Bearer {TOKEN}"})
+    o, st = OPENAI_CHAT_USAGE, OPENAI_STREAM_USAGE
+    tokens = totals(samples, "ai_tokens_total", "type")
+    assert (tokens["input"], tokens["output"]) == (
+        o["prompt_tokens"] + st["prompt_tokens"],
+        o["completion_tokens"] + st["completion_tokens"],
+    )
+    assert totals(samples, "ai_requests_total", "service") == {"chat-app": 2}
+    assert totals(samples, "ai_requests_total", "model") == {"gpt-4o": 1, "gpt-4o-mini": 1}
