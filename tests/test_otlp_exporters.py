@@ -248,3 +248,68 @@ def test_the_readme_opentelemetry_instrument_setup_counts_to_the_token(
     )
     assert totals(samples, "ai_requests_total", "service") == {"chat-app": 2}
     assert totals(samples, "ai_requests_total", "model") == {"gpt-4o": 1, "gpt-4o-mini": 1}
+
+
+def _readme_python(after: str) -> str:
+    """The README's first Python block after the line `after`."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return readme[readme.index(after) :].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+_AGENT = """
+from pydantic_ai import Agent
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=BASE_URL, api_key="k"))
+agent = Agent(model, name="support_agent")
+agent.run_sync("Say hello")
+agent.run_sync("Say hello again")
+"""
+
+
+def test_the_readme_pydantic_ai_logfire_setup_counts_to_the_token(
+    provider: str, tmp_path: Path
+) -> None:
+    """The README's Logfire setup, its variables and its lines, over a real Pydantic AI agent."""
+    for module in ("logfire", "pydantic_ai"):
+        try:
+            __import__(module)
+        except ImportError:
+            message = f"{module} is missing: pip install -e '.[test]'"
+            if in_ci():
+                pytest.fail(message)
+            pytest.skip(message)
+    heading = "Pydantic AI / Logfire"
+    readme = _readme_exports(heading)
+    app = tmp_path / "agent.py"
+    app.write_text(_readme_python(heading) + f"BASE_URL = {provider + '/v1'!r}\n" + _AGENT)
+    with server_process(tmp_path / "ledger.db", env={"AI_USAGE_EXPORTER_WRITE_TOKEN": TOKEN}) as s:
+        env = {
+            **os.environ,
+            "OTEL_SERVICE_NAME": "agent-app",
+            **{
+                name: value.replace("http://127.0.0.1:9478", s.url).replace("<write token>", TOKEN)
+                for name, value in readme.items()
+            },
+        }
+        proc = subprocess.run(
+            [sys.executable, str(app)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        samples = scrape(s.url, {"authorization": f"Bearer {TOKEN}"})
+        view = httpx.get(
+            f"{s.url}/api/metrics", headers={"authorization": f"Bearer {TOKEN}"}
+        ).json()
+    o = OPENAI_CHAT_USAGE
+    tokens = totals(samples, "ai_tokens_total", "type")
+    # Pydantic AI's input holds the cache, read beside it as a part.
+    assert (tokens["input"], tokens["output"], tokens["cached_input"]) == (
+        2 * o["prompt_tokens"],
+        2 * o["completion_tokens"],
+        2 * o["prompt_tokens_details"]["cached_tokens"],
+    )
+    assert totals(samples, "ai_requests_total", "service") == {"agent-app": 2}
+    outcomes = totals(samples, "ai_exporter_otlp_spans_total", "outcome")
+    assert (outcomes["counted"], outcomes["aggregate"]) == (2, 2)
+    assert [(a["agent"], a["requests"]) for a in view["by_agent"]] == [("support_agent", 2)]
