@@ -279,3 +279,54 @@ def test_the_node_exporters_json_takes_the_direct_path() -> None:
     fast = collect_json(orjson.loads(body))
     same(fast, oracle(body))
     assert (fast.total, len(fast.spans)) == (4, 4)
+
+
+def test_thousands_of_digits_are_no_count_and_no_crash() -> None:
+    value = _plain()
+    span_ = _first_span(value)
+    span_["attributes"].append(
+        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "9" * 5000}}
+    )
+    with pytest.raises(NotPlain):
+        collect_json(value)
+    value = _plain()
+    _first_span(value)["startTimeUnixNano"] = "1" * 5000
+    with pytest.raises(NotPlain):
+        collect_json(value)
+    body = bytes(orjson.dumps(value))
+    with pytest.raises(decode.DecodeError) as caught:  # the full parse refuses it, naming it
+        decode.trace_batch(body, decode.JSON)
+    assert caught.value.status == 400
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 63), (1 << 64) - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["gen_ai.usage.input_tokens", "gen_ai.operation.name", "chat", "ab"]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(
+            ["resourceSpans", "scopeSpans", "spans", "attributes", "key", "value",
+             "stringValue", "intValue", "arrayValue", "kvlistValue", "values", "traceId",
+             "spanId", "status", "code", "events", "name", "startTimeUnixNano", "resource"]
+        ) | st.text(max_size=5),
+        inner,
+        max_size=4,
+    ),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+def test_any_json_body_is_a_batch_or_a_400_never_another_error(value: Any) -> None:
+    shaped = {"resourceSpans": [{"scopeSpans": [{"spans": [value]}]}]}
+    for candidate in (value, shaped):
+        body = bytes(orjson.dumps(candidate))
+        try:
+            decode.trace_batch(body, decode.JSON)
+        except decode.DecodeError as exc:
+            assert exc.status == 400

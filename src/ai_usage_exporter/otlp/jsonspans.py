@@ -173,7 +173,8 @@ def _id(raw: object) -> bytes:
 
 
 def _uint64(raw: object) -> int:
-    if type(raw) is str and raw.isdigit() and raw.isascii():
+    # At most 20 digits: int() refuses thousands of them with a ValueError of its own.
+    if type(raw) is str and raw.isdigit() and raw.isascii() and len(raw) <= 20:
         n = int(raw)
     elif type(raw) is int:
         n = raw
@@ -205,7 +206,7 @@ def _value(raw: object, depth: int) -> Any:
     if kind == "intValue":
         if type(v) is str:
             digits = v[1:] if v[:1] == "-" else v
-            if not (digits.isdigit() and digits.isascii()):
+            if not (digits.isdigit() and digits.isascii() and len(digits) <= 19):
                 raise NotPlain
             v = int(v)
         elif type(v) is not int:
