@@ -185,12 +185,13 @@ def _uint64(raw: object) -> int:
     return n
 
 
-def _attributes(kvs: object) -> dict[str, Any]:
+def _attributes(kvs: object, depth: int = 0) -> dict[str, Any]:
+    """A list of KeyValue (a span's attributes, or a kvlistValue's values) as a dict."""
     out: dict[str, Any] = {}
     for kv in _list(kvs):
         kv = _object(kv, _KEY_VALUE)
         # A repeated key keeps its last value, as protobuf's map reading does.
-        out[_str(kv.get("key", ""))] = _value(kv.get("value", {}), 0)
+        out[_str(kv.get("key", ""))] = _value(kv.get("value", {}), depth)
     return out
 
 
@@ -233,14 +234,9 @@ def _value(raw: object, depth: int) -> Any:
     inner = _object(v, frozenset(("values",)))
     if depth >= MAX_VALUE_DEPTH:
         return None
-    items = _list(inner.get("values"))
     if kind == "arrayValue":
-        return [_value(x, depth + 1) for x in items]
-    out: dict[str, Any] = {}
-    for kv in items:
-        kv = _object(kv, _KEY_VALUE)
-        out[_str(kv.get("key", ""))] = _value(kv.get("value", {}), depth + 1)
-    return out
+        return [_value(x, depth + 1) for x in _list(inner.get("values"))]
+    return _attributes(inner.get("values"), depth + 1)
 
 
 def _resource(raw: object) -> dict[str, Any]:
