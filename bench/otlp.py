@@ -26,7 +26,6 @@ p50 added per export <= 5 ms.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import gc
 import statistics
@@ -38,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ai_usage_exporter.core.events.model import UsageEvent
@@ -50,7 +48,7 @@ from ai_usage_exporter.recorder import Recorder
 from bench._harness import machine, parse_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _otlp import chat_span, request, span  # noqa: E402
+from _otlp import chat_span, otlp_json, request, span  # noqa: E402
 
 BATCH = 512
 
@@ -87,18 +85,6 @@ def _batch(genai_every: int, round_: int) -> bytes:
     return bytes(request(spans, service="shop").SerializeToString())
 
 
-def _otlp_json(body: bytes) -> bytes:
-    """An export as OTLP/JSON writes it: protobuf's JSON mapping with hex ids."""
-    value = json_format.MessageToDict(ExportTraceServiceRequest.FromString(body))
-    for rs in value["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for s in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in s:
-                        s[key] = base64.b64decode(s[key]).hex()
-    return bytes(orjson.dumps(value))
-
-
 def _cpu(fn: Any, arg: bytes, repeat: int = 1) -> float:
     t0 = time.process_time()
     for _ in range(repeat):
@@ -131,7 +117,7 @@ async def _run(rounds: int) -> dict[str, float]:
     def json_prepare(raw: bytes) -> None:
         recorder.parse(orjson.loads(raw))
 
-    otlp_jsons = [_otlp_json(body) for body in genai]
+    otlp_jsons = [otlp_json(ExportTraceServiceRequest.FromString(body)) for body in genai]
 
     def otlp_json_direct(raw: bytes) -> None:
         receiver.prepare_batch(decode.trace_batch(raw, decode.JSON))

@@ -3,6 +3,7 @@ messages or OTLP/JSON, and the recorded-span fixtures of tests/fixtures/otlp/.""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import time
 from collections.abc import Mapping, Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -98,6 +100,18 @@ def request(
     ss.scope.name = scope
     ss.spans.extend(spans)
     return req
+
+
+def otlp_json(req: ExportTraceServiceRequest) -> bytes:
+    """The request as OTLP/JSON writes it: protobuf's JSON mapping with hex ids."""
+    value = json_format.MessageToDict(req)
+    for rs in value.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for s in ss.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in s:
+                        s[key] = base64.b64decode(s[key]).hex()
+    return bytes(orjson.dumps(value))
 
 
 def load_fixture(name: str, now: float | None = None) -> bytes:

@@ -8,21 +8,19 @@ integers) must come out the same, and bad bodies must still be a 400 naming the 
 
 from __future__ import annotations
 
-import base64
 import math
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from _otlp import FIXTURES, any_value, chat_span, load_fixture, request, span
+from _otlp import FIXTURES, any_value, chat_span, load_fixture, otlp_json, request, span
 from ai_usage_exporter.otlp import decode
 from ai_usage_exporter.otlp.jsonspans import NotPlain, collect_json
 from ai_usage_exporter.otlp.spans import Batch, collect
@@ -31,18 +29,6 @@ from ai_usage_exporter.otlp.spans import Batch, collect
 def oracle(body: bytes) -> Batch:
     """The Batch protobuf's JSON mapping gives: ParseDict, then `collect` of the bytes."""
     return collect(decode.trace_body(body, decode.JSON))
-
-
-def otlp_json(req: ExportTraceServiceRequest) -> bytes:
-    """The request as OTLP/JSON writes it: protobuf's JSON mapping with hex ids."""
-    value = json_format.MessageToDict(req)
-    for rs in value.get("resourceSpans", []):
-        for ss in rs.get("scopeSpans", []):
-            for s in ss.get("spans", []):
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in s:
-                        s[key] = base64.b64decode(s[key]).hex()
-    return bytes(orjson.dumps(value))
 
 
 def same(a: Batch, b: Batch) -> None:

@@ -56,6 +56,7 @@ _SCOPE = _names(InstrumentationScope)
 # The profiles signal's string-table indexes mean nothing in a trace export.
 _KEY_VALUE = _names(KeyValue, "keyStrindex")
 _VALUE = _names(AnyValue, "stringValueStrindex")
+_VALUES = frozenset(("values",))  # an ArrayValue's or KeyValueList's one field
 _STATUS_CODES: dict[str, int] = dict(Status.StatusCode.items())
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _UINT64_MAX = (1 << 64) - 1
@@ -231,7 +232,7 @@ def _value(raw: object, depth: int) -> Any:
         except binascii.Error:
             raise NotPlain from None
     # arrayValue or kvlistValue: {"values": [...]}
-    inner = _object(v, frozenset(("values",)))
+    inner = _object(v, _VALUES)
     if depth >= MAX_VALUE_DEPTH:
         return None
     if kind == "arrayValue":
